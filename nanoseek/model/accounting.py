@@ -1,0 +1,97 @@
+"""Parameter, FLOP and KV-cache accounting for a DeepSeek-V3 config: the numbers a cost report needs.
+
+    acct = account(cfg, seq_len=2048)
+    acct.total_params, acct.active_params, acct.train_flops_per_token, acct.mla_cache_bytes_per_token
+
+Counts come from instantiating nothing: they are computed from the config's shapes, and a unit test
+checks them against a real model's parameters.
+
+Conventions (as nanochat and the PaLM paper count them):
+- active parameters = everything a token touches: attention, dense MLPs, shared experts, the router,
+  K of the E routed experts per MoE layer, norms, the embedding row and the head; the E-K idle
+  experts are the only difference from the total.
+- training FLOPs per token = 6 x (active matmul parameters: all active weights but the embedding
+  table, which is a lookup) + 3 x attention, with forward attention = 2 x H x (d_qk + d_v) x seq_len
+  per token per layer (QK^T and PV over the full context, not halved for causality).
+- MTP modules are counted separately (they train, but a served model may drop them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nanoseek.model.config import ModelConfig
+
+
+@dataclass
+class Accounting:
+    total_params: int  # main model, all experts
+    active_params: int  # main model, per token
+    mtp_params: int  # MTP modules, beyond the shared embedding and head
+    embedding_params: int
+    train_flops_per_token: float  # main model, forward + backward, at seq_len
+    forward_flops_per_token: float
+    mla_cache_bytes_per_token: int  # (R + Dr) x layers x dtype bytes
+    mha_cache_bytes_per_token: int  # what caching full keys and values for the same heads would take
+    seq_len: int
+    dtype_bytes: int
+
+
+def _attention_params(cfg: ModelConfig) -> int:
+    C, H = cfg.hidden_size, cfg.num_attention_heads
+    if cfg.q_lora_rank:
+        q = C * cfg.q_lora_rank + cfg.q_lora_rank + cfg.q_lora_rank * H * cfg.qk_head_dim
+    else:
+        q = C * H * cfg.qk_head_dim
+    kv = C * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) + cfg.kv_lora_rank
+    kv += cfg.kv_lora_rank * H * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+    return q + kv + H * cfg.v_head_dim * C
+
+
+def _block_params(cfg: ModelConfig, layer_idx: int) -> tuple[int, int]:
+    """(total, active) parameters of one transformer block."""
+    C = cfg.hidden_size
+    attn = _attention_params(cfg) + 2 * C  # + the two norms
+    if not cfg.layer_is_moe(layer_idx):
+        mlp = 3 * C * cfg.intermediate_size
+        return attn + mlp, attn + mlp
+    expert = 3 * C * cfg.moe_intermediate_size
+    shared = cfg.n_shared_experts * expert + cfg.n_routed_experts * C  # shared experts + router
+    return attn + shared + cfg.n_routed_experts * expert, attn + shared + cfg.num_experts_per_tok * expert
+
+
+def account(cfg: ModelConfig, seq_len: int | None = None, dtype_bytes: int = 2) -> Accounting:
+    seq_len = seq_len or cfg.max_position_embeddings
+    C, V, H = cfg.hidden_size, cfg.vocab_size, cfg.num_attention_heads
+    embedding = V * C
+    head = 0 if cfg.tie_word_embeddings else V * C
+    total = active = embedding + head + C  # + final norm
+    for i in range(cfg.num_hidden_layers):
+        t, a = _block_params(cfg, i)
+        total, active = total + t, active + a
+    mtp = 0
+    for k in range(cfg.num_nextn_predict_layers):
+        mtp += _block_params(cfg, cfg.num_hidden_layers + k)[0] + 2 * C * C + 3 * C  # eh_proj + 3 norms
+    attn_forward = 2 * H * (cfg.qk_head_dim + cfg.v_head_dim) * seq_len * cfg.num_hidden_layers
+    forward = 2 * (active - embedding) + attn_forward
+    L = cfg.num_hidden_layers
+    return Accounting(
+        total_params=total,
+        active_params=active,
+        mtp_params=mtp,
+        embedding_params=embedding,
+        train_flops_per_token=3 * forward,
+        forward_flops_per_token=forward,
+        mla_cache_bytes_per_token=(cfg.kv_lora_rank + cfg.qk_rope_head_dim) * L * dtype_bytes,
+        mha_cache_bytes_per_token=H * (cfg.qk_head_dim + cfg.v_head_dim) * L * dtype_bytes,
+        seq_len=seq_len,
+        dtype_bytes=dtype_bytes,
+    )
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"

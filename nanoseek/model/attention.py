@@ -1,0 +1,162 @@
+"""Multi-head Latent Attention (MLA), DeepSeek-V2/V3's attention, in two equivalent forms.
+
+Shapes: B batch, T new tokens, S cached tokens, H heads, R kv_lora_rank, Dn qk_nope_head_dim,
+Dr qk_rope_head_dim, Dv v_head_dim.
+
+    q       = q_b(norm(q_a(x)))  or  q_proj(x)              (B, T, H, Dn + Dr)
+    c, k_r  = kv_a_proj_with_mqa(x) -> norm(c) (B, T, R), rope(k_r) (B, T, Dr) shared by all heads
+    k, v    = kv_b_proj(c) -> (B, T, H, Dn), (B, T, H, Dv);  k = [k_nope | k_r]
+
+Naive form (training, prefill without a cache): expand k and v for every head and call SDPA.
+
+Absorbed form (decoding over a cache): only c and rope(k_r) are cached, (R + Dr) numbers per token
+per layer instead of H * (Dn + Dr + Dv). kv_b's key half W_uk (H, Dn, R) is folded into the query and
+its value half W_uv (H, Dv, R) into the output:
+
+    score = (q_nope W_uk) . c  +  q_rope . k_r          # (B, H, T, S), no per-head keys materialised
+    out   = (softmax(score) @ c) W_uv^T                  # (B, T, H, Dv)
+
+The cache is indexed by slot (a row of preallocated memory) and absolute position, so one batch can
+mix sequences of different lengths: a query at position p sees cached keys at positions <= p of its
+own slot. Stale entries beyond a sequence's length are masked out by that rule.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nanoseek.model.config import ModelConfig
+from nanoseek.model.rope import apply_rope
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
+
+
+class LatentCache:
+    """Preallocated MLA cache: per layer, the normalized latent and the rotated rope key.
+
+    latent[layer]: (num_slots, max_len, R); rope_key[layer]: (num_slots, max_len, Dr).
+    Bytes per token = (R + Dr) * layers * dtype size; `bytes_per_token` measures it from the tensors.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        num_slots: int,
+        max_len: int,
+        device=None,
+        dtype=torch.float32,
+        with_mtp: bool = False,
+    ):
+        # MTP modules are attention layers too; speculative decoding caches them after the main layers
+        n_layers = cfg.num_hidden_layers + (cfg.num_nextn_predict_layers if with_mtp else 0)
+        self.latent = [
+            torch.zeros(num_slots, max_len, cfg.kv_lora_rank, device=device, dtype=dtype)
+            for _ in range(n_layers)
+        ]
+        self.rope_key = [
+            torch.zeros(num_slots, max_len, cfg.qk_rope_head_dim, device=device, dtype=dtype)
+            for _ in range(n_layers)
+        ]
+        self.num_slots, self.max_len = num_slots, max_len
+
+    @property
+    def bytes_per_token(self) -> int:
+        total = sum(t.numel() * t.element_size() for t in self.latent + self.rope_key)
+        return total // (self.num_slots * self.max_len)
+
+    def copy_slot(self, src: int, dst: int, length: int) -> None:
+        """Forks a sequence: slot `dst` gets slot `src`'s first `length` positions (prefix sharing)."""
+        for t in self.latent + self.rope_key:
+            t[dst, :length] = t[src, :length]
+
+
+class MLA(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.cfg, self.layer_idx = cfg, layer_idx
+        H = cfg.num_attention_heads
+        if cfg.q_lora_rank:
+            self.q_a_proj = nn.Linear(cfg.hidden_size, cfg.q_lora_rank, bias=False)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, H * cfg.qk_head_dim, bias=False)
+        else:
+            self.q_proj = nn.Linear(cfg.hidden_size, H * cfg.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(
+            cfg.hidden_size, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=False
+        )
+        self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, cfg.rms_norm_eps)
+        self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, H * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
+        self.o_proj = nn.Linear(H * cfg.v_head_dim, cfg.hidden_size, bias=False)
+        self.scale = cfg.softmax_scale
+
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x (B, T, C) -> q_nope (B,T,H,Dn), q_rope (B,T,H,Dr), latent (B,T,R), k_rope (B,T,Dr)."""
+        cfg = self.cfg
+        B, T, _ = x.shape
+        q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))) if cfg.q_lora_rank else self.q_proj(x)
+        q = q.view(B, T, cfg.num_attention_heads, cfg.qk_head_dim)
+        q_nope, q_rope = q.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
+        q_rope = apply_rope(q_rope, cos.unsqueeze(-2), sin.unsqueeze(-2))
+        latent, k_rope = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
+        return q_nope, q_rope, self.kv_a_layernorm(latent), apply_rope(k_rope, cos, sin)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LatentCache | None = None,
+        positions: torch.Tensor | None = None,
+        slots: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        q_nope, q_rope, latent, k_rope = self.project(x, cos, sin)
+        if cache is None:
+            return self.naive(q_nope, q_rope, latent, k_rope)
+        # write this step's latents into the cache, then attend over the slot's cached prefix
+        L = self.layer_idx
+        rows = slots[:, None].expand_as(positions)
+        cache.latent[L][rows, positions] = latent.to(cache.latent[L].dtype)
+        cache.rope_key[L][rows, positions] = k_rope.to(cache.rope_key[L].dtype)
+        S = int(positions.max()) + 1
+        c = cache.latent[L][slots, :S].to(x.dtype)  # (B, S, R)
+        kr = cache.rope_key[L][slots, :S].to(x.dtype)  # (B, S, Dr)
+        visible = torch.arange(S, device=x.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
+        return self.absorbed(q_nope, q_rope, c, kr, visible)
+
+    def naive(self, q_nope, q_rope, latent, k_rope) -> torch.Tensor:
+        """Causal attention with per-head keys and values expanded from the latent (SDPA)."""
+        cfg = self.cfg
+        B, T, H, _ = q_nope.shape
+        kv = self.kv_b_proj(latent).view(B, T, H, cfg.qk_nope_head_dim + cfg.v_head_dim)
+        k_nope, v = kv.split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=-1)
+        q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2)  # (B, H, T, Dn+Dr)
+        k = torch.cat([k_nope, k_rope.unsqueeze(2).expand(B, T, H, -1)], dim=-1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True, scale=self.scale)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * cfg.v_head_dim))
+
+    def absorbed(self, q_nope, q_rope, latent, k_rope, visible) -> torch.Tensor:
+        """Attention in latent space: latent (B, S, R), k_rope (B, S, Dr), visible (B, T, S) bool."""
+        cfg = self.cfg
+        B, T, H, _ = q_nope.shape
+        w = self.kv_b_proj.weight.view(H, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
+        w_uk, w_uv = w[:, : cfg.qk_nope_head_dim], w[:, cfg.qk_nope_head_dim :]  # (H, Dn, R), (H, Dv, R)
+        q_latent = torch.einsum("bthd,hdr->bthr", q_nope, w_uk)  # (B, T, H, R)
+        scores = torch.einsum("bthr,bsr->bhts", q_latent, latent) + torch.einsum(
+            "bthd,bsd->bhts", q_rope, k_rope
+        )
+        scores = scores.float() * self.scale
+        scores = scores.masked_fill(~visible[:, None], float("-inf"))
+        probs = scores.softmax(dim=-1).to(latent.dtype)  # (B, H, T, S)
+        out_latent = torch.einsum("bhts,bsr->bthr", probs, latent)  # (B, T, H, R)
+        out = torch.einsum("bthr,hvr->bthv", out_latent, w_uv)  # (B, T, H, Dv)
+        return self.o_proj(out.reshape(B, T, H * cfg.v_head_dim))

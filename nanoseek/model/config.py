@@ -1,0 +1,183 @@
+"""ModelConfig: every shape and routing knob of a DeepSeek-V3 model, under Hugging Face's field names.
+
+The field names are those of `transformers.DeepseekV3Config` (and DeepSeek's own config.json), so a
+config.json written by either loads here and ours loads there:
+
+    cfg = ModelConfig.from_hf_dict(json.load(open("config.json")))
+    json.dump(cfg.to_hf_dict(), open("config.json", "w"))
+
+A few fields are nanoseek's own training knobs (marked below); they ride along in config.json and
+other loaders ignore them. A dense model is the same config with `n_routed_experts = 0`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 512
+    hidden_size: int = 64
+    intermediate_size: int = 192  # dense MLP width (layers < first_k_dense_replace, or all if dense)
+    moe_intermediate_size: int = 32  # width of one routed / shared expert
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    # MLA
+    q_lora_rank: int = 0  # 0 (or None in HF files) means a direct q_proj, no low-rank query
+    kv_lora_rank: int = 32
+    qk_nope_head_dim: int = 16
+    qk_rope_head_dim: int = 8
+    v_head_dim: int = 16
+    # DeepSeekMoE
+    n_routed_experts: int = 8  # 0 means a dense model
+    n_shared_experts: int = 1
+    num_experts_per_tok: int = 2
+    n_group: int = 1
+    topk_group: int = 1
+    routed_scaling_factor: float = 1.0
+    norm_topk_prob: bool = True
+    first_k_dense_replace: int = 1
+    scoring_func: str = "sigmoid"
+    topk_method: str = "noaux_tc"
+    # MTP
+    num_nextn_predict_layers: int = 0
+    # positions
+    max_position_embeddings: int = 512
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = (
+        None  # {"type": "yarn", "factor", "original_max_position_embeddings", ...}
+    )
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+    bos_token_id: int = 0
+    eos_token_id: int = 1
+    # nanoseek's own training knobs (ignored by other loaders)
+    aux_loss_alpha: float = 0.0  # weight of the sequence-wise balance loss (V3 used 1e-4)
+    bias_update_speed: float = 0.001  # gamma of auxiliary-loss-free balancing
+    mtp_loss_weight: float = 0.3  # lambda of the MTP loss
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown HF fields, kept for round trips
+
+    def __post_init__(self):
+        if self.q_lora_rank is None:
+            self.q_lora_rank = 0
+        if self.n_routed_experts:
+            if self.n_routed_experts % self.n_group:
+                raise ValueError(
+                    f"n_routed_experts={self.n_routed_experts} must divide into n_group={self.n_group}"
+                )
+            if not 1 <= self.topk_group <= self.n_group:
+                raise ValueError(f"topk_group={self.topk_group} must be in [1, n_group={self.n_group}]")
+            if self.num_experts_per_tok > self.topk_group * (self.n_routed_experts // self.n_group):
+                raise ValueError("num_experts_per_tok exceeds the experts in the selected groups")
+            if self.n_routed_experts // self.n_group < 2 and self.n_group > 1:
+                raise ValueError(
+                    "group-limited routing scores a group by its top-2 experts: need >= 2 per group"
+                )
+        if self.scoring_func != "sigmoid":
+            raise ValueError(f"scoring_func={self.scoring_func!r}: only DeepSeek-V3's 'sigmoid' is supported")
+
+    # ------------------------------------------------------------------ derived shapes
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_routed_experts > 0
+
+    def layer_is_moe(self, layer_idx: int) -> bool:
+        return self.is_moe and layer_idx >= self.first_k_dense_replace
+
+    @property
+    def softmax_scale(self) -> float:
+        """1/sqrt(d_qk), times mscale^2 under YaRN (DeepSeek's long-context attention temperature)."""
+        scale = self.qk_head_dim**-0.5
+        rs = self.rope_scaling
+        if rs and rs.get("type", rs.get("rope_type")) == "yarn":
+            mscale_all_dim = rs.get("mscale_all_dim", 0)
+            if mscale_all_dim:
+                m = yarn_mscale(rs["factor"], mscale_all_dim)
+                scale = scale * m * m
+        return scale
+
+    # ------------------------------------------------------------------ HF conversion
+    def to_hf_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d["q_lora_rank"] = self.q_lora_rank or None
+        d["num_key_value_heads"] = self.num_attention_heads
+        d["hidden_act"] = "silu"
+        d["attention_bias"] = False
+        d["rope_interleave"] = True
+        d["model_type"] = "deepseek_v3"
+        d["architectures"] = ["DeepseekV3ForCausalLM"]
+        d["torch_dtype"] = "float32"
+        if self.rope_scaling is not None:
+            d["rope_scaling"] = dict(self.rope_scaling)
+        return {**self.extra, **d}
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Reads a config.json written by nanoseek, transformers (v4 or v5) or DeepSeek."""
+        d = dict(d)
+        # transformers v5 folds rope_theta and rope_scaling into `rope_parameters`
+        rp = d.pop("rope_parameters", None)
+        if rp:
+            d.setdefault("rope_theta", rp.get("rope_theta", 10000.0))
+            rope_type = rp.get("rope_type", rp.get("type", "default"))
+            if rope_type != "default" and not d.get("rope_scaling"):
+                d["rope_scaling"] = {k: v for k, v in rp.items() if k != "rope_theta"}
+        rs = d.get("rope_scaling")
+        if rs:
+            rs = dict(rs)
+            rs["type"] = rs.pop("rope_type", rs.get("type"))
+            if rs["type"] not in ("yarn", "default", None):
+                raise ValueError(f"rope_scaling type {rs['type']!r} is not supported (only yarn)")
+            d["rope_scaling"] = rs if rs["type"] == "yarn" else None
+        if d.get("num_mtp_layers") is not None and "num_nextn_predict_layers" not in d:
+            d["num_nextn_predict_layers"] = d["num_mtp_layers"]
+        for key, default in (("n_group", 1), ("topk_group", 1), ("first_k_dense_replace", 0)):
+            if d.get(key) is None:
+                d[key] = default
+        if isinstance(d.get("eos_token_id"), list):
+            d["eos_token_id"] = d["eos_token_id"][0]
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names and v is not None}
+        extra = {k: v for k, v in d.items() if k not in names and k not in _DERIVED_HF_FIELDS}
+        return cls(**known, extra=extra)
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# fields that transformers or we derive; never stored in `extra`
+_DERIVED_HF_FIELDS = {
+    "num_key_value_heads",
+    "hidden_act",
+    "attention_bias",
+    "rope_interleave",
+    "model_type",
+    "architectures",
+    "torch_dtype",
+    "dtype",
+    "num_mtp_layers",
+    "qk_head_dim",
+    "head_dim",
+    "transformers_version",
+    "use_cache",
+    "pad_token_id",
+    "attention_dropout",
+    "pretraining_tp",
+    "output_router_logits",
+}
+
+
+def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention-temperature correction: 0.1 * mscale * ln(scale) + 1 (1 when not extending)."""
+    if scale <= 1:
+        return 1.0
+    return 0.1 * mscale * math.log(scale) + 1.0

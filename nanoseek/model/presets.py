@@ -1,0 +1,104 @@
+"""The size ladder: model shapes from a ~1M-parameter toy to DeepSeek-V3's 671B.
+
+    cfg = preset("d4")                  # a named rung
+    cfg = config_for_depth(6)           # or any depth: the one size knob, as in nanochat
+
+`config_for_depth` derives every width from the number of layers d (nanochat's rule of a 64-wide
+residual stream per layer), with DeepSeek-V3's proportions where they make sense at small scale:
+
+    hidden C = 64 d,  heads H = max(2, d),  d_nope = d_v = C / H,  d_rope = d_nope / 2
+    kv_lora_rank = max(32, C / 4), q_lora_rank = 3 x kv_lora_rank from d >= 16 (direct q_proj below)
+    routed experts E = 8 (d < 8), 16 (d < 16), 64 after; K = E / 4; groups G = E / 4, top groups G / 2
+    expert width = C / 4; dense MLP width = 8C / 3; first layer dense, the rest MoE; 1 shared expert
+
+The `v3-671b` rung is DeepSeek-V3's published config, for `nanoseek info` (you cannot train it here).
+"""
+
+from __future__ import annotations
+
+from nanoseek.model.config import ModelConfig
+
+
+def config_for_depth(
+    depth: int, vocab_size: int = 512, max_position_embeddings: int = 1024, mtp: int = 1
+) -> ModelConfig:
+    C = 64 * depth
+    H = max(2, depth)
+    head = C // H
+    kv_lora = max(32, C // 4)
+    experts = 8 if depth < 8 else 16 if depth < 16 else 64
+    return ModelConfig(
+        vocab_size=vocab_size,
+        hidden_size=C,
+        intermediate_size=(8 * C // 3 + 63) // 64 * 64,
+        moe_intermediate_size=C // 4,
+        num_hidden_layers=depth,
+        num_attention_heads=H,
+        q_lora_rank=3 * kv_lora if depth >= 16 else 0,
+        kv_lora_rank=kv_lora,
+        qk_nope_head_dim=head,
+        qk_rope_head_dim=max(8, head // 2),
+        v_head_dim=head,
+        n_routed_experts=experts,
+        n_shared_experts=1,
+        num_experts_per_tok=experts // 4,
+        n_group=max(1, experts // 4),
+        topk_group=max(1, experts // 8),
+        routed_scaling_factor=1.0,
+        first_k_dense_replace=1,
+        num_nextn_predict_layers=mtp,
+        max_position_embeddings=max_position_embeddings,
+    )
+
+
+V3_671B = ModelConfig(
+    vocab_size=129280,
+    hidden_size=7168,
+    intermediate_size=18432,
+    moe_intermediate_size=2048,
+    num_hidden_layers=61,
+    num_attention_heads=128,
+    q_lora_rank=1536,
+    kv_lora_rank=512,
+    qk_nope_head_dim=128,
+    qk_rope_head_dim=64,
+    v_head_dim=128,
+    n_routed_experts=256,
+    n_shared_experts=1,
+    num_experts_per_tok=8,
+    n_group=8,
+    topk_group=4,
+    routed_scaling_factor=2.5,
+    first_k_dense_replace=3,
+    num_nextn_predict_layers=1,
+    max_position_embeddings=163840,
+    rope_theta=10000.0,
+    rope_scaling={
+        "type": "yarn",
+        "factor": 40,
+        "original_max_position_embeddings": 4096,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    },
+    bos_token_id=0,
+    eos_token_id=1,
+)
+
+PRESETS: dict[str, ModelConfig] = {
+    "d2": config_for_depth(2),  # 0.5M + 0.2M MTP: the toy that tests and the speedrun build on
+    "d4": config_for_depth(4, vocab_size=4096),  # ~5M
+    "d6": config_for_depth(6, vocab_size=8192),  # ~17M
+    "d10": config_for_depth(10, vocab_size=16384),  # ~90M
+    "d16": config_for_depth(16, vocab_size=32768, max_position_embeddings=4096),  # ~0.9B: one GPU
+    "d20": config_for_depth(20, vocab_size=65536, max_position_embeddings=4096),  # ~1.8B: one GPU, long
+    "d32": config_for_depth(32, vocab_size=129280, max_position_embeddings=4096),  # ~7.4B: an 8-GPU node
+    "v3-671b": V3_671B,
+}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} (or a model directory)")
+    return PRESETS[name].replace()

@@ -1,0 +1,210 @@
+"""The DeepSeek-V3 language model: embeddings, MLA + (Dense|MoE) blocks, final norm, head, and MTP.
+
+    model = DeepSeekV3(ModelConfig(...))              # or DeepSeekV3.from_pretrained("runs/x/model")
+    logits = model(input_ids)                          # (B, T, vocab)
+    losses = model(input_ids, targets=targets)         # Losses(total, lm, mtp, balance)
+    model.save_pretrained("out/")                      # a Hugging Face DeepseekV3ForCausalLM directory
+
+Multi-token prediction (DeepSeek-V3 sec. 2.2): MTP module k (1-based) takes the previous depth's
+hidden state h^{k-1} at position i and the embedding of token t_{i+k}, and predicts t_{i+k+1}:
+
+    h'_i = eh_proj([enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)])      (B, T-k, C), order as in vLLM
+    h^k  = Block_k(h'),   logits^k = lm_head(shared_head.norm(h^k))
+
+The embedding and output head are the main model's. The MTP loss is the mean of the per-depth
+cross-entropies and comes back separately, weighted by lambda (`mtp_loss_weight`) in `total`.
+
+Initialization (chosen to train well at toy scale with AdamW, cf. nanochat): embeddings N(0, 1);
+every matrix that reads the residual stream or a normalized latent N(0, 1/fan_in), so activations
+start at unit scale; every matrix that writes back into the residual stream (o_proj, down_proj, the
+experts' down_proj, eh_proj excepted) and the lm_head start at zero, so each block starts as the
+identity and the initial loss is exactly ln(vocab). Router weights N(0, 1/fan_in), biases zero.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nanoseek.model.attention import MLA, LatentCache, RMSNorm
+from nanoseek.model.config import ModelConfig
+from nanoseek.model.moe import MLP, MoE
+from nanoseek.model.rope import RotaryEmbedding
+
+
+class Losses(NamedTuple):
+    total: torch.Tensor  # lm + lambda * mtp + balance: what to backpropagate
+    lm: torch.Tensor  # next-token cross-entropy (nats per token)
+    mtp: torch.Tensor  # mean MTP cross-entropy over depths (0 without MTP)
+    balance: torch.Tensor  # sum over MoE layers of the sequence-wise balance loss (0 when alpha = 0)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = MLA(cfg, layer_idx)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MoE(cfg) if cfg.layer_is_moe(layer_idx) else MLP(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, h, cos, sin, cache=None, positions=None, slots=None):
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, cache, positions, slots)
+        if isinstance(self.mlp, MoE):
+            y, balance = self.mlp(self.post_attention_layernorm(h))
+            return h + y, balance
+        return h + self.mlp(self.post_attention_layernorm(h)), None
+
+
+class SharedHead(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class MTPModule(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.eh_proj = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.block = Block(cfg, layer_idx)
+        self.shared_head = SharedHead(cfg)
+
+    def forward(self, h_prev, token_emb, cos, sin, cache=None, positions=None, slots=None):
+        h = self.eh_proj(torch.cat([self.enorm(token_emb), self.hnorm(h_prev)], dim=-1))
+        return self.block(h, cos, sin, cache, positions, slots)
+
+
+class DeepSeekV3(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.mtp = nn.ModuleList(
+            MTPModule(cfg, cfg.num_hidden_layers + k) for k in range(cfg.num_nextn_predict_layers)
+        )
+        self.rotary = RotaryEmbedding(cfg)
+        self.init_weights()
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        cache: LatentCache | None = None,
+        slots: torch.Tensor | None = None,
+    ) -> torch.Tensor | Losses:
+        """input_ids (B, T) -> logits (B, T, vocab), or Losses when targets (B, T) are given
+        (ignore index -100). With a cache, `positions` (B, T) are absolute positions and `slots` (B,)
+        the cache rows of the sequences."""
+        h, balance = self.hidden_states(input_ids, positions, cache, slots)
+        if targets is None:
+            return self.lm_head(self.norm(h))
+        lm = F.cross_entropy(
+            self.lm_head(self.norm(h)).flatten(0, 1).float(), targets.flatten(), ignore_index=-100
+        )
+        mtp = self.mtp_loss(h, input_ids, targets) if len(self.mtp) else lm.new_zeros(())
+        balance = torch.stack(balance).sum() if balance else lm.new_zeros(())
+        return Losses(lm + self.config.mtp_loss_weight * mtp + balance, lm, mtp, balance)
+
+    def hidden_states(self, input_ids, positions=None, cache=None, slots=None):
+        """Final hidden state before the norm (B, T, C), and the list of MoE balance losses."""
+        B, T = input_ids.shape
+        if positions is None:
+            positions = torch.arange(T, device=input_ids.device).expand(B, T)
+        cos, sin = self.rotary(positions)
+        h = self.embed_tokens(input_ids)
+        balance = []
+        for layer in self.layers:
+            h, b = layer(h, cos, sin, cache, positions, slots)
+            if b is not None:
+                balance.append(b)
+        return h, balance
+
+    def mtp_hidden(self, k: int, h_prev, next_ids, positions, cache=None, slots=None) -> torch.Tensor:
+        """Depth-k (0-based module index) MTP hidden state from h^{k} (B, T, C) and the ids of the
+        tokens one step ahead (B, T) at `positions` (B, T)."""
+        cos, sin = self.rotary(positions)
+        h, _ = self.mtp[k](h_prev, self.embed_tokens(next_ids), cos, sin, cache, positions, slots)
+        return h
+
+    def mtp_logits(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.mtp[k].shared_head.norm(h))
+
+    def mtp_loss(self, h: torch.Tensor, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        B, T = input_ids.shape
+        losses = []
+        for k in range(1, len(self.mtp) + 1):
+            if T - k <= 0:
+                break
+            positions = torch.arange(T - k, device=input_ids.device).expand(B, T - k)
+            h = self.mtp_hidden(k - 1, h[:, : T - k], input_ids[:, k:], positions)
+            logits = self.mtp_logits(k - 1, h)  # predicts t_{i+k+1} = targets[:, i+k]
+            losses.append(
+                F.cross_entropy(logits.flatten(0, 1).float(), targets[:, k:].flatten(), ignore_index=-100)
+            )
+        return torch.stack(losses).mean()
+
+    # ------------------------------------------------------------------ MoE balancing
+    def moe_layers(self) -> list[MoE]:
+        return [m for m in self.modules() if isinstance(m, MoE)]
+
+    def update_router_biases(
+        self, gamma: float | None = None, loads: list[torch.Tensor] | None = None
+    ) -> None:
+        """Auxiliary-loss-free balancing; call after each optimizer step."""
+        gamma = self.config.bias_update_speed if gamma is None else gamma
+        for i, moe in enumerate(self.moe_layers()):
+            moe.update_bias(gamma, None if loads is None else loads[i])
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        for name, p in self.named_parameters():
+            if p.dim() == 1:  # norm weights
+                nn.init.ones_(p)
+            elif (
+                name.endswith(("o_proj.weight", "down_proj.weight", "down_proj")) or name == "lm_head.weight"
+            ):
+                nn.init.zeros_(p)
+            elif name == "embed_tokens.weight":
+                nn.init.normal_(p, std=1.0)
+            else:  # reads the residual stream: nn.Linear weights are (out, in), stacked experts (E, in, out)
+                fan_in = (
+                    p.shape[-2] if name.endswith(("experts.gate_proj", "experts.up_proj")) else p.shape[-1]
+                )
+                nn.init.normal_(p, std=1 / math.sqrt(fan_in))
+        for buf_name, buf in self.named_buffers():
+            if buf_name.endswith("e_score_correction_bias"):
+                buf.zero_()
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device=None, dtype=None) -> DeepSeekV3:
+        from nanoseek.model.checkpoint import load_model
+
+        return load_model(path, device=device, dtype=dtype)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from nanoseek.model.checkpoint import save_model
+
+        save_model(self, path)
+
+    def new_cache(self, num_slots: int, max_len: int, with_mtp: bool = False, dtype=None) -> LatentCache:
+        p = self.embed_tokens.weight
+        return LatentCache(
+            self.config, num_slots, max_len, device=p.device, dtype=dtype or p.dtype, with_mtp=with_mtp
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
