@@ -1,0 +1,40 @@
+"""Tokenizer and chat format: byte-level BPE with DeepSeek-R1's special tokens, and THE chat format.
+
+    from nanoseek.tokenizer import Tokenizer, train_tokenizer, chat_format
+    tok = train_tokenizer(["corpus.txt"], vocab_size=512, out_dir="runs/tok")
+    ids, loss_mask = chat_format.render(tok, conversation)
+
+Modules: `core` (Tokenizer, StreamDecoder), `chat_format` (render / render_prompt / split_completion,
+the Jinja chat template), `train` (train_tokenizer and the `nanoseek tokenizer train` command).
+"""
+
+from nanoseek.tokenizer import chat_format
+from nanoseek.tokenizer.chat_format import (
+    CHAT_TEMPLATE,
+    FormatError,
+    r1_zero_prompt,
+    render,
+    render_prompt,
+    render_text,
+    split_completion,
+    split_r1_zero_completion,
+)
+from nanoseek.tokenizer.core import StreamDecoder, Tokenizer
+from nanoseek.tokenizer.train import compression_ratio, tokenizer_train_main, train_tokenizer
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "FormatError",
+    "StreamDecoder",
+    "Tokenizer",
+    "chat_format",
+    "compression_ratio",
+    "r1_zero_prompt",
+    "render",
+    "render_prompt",
+    "render_text",
+    "split_completion",
+    "split_r1_zero_completion",
+    "tokenizer_train_main",
+    "train_tokenizer",
+]
