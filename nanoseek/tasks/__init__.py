@@ -1,0 +1,75 @@
+"""Tasks: problems with a prompt and a reference, and a scorer that turns a completion into a reward.
+
+    from nanoseek.tasks import get_task
+    task = get_task("countdown", num_numbers=4)          # synthetic, seeded, with solution traces
+    task = get_task("gsm8k:/data/gsm8k_test.jsonl")      # a benchmark from a local JSONL file
+    problems = task.problems("test", n=100)
+    reward, details = task.score(problems[0], completion)
+
+Names: synthetic "arithmetic", "countdown", "linear", "sort"; benchmarks "gsm8k", "math500", "aime24",
+"amc23", "mmlu", "humaneval". "name:/path/to/file.jsonl" reads a benchmark from that file; keyword
+arguments go to the task's constructor (difficulty knobs, seed, instruction, ...).
+
+Answer format convention: every prompt asks for the final answer in `\\boxed{}` (R1's convention,
+which math-verify reads), and every synthetic `solution_trace` ends with the line
+`The answer is \\boxed{ANSWER}.`. Scoring also accepts "The answer is X", "#### X" and, for numeric
+tasks, a last number, and reports which one it found in `details["format"]`.
+"""
+
+from nanoseek.tasks.arithmetic import ArithmeticTask
+from nanoseek.tasks.base import ANSWER_INSTRUCTION, Problem, Task
+from nanoseek.tasks.countdown import CountdownTask
+from nanoseek.tasks.files import DataError, FileTask
+from nanoseek.tasks.humaneval import HumanEval
+from nanoseek.tasks.linear import LinearEquationTask
+from nanoseek.tasks.math_bench import AIME24, AMC23, GSM8K, MATH500
+from nanoseek.tasks.mmlu import MultipleChoiceTask
+from nanoseek.tasks.sort import SortTask
+from nanoseek.tasks.synthetic import SyntheticTask
+
+TASKS: dict[str, type[Task]] = {
+    "arithmetic": ArithmeticTask,
+    "countdown": CountdownTask,
+    "linear": LinearEquationTask,
+    "sort": SortTask,
+    "gsm8k": GSM8K,
+    "math500": MATH500,
+    "aime24": AIME24,
+    "amc23": AMC23,
+    "mmlu": MultipleChoiceTask,
+    "humaneval": HumanEval,
+}
+
+
+def get_task(name: str, **kwargs) -> Task:
+    """The task called `name` ("gsm8k", or "gsm8k:/path/to/file.jsonl"), built with `kwargs`."""
+    name, _, path = name.partition(":")
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    if path:
+        if not issubclass(TASKS[name], FileTask):
+            raise ValueError(f"task {name!r} is generated, it does not read a file")
+        kwargs["path"] = path
+    return TASKS[name](**kwargs)
+
+
+__all__ = [
+    "ANSWER_INSTRUCTION",
+    "AIME24",
+    "AMC23",
+    "ArithmeticTask",
+    "CountdownTask",
+    "DataError",
+    "FileTask",
+    "GSM8K",
+    "HumanEval",
+    "LinearEquationTask",
+    "MATH500",
+    "MultipleChoiceTask",
+    "Problem",
+    "SortTask",
+    "SyntheticTask",
+    "TASKS",
+    "Task",
+    "get_task",
+]
