@@ -42,9 +42,10 @@ class RMSNorm(nn.Module):
 
 
 class LatentCache:
-    """Preallocated MLA cache: per layer, the normalized latent and the rotated rope key.
+    """Preallocated MLA cache: per layer, the normalized latent and the rotated rope key of each token.
 
-    latent[layer]: (num_slots, max_len, R); rope_key[layer]: (num_slots, max_len, Dr).
+    kv[layer]: (num_slots, max_len, R + Dr), one row [latent | rope key] per token, so decoding reads
+    one contiguous block per sequence; latent[layer] (.., R) and rope_key[layer] (.., Dr) are views.
     Bytes per token = (R + Dr) * layers * dtype size; `bytes_per_token` measures it from the tensors.
     """
 
@@ -59,24 +60,22 @@ class LatentCache:
     ):
         # MTP modules are attention layers too; speculative decoding caches them after the main layers
         n_layers = cfg.num_hidden_layers + (cfg.num_nextn_predict_layers if with_mtp else 0)
-        self.latent = [
-            torch.zeros(num_slots, max_len, cfg.kv_lora_rank, device=device, dtype=dtype)
-            for _ in range(n_layers)
+        R, Dr = cfg.kv_lora_rank, cfg.qk_rope_head_dim
+        self.kv = [
+            torch.zeros(num_slots, max_len, R + Dr, device=device, dtype=dtype) for _ in range(n_layers)
         ]
-        self.rope_key = [
-            torch.zeros(num_slots, max_len, cfg.qk_rope_head_dim, device=device, dtype=dtype)
-            for _ in range(n_layers)
-        ]
+        self.latent = [t[..., :R] for t in self.kv]
+        self.rope_key = [t[..., R:] for t in self.kv]
         self.num_slots, self.max_len = num_slots, max_len
 
     @property
     def bytes_per_token(self) -> int:
-        total = sum(t.numel() * t.element_size() for t in self.latent + self.rope_key)
+        total = sum(t.untyped_storage().nbytes() for t in self.kv)
         return total // (self.num_slots * self.max_len)
 
     def copy_slot(self, src: int, dst: int, length: int) -> None:
         """Forks a sequence: slot `dst` gets slot `src`'s first `length` positions (prefix sharing)."""
-        for t in self.latent + self.rope_key:
+        for t in self.kv:
             t[dst, :length] = t[src, :length]
 
 
@@ -123,14 +122,15 @@ class MLA(nn.Module):
         if cache is None:
             return self.naive(q_nope, q_rope, latent, k_rope)
         # write this step's latents into the cache, then attend over the slot's cached prefix
-        L = self.layer_idx
+        kv = cache.kv[self.layer_idx]  # (slots, max_len, R + Dr)
         rows = slots[:, None].expand_as(positions)
-        cache.latent[L][rows, positions] = latent.to(cache.latent[L].dtype)
-        cache.rope_key[L][rows, positions] = k_rope.to(cache.rope_key[L].dtype)
+        kv[rows, positions] = torch.cat([latent, k_rope], dim=-1).to(kv.dtype)
         S = int(positions.max()) + 1
-        c = cache.latent[L][slots, :S].to(x.dtype)  # (B, S, R)
-        kr = cache.rope_key[L][slots, :S].to(x.dtype)  # (B, S, Dr)
-        visible = torch.arange(S, device=x.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
+        prefix = kv[:, :S].index_select(0, slots).to(x.dtype)  # (B, S, R + Dr): the first S positions
+        c, kr = prefix.split([self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim], dim=-1)
+        visible = None  # one query at the end of one sequence sees all S positions: no mask needed
+        if positions.numel() > 1:
+            visible = torch.arange(S, device=x.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
         return self.absorbed(q_nope, q_rope, c, kr, visible)
 
     def naive(self, q_nope, q_rope, latent, k_rope) -> torch.Tensor:
@@ -144,19 +144,32 @@ class MLA(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True, scale=self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, H * cfg.v_head_dim))
 
+    def absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """kv_b's key and value halves, W_uk (H, Dn, R) and W_uv (H, Dv, R). Outside autograd they are
+        kept as contiguous copies until the weight changes (decoding asks every layer, every step)."""
+        cfg, w = self.cfg, self.kv_b_proj.weight
+        shape = (cfg.num_attention_heads, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
+        if torch.is_grad_enabled() and w.requires_grad:
+            return w.view(shape).split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=1)
+        key = (w._version, w.data_ptr(), w.dtype, w.device)
+        if getattr(self, "_absorbed_key", None) != key:
+            halves = w.detach().view(shape).split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=1)
+            self._absorbed, self._absorbed_key = tuple(h.contiguous() for h in halves), key
+        return self._absorbed
+
     def absorbed(self, q_nope, q_rope, latent, k_rope, visible) -> torch.Tensor:
-        """Attention in latent space: latent (B, S, R), k_rope (B, S, Dr), visible (B, T, S) bool."""
+        """Attention in latent space: latent (B, S, R), k_rope (B, S, Dr), visible (B, T, S) bool or
+        None (all visible). The T x H queries of a sequence are one matrix: each product is one bmm."""
         cfg = self.cfg
         B, T, H, _ = q_nope.shape
-        w = self.kv_b_proj.weight.view(H, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
-        w_uk, w_uv = w[:, : cfg.qk_nope_head_dim], w[:, cfg.qk_nope_head_dim :]  # (H, Dn, R), (H, Dv, R)
+        w_uk, w_uv = self.absorbed_weights()  # (H, Dn, R), (H, Dv, R)
         q_latent = torch.einsum("bthd,hdr->bthr", q_nope, w_uk)  # (B, T, H, R)
-        scores = torch.einsum("bthr,bsr->bhts", q_latent, latent) + torch.einsum(
-            "bthd,bsd->bhts", q_rope, k_rope
-        )
-        scores = scores.float() * self.scale
-        scores = scores.masked_fill(~visible[:, None], float("-inf"))
-        probs = scores.softmax(dim=-1).to(latent.dtype)  # (B, H, T, S)
-        out_latent = torch.einsum("bhts,bsr->bthr", probs, latent)  # (B, T, H, R)
+        scores = q_latent.reshape(B, T * H, -1) @ latent.transpose(1, 2)  # (B, T*H, S)
+        scores = scores + q_rope.reshape(B, T * H, -1) @ k_rope.transpose(1, 2)
+        scores = scores.view(B, T, H, -1).float() * self.scale
+        if visible is not None:
+            scores = scores.masked_fill(~visible[:, :, None], float("-inf"))
+        probs = scores.softmax(dim=-1).to(latent.dtype).view(B, T * H, -1)  # (B, T*H, S)
+        out_latent = (probs @ latent).view(B, T, H, -1)  # (B, T, H, R)
         out = torch.einsum("bthr,hvr->bthv", out_latent, w_uv)  # (B, T, H, Dv)
         return self.o_proj(out.reshape(B, T, H * cfg.v_head_dim))

@@ -1,0 +1,515 @@
+"""The native inference engine: continuous batching over an MLA latent cache, behind `Generator`.
+
+    from nanoseek.engine import Engine, GenerationRequest, SamplingParams
+    engine = Engine.from_pretrained("runs/sft/model", max_slots=16)      # or Engine(model, tokenizer)
+    out = engine.generate([GenerationRequest(prompt="Once upon", params=SamplingParams(n=4))])
+    for delta in engine.stream([GenerationRequest(messages=[{"role": "user", "content": "hi"}])]):
+        print(delta.content or delta.reasoning_content, end="")
+
+For a server (many threads submitting, one loop stepping):
+
+    engine.start()                                   # background thread runs step() while there is work
+    handle = engine.submit(request, stream=True)     # thread-safe
+    for delta in handle: ...                         # blocking iterator; or on_delta=callback
+    handle.abort()                                   # frees the request's slots at the next step
+    engine.stop()
+
+Each `step()` admits queued requests into free cache slots, prefills prompts within a token budget
+(chunked), decodes one token for every running sample in one batched forward (two with MTP
+speculation, see `speculative.py`), samples each row with its own generator (`sampling.py`), and
+retires finished samples, freeing their slots. A request with n samples prefills once and forks.
+
+The engine speeds the model up in place (`fast.prepare_for_inference`: same parameters, same
+state_dict) and reads its weights live, so a GRPO trainer can sample from the model it trains: the
+engine's cached weight layouts follow every optimizer step, and each forward runs in eval mode
+without autograd (the model's own mode is restored after).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from nanoseek.engine.detok import ReasoningSplitter, TextStream
+from nanoseek.engine.fast import prepare_for_inference
+from nanoseek.engine.protocol import (
+    Completion,
+    Delta,
+    FinishReason,
+    GenerationRequest,
+    TokenLogprob,
+)
+from nanoseek.engine.runner import ModelRunner
+from nanoseek.engine.sampling import Sampler, SampleRow
+from nanoseek.engine.scheduler import RequestState, Scheduler, Sequence, Status
+from nanoseek.model import DeepSeekV3
+from nanoseek.tokenizer import Tokenizer
+from nanoseek.tokenizer.chat_format import render_prompt, split_completion
+
+log = logging.getLogger(__name__)
+
+
+class RequestHandle:
+    """A submitted request: iterate it for Deltas (stream=True), or wait for `result()`."""
+
+    def __init__(self, engine: Engine, request_index: int, n: int, request_id: str | None):
+        self.engine, self.request_index, self.request_id = engine, request_index, request_id
+        self.completions: list[Completion | None] = [None] * n
+        self.deltas: queue.Queue[Delta | None] | None = None  # set when streaming
+        self.on_delta: Callable[[Delta], None] | None = None
+        self.state: RequestState | None = None
+        self.error: BaseException | None = None
+        self.submitted_at = time.perf_counter()
+        self.finished_at: float | None = None  # time.perf_counter() when the last sample finished
+        self._done = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> list[Completion]:
+        """The n completions, once all are finished (blocks; raises if the engine failed). Without a
+        background loop the caller steps the engine until then."""
+        while self.engine._thread is None and not self.done:
+            self.engine.step()
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.request_id or self.request_index} still running")
+        if self.error is not None:
+            raise RuntimeError("the engine failed while running this request") from self.error
+        return list(self.completions)
+
+    def abort(self) -> None:
+        self.engine.abort(self)
+
+    def __iter__(self) -> Iterator[Delta]:
+        if self.deltas is None:
+            raise RuntimeError("submit(..., stream=True) to iterate over deltas")
+        while True:
+            if self.engine._thread is None and self.deltas.empty() and not self.done:
+                self.engine.step()  # no background loop: the consumer drives the engine
+                continue
+            delta = self.deltas.get()
+            if delta is None:
+                if self.error is not None:
+                    raise RuntimeError("the engine failed while running this request") from self.error
+                return
+            yield delta
+
+    def _emit(self, delta: Delta) -> None:
+        if self.deltas is not None:
+            self.deltas.put(delta)
+        if self.on_delta is not None:
+            try:
+                self.on_delta(delta)
+            except Exception:  # a broken consumer loses its request, not the whole batch
+                log.exception("on_delta callback of request %s failed; aborting it", self.request_id)
+                self.engine.abort(self)
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.finished_at = time.perf_counter()
+        self._done.set()
+        if self.deltas is not None:
+            self.deltas.put(None)
+
+
+class Engine:
+    """Continuous-batching generator over a DeepSeekV3 model (thread-safe `submit`, one stepping loop)."""
+
+    def __init__(
+        self,
+        model: DeepSeekV3,
+        tokenizer: Tokenizer | None = None,
+        max_slots: int = 16,
+        max_len: int | None = None,
+        token_budget: int = 512,
+        prefill_chunk: int | None = None,
+        speculative: bool = False,
+        cache_dtype: torch.dtype | None = None,
+        prepare: bool = True,
+    ):
+        """max_slots: samples decoded together (cache rows); max_len: prompt + completion tokens per
+        sample (default: the model's max_position_embeddings); token_budget: tokens per step
+        (decodes first, prompts get the rest); prefill_chunk: the most prompt tokens of one request
+        per step; speculative: MTP draft-and-verify decoding (needs a model with MTP layers)."""
+        cfg = model.config
+        if speculative and not cfg.num_nextn_predict_layers:
+            raise ValueError("speculative decoding drafts with the MTP module; this model has none")
+        per_decode = 2 if speculative else 1
+        if token_budget <= per_decode * max_slots:
+            raise ValueError(f"token_budget must exceed {per_decode} x max_slots so prompts can progress")
+        self.model = prepare_for_inference(model) if prepare else model
+        self.tokenizer = tokenizer
+        self.max_len = max_len or cfg.max_position_embeddings
+        self.speculative = speculative
+        self.eos_id = tokenizer.eos_id if tokenizer is not None else cfg.eos_token_id
+        self.runner = ModelRunner(model, max_slots, self.max_len, speculative, cache_dtype)
+        self.sampler = Sampler(cfg.vocab_size, max_slots, model.device)
+        self.scheduler = Scheduler(max_slots, token_budget, prefill_chunk)
+        # prefill_tokens: prompt tokens run through the model (a request of n samples counts once)
+        self.stats = {"steps": 0, "prefill_tokens": 0, "generated_tokens": 0, "drafted": 0, "accepted": 0}
+        self._lock = threading.Lock()  # guards the waiting queue and the abort set
+        self._step_lock = threading.Lock()  # one step at a time
+        self._wakeup = threading.Condition(self._lock)
+        self._aborts: set[RequestHandle] = set()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._rng = random.Random(int.from_bytes(os.urandom(8), "little"))
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, int8: bool = False, device=None, dtype=None, **kwargs
+    ) -> Engine:
+        """Load a model directory (weights + tokenizer.json) into an engine; int8 quantizes the weights."""
+        model = DeepSeekV3.from_pretrained(path, device=device, dtype=dtype).eval()
+        if int8:
+            from nanoseek.engine.quant import quantize_int8
+
+            quantize_int8(model)
+        tokenizer = Tokenizer.from_dir(path) if (Path(path) / "tokenizer.json").exists() else None
+        return cls(model, tokenizer, **kwargs)
+
+    # ------------------------------------------------------------------ Generator protocol
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """All samples of all requests, request-major (request 0's n samples first)."""
+        handles = [self.submit(r, request_index=i) for i, r in enumerate(requests)]
+        try:
+            while self._thread is None and not all(h.done for h in handles):
+                self.step()
+            return [c for h in handles for c in h.result()]
+        finally:
+            for h in handles:
+                if not h.done:
+                    self.abort(h)
+
+    def stream(self, requests: list[GenerationRequest]) -> Iterator[Delta]:
+        """Deltas of all samples as they are generated; closing the iterator aborts what is left."""
+        shared: queue.Queue[Delta] = queue.Queue()
+        handles = [self.submit(r, request_index=i, on_delta=shared.put) for i, r in enumerate(requests)]
+        try:
+            while True:
+                while not shared.empty():
+                    yield shared.get()
+                if all(h.done for h in handles):
+                    break
+                if self._thread is None:
+                    self.step()
+                else:
+                    try:
+                        delta = shared.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    yield delta
+            for h in handles:
+                h.result()  # raises if the engine failed
+        finally:
+            for h in handles:
+                if not h.done:
+                    self.abort(h)
+
+    # ------------------------------------------------------------------ submitting (any thread)
+    def submit(
+        self,
+        request: GenerationRequest,
+        request_index: int = 0,
+        stream: bool = False,
+        on_delta: Callable[[Delta], None] | None = None,
+    ) -> RequestHandle:
+        """Queue a request; it joins the running batch at the next step with enough free slots."""
+        prompt_ids = self.encode_prompt(request)
+        handle = RequestHandle(self, request_index, request.params.n, request.request_id)
+        handle.deltas = queue.Queue() if stream else None
+        handle.on_delta = on_delta
+        handle.state = RequestState(request, request_index, prompt_ids, handle)
+        with self._lock:
+            self.scheduler.add(handle.state)
+            self._wakeup.notify()
+        return handle
+
+    def abort(self, handle: RequestHandle) -> None:
+        """Stop a request (thread-safe): its samples finish with reason "abort", their slots free up."""
+        with self._lock:
+            if handle.done:
+                return
+            self._aborts.add(handle)
+            self._wakeup.notify()
+        if self._thread is None and self._step_lock.acquire(blocking=False):
+            try:  # nobody may step again soon: free the slots now
+                self._apply_aborts()
+            finally:
+                self._step_lock.release()
+
+    def encode_prompt(self, request: GenerationRequest) -> list[int]:
+        tok = self.tokenizer
+        if request.params.stop and tok is None:
+            raise ValueError("stop strings need a tokenizer; use stop_token_ids")
+        if request.messages is not None or isinstance(request.prompt, str):
+            if tok is None:
+                raise ValueError("text and chat prompts need a tokenizer; pass token ids")
+            if request.messages is not None:
+                ids = render_prompt(tok, request.messages, think=request.think)
+            else:
+                ids = tok.encode(request.prompt)
+                ids = ids if ids[:1] == [tok.bos_id] else [tok.bos_id, *ids]  # like our documents
+        else:
+            ids = [int(i) for i in request.prompt]
+        if not ids:
+            raise ValueError("empty prompt")
+        if len(ids) >= self.max_len:
+            raise ValueError(f"prompt of {len(ids)} tokens does not fit max_len={self.max_len}")
+        vocab = self.model.config.vocab_size
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        return ids
+
+    # ------------------------------------------------------------------ background loop
+    def start(self) -> Engine:
+        """Run step() on a background thread whenever there is work (for servers)."""
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._loop, name="nanoseek-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wakeup.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        """Stop the background loop (if any); queued and running requests are left unfinished."""
+        self.stop()
+
+    def load(self) -> dict[str, int]:
+        """Requests waiting for slots, requests running, busy and total cache slots (for servers)."""
+        with self._lock:
+            scheduler = self.scheduler
+            return {
+                "waiting": len(scheduler.waiting),
+                "active": len(scheduler.active),
+                "busy_slots": scheduler.num_slots - len(scheduler.free_slots),
+                "slots": scheduler.num_slots,
+            }
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not (self.scheduler.has_work or self._aborts or self._stopping):
+                    self._wakeup.wait()
+                if self._stopping:
+                    return
+            try:
+                self.step()
+            except Exception as exc:  # fail every request in flight rather than hang its waiters
+                self._fail_all(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            groups = list(self.scheduler.waiting) + list(self.scheduler.active)
+            self.scheduler.waiting.clear()
+        for group in groups:
+            for seq in group.sequences:
+                self.scheduler.release(seq)
+            if group in self.scheduler.active:
+                self.scheduler.retire(group)
+            group.handle._finish(exc)
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> int:
+        """Admit, prefill, decode, retire. Returns the number of tokens run through the model."""
+        with self._step_lock:
+            try:
+                return self._step()
+            except Exception as exc:
+                if self._thread is None:
+                    self._fail_all(exc)
+                raise
+
+    def _apply_aborts(self) -> None:
+        with self._lock:
+            aborts, self._aborts = self._aborts, set()
+        for handle in aborts:
+            self._abort(handle.state)
+
+    def _step(self) -> int:
+        self._apply_aborts()
+        with self._lock:
+            admitted = self.scheduler.admit()
+        for group in admitted:
+            self._start(group)
+        plan = self.scheduler.plan(tokens_per_decode=2 if self.speculative else 1)
+        tokens = 0
+        if plan.prefill:
+            tokens += self._prefill(plan.prefill)
+        if plan.decode:
+            if self.speculative:
+                from nanoseek.engine.speculative import speculative_decode
+
+                tokens += speculative_decode(self, plan.decode)
+            else:
+                tokens += self._decode(plan.decode)
+        self.stats["steps"] += 1
+        return tokens
+
+    def _start(self, group: RequestState) -> None:
+        params, tok = group.params, self.tokenizer
+        for seq in group.sequences:
+            if not params.greedy:
+                seed = params.seed + seq.index if params.seed is not None else self._rng.getrandbits(63)
+                seq.generator = torch.Generator(self.model.device).manual_seed(seed)
+            if tok is not None:
+                seq.text = TextStream(tok, params.stop)
+                if group.request.is_chat:
+                    seq.splitter = ReasoningSplitter(group.request.think)
+        self.sampler.start(group.sequences[0].slot, group.prompt_ids)
+        if params.max_new_tokens == 0:
+            for seq in group.sequences:
+                self._finish(seq, "length")
+
+    def _prefill(self, chunks: list[tuple[RequestState, int, int]]) -> int:
+        parents = [g.sequences[0] for g, _, _ in chunks]
+        h = self.runner.hidden(
+            [g.prompt_ids[a:b] for g, a, b in chunks], [a for _, a, _ in chunks], [s.slot for s in parents]
+        )  # (B, T, C)
+        for seq, (_, _, b) in zip(parents, chunks):
+            seq.num_cached = b
+        self.stats["prefill_tokens"] += sum(b - a for _, a, b in chunks)
+        if self.speculative:  # the MTP layer's cache for these positions; the last one waits for its token
+            from nanoseek.engine.speculative import prefill_mtp
+
+            prefill_mtp(self, chunks, h)
+        done = [(i, g) for i, (g, a, b) in enumerate(chunks) if b == len(g.prompt_ids)]
+        if not done:
+            return sum(b - a for _, a, b in chunks)
+        last = torch.stack([h[i, chunks[i][2] - chunks[i][1] - 1] for i, _ in done])  # (k, C)
+        logits = self.runner.logits(last)  # (k, V)
+        seqs, rows = [], []
+        for j, (_, group) in enumerate(done):
+            parent = group.sequences[0]
+            for seq in group.sequences[1:]:  # prefix sharing: copy the prompt's cache, don't recompute
+                self.runner.fork(parent.slot, seq.slot, parent.num_cached)
+                self.sampler.fork(parent.slot, seq.slot)
+                seq.num_cached = parent.num_cached
+            for seq in group.sequences:
+                if seq.status is not Status.FINISHED:
+                    seq.status = Status.RUNNING
+                    seqs.append(seq)
+                    rows.append(j)
+        if seqs:
+            self._sample_and_append(seqs, logits[rows])
+            if self.speculative:
+                from nanoseek.engine.speculative import first_drafts
+
+                first_drafts(self, seqs, last[rows])
+        return sum(b - a for _, a, b in chunks)
+
+    def _decode(self, seqs: list[Sequence]) -> int:
+        h = self.runner.hidden(
+            [[s.output[-1]] for s in seqs], [s.num_cached for s in seqs], [s.slot for s in seqs]
+        )
+        for seq in seqs:
+            seq.num_cached += 1
+        self._sample_and_append(seqs, self.runner.logits(h[:, 0]))
+        return len(seqs)
+
+    def _sample_and_append(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
+        """Sample one token per sequence from logits (B, V) and append it; returns the tokens."""
+        rows = [SampleRow(s.params, s.slot, s.generator) for s in seqs]
+        tokens, logprobs = self.sampler.sample(logits, rows)
+        for seq, token, lp in zip(seqs, tokens, logprobs):
+            self.append(seq, token, lp)
+        return tokens
+
+    # ------------------------------------------------------------------ tokens and endings
+    def append(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> bool:
+        """Add a sampled token to a sequence: penalties, stop checks, text, streaming. Returns True
+        when the sequence finished."""
+        params = seq.params
+        seq.output.append(token)
+        self.sampler.record(seq.slot, token)
+        if logprob is not None:
+            seq.logprobs.append(logprob)
+        self.stats["generated_tokens"] += 1
+        text = ""
+        reason: FinishReason | None = None
+        if (token == self.eos_id and not params.ignore_eos) or token in params.stop_token_ids:
+            reason = "stop"
+        elif seq.text is not None:
+            text = seq.text.push(token)
+            if seq.text.stopped:
+                reason = "stop"
+        if reason is None and (
+            len(seq.output) >= params.max_new_tokens
+            or len(seq.group.prompt_ids) + len(seq.output) >= self.max_len
+        ):
+            reason = "length"
+        self._emit(seq, text, [token], [logprob] if logprob is not None else None)
+        if reason is not None:
+            self._finish(seq, reason)
+        return reason is not None
+
+    def _emit(self, seq: Sequence, text: str, token_ids: list[int], logprobs, reason=None) -> None:
+        handle = seq.group.handle
+        if handle.deltas is None and handle.on_delta is None:
+            return
+        reasoning = content = ""
+        if seq.splitter is not None:
+            reasoning, content = seq.splitter.push(text) if reason is None else seq.splitter.finish()
+        delta = Delta(seq.group.request_index, seq.index, text, token_ids, logprobs, reasoning, content)
+        delta.finish_reason, delta.request_id = reason, seq.group.request.request_id
+        handle._emit(delta)
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        seq.status, seq.finish_reason = Status.FINISHED, reason
+        tail = seq.text.finish() if seq.text is not None and reason != "abort" else ""
+        if tail:  # text held back for a possible stop string or an unfinished character
+            self._emit(seq, tail, [], None)
+        self._emit(seq, "", [], None, reason)
+        self.scheduler.release(seq)
+        group = seq.group
+        group.handle.completions[seq.index] = self._completion(seq)
+        if all(s.status is Status.FINISHED for s in group.sequences):
+            if group in self.scheduler.active:
+                self.scheduler.retire(group)
+            group.handle._finish()
+
+    def _completion(self, seq: Sequence) -> Completion:
+        group, params = seq.group, seq.params
+        text = seq.text.text if seq.text is not None else ""
+        reasoning = content = None
+        if group.request.is_chat:
+            reasoning, content = split_completion(text, think=group.request.think)
+        return Completion(
+            text=text,
+            token_ids=list(seq.output),
+            finish_reason=seq.finish_reason,
+            prompt_tokens=len(group.prompt_ids),
+            logprobs=list(seq.logprobs) if (params.logprobs or params.top_logprobs) else None,
+            reasoning_content=reasoning,
+            content=content,
+            request_index=group.request_index,
+            index=seq.index,
+            request_id=group.request.request_id,
+        )
+
+    def _abort(self, group: RequestState | None) -> None:
+        if group is None or group.handle.done:
+            return
+        with self._lock:
+            never_admitted = self.scheduler.remove_waiting(group)
+        if never_admitted:  # no slots, no samples yet
+            group.sequences = [Sequence(group, i, -1, None) for i in range(group.n)]
+        for seq in group.sequences:
+            if seq.status is not Status.FINISHED:
+                self._finish(seq, "abort")

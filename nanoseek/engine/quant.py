@@ -1,0 +1,110 @@
+"""int8 weight-only quantization with per-output-channel scales, for CPUs and low-end hardware.
+
+    from nanoseek.engine.quant import quantize_int8
+    quantize_int8(model)        # in place: nn.Linear -> Int8Linear, routed experts -> Int8Experts
+    Engine(model, tok)          # or Engine.from_pretrained(path, int8=True), `nanoseek generate --int8`
+
+Each output channel (row of W, shape (out, in)) gets a symmetric scale:
+
+    s_o = max_i |W_oi| / 127,   Q_oi = round(W_oi / s_o) in [-127, 127] (int8),   W ~ Q * s[:, None]
+    y   = x W^T ~ (x Q^T) * s                     the scale comes out of the sum over i
+
+Weights take a quarter of fp32's memory and memory traffic, which is what bounds decoding on a CPU.
+On CPU the matmul is `torch._weight_int8pack_mm` (int8 weights, bf16 activations, fp32 in and out
+of the layer; it needs `in` to be a multiple of 16); elsewhere the weight is dequantized per matmul. Kept in full precision: embeddings
+(a lookup), norms, the MoE router (routing is sensitive and tiny), and kv_b_proj (its halves are the
+absorbed attention weights, see `MLA.absorbed_weights`; 2% of the parameters).
+
+A quantized model is for inference: its state_dict holds int8 tensors and it cannot be trained or
+saved as a Hugging Face checkpoint. Quantize a freshly loaded model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nanoseek.engine.fast import run_experts
+from nanoseek.model.moe import RoutedExperts
+
+HAS_INT8PACK = hasattr(torch, "_weight_int8pack_mm")
+SKIP = ("kv_b_proj",)  # modules kept in full precision (besides embeddings, norms and routers)
+
+
+def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (..., out, in) float -> int8 of the same shape and fp32 scales (..., out), per output row."""
+    scale = w.detach().abs().amax(dim=-1).float().clamp(min=1e-12) / 127.0
+    q = (w.detach().float() / scale[..., None]).round().clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def int8_matmul(
+    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, scale_bf16: torch.Tensor
+) -> torch.Tensor:
+    """x (N, in) float, q (out, in) int8, scale (out,) -> (N, out) in x's dtype."""
+    if HAS_INT8PACK and x.device.type == "cpu" and x.shape[-1] % 16 == 0:  # the kernel's K granularity
+        return torch._weight_int8pack_mm(x.to(torch.bfloat16), q, scale_bf16).to(x.dtype)
+    return F.linear(x, q.to(x.dtype)) * scale.to(x.dtype)
+
+
+class Int8Linear(nn.Module):
+    """A bias-free nn.Linear with int8 weights (out, in) and per-output-channel fp32 scales."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        if linear.bias is not None:
+            raise ValueError("Int8Linear covers bias-free layers (all of DeepSeek-V3's)")
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q, scale = quantize_rows(linear.weight)
+        self.register_buffer("qweight", q)
+        self.register_buffer("scale", scale)
+        self.register_buffer("scale_bf16", scale.to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = int8_matmul(x.reshape(-1, self.in_features), self.qweight, self.scale, self.scale_bf16)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+class Int8Experts(nn.Module):
+    """Routed experts with int8 weights: gate and up fused (E, 2I, C), down (E, C, I), (out, in) rows."""
+
+    def __init__(self, experts: RoutedExperts):
+        super().__init__()
+        gate_up = torch.cat([experts.gate_proj, experts.up_proj], dim=-1).transpose(1, 2)  # (E, 2I, C)
+        down = experts.down_proj.transpose(1, 2)  # (E, C, I)
+        for name, w in (("gate_up", gate_up), ("down", down)):
+            q, scale = quantize_rows(w)
+            self.register_buffer(f"{name}_q", q.contiguous())
+            self.register_buffer(f"{name}_scale", scale)
+            self.register_buffer(f"{name}_scale_bf16", scale.to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor, expert_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """x (N, C), expert_ids / weights (N, K) -> (N, C); only the experts in use run."""
+        return run_experts(x, expert_ids, weights, self.expert_ffn)
+
+    def expert_ffn(self, e: int, xe: torch.Tensor) -> torch.Tensor:
+        gu = int8_matmul(xe, self.gate_up_q[e], self.gate_up_scale[e], self.gate_up_scale_bf16[e])  # (n, 2I)
+        gate, up = gu.chunk(2, dim=-1)
+        return int8_matmul(F.silu(gate) * up, self.down_q[e], self.down_scale[e], self.down_scale_bf16[e])
+
+
+@torch.no_grad()
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Replace every bias-free nn.Linear (but kv_b_proj) and every RoutedExperts by int8 versions."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear) and name not in SKIP and child.bias is None:
+                setattr(parent, name, Int8Linear(child))
+            elif isinstance(child, RoutedExperts):
+                setattr(parent, name, Int8Experts(child))
+    return model
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of all parameters and buffers (what decoding has to stream from memory)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
