@@ -19,6 +19,27 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "train a byte-level BPE tokenizer",
     ),
     "tokenize": ("nanoseek.data.shards", "tokenize_main", "tokenize corpora into memmap token shards"),
+    "pretrain": ("nanoseek.train.cli", "pretrain_main", "pretrain a DeepSeek-V3 model from a recipe"),
+    "sft": ("nanoseek.train.cli", "sft_main", "supervised fine-tuning on chat JSONL"),
+    "grpo": ("nanoseek.train.grpo", "grpo_main", "reinforcement learning with GRPO (R1-Zero and R1 recipes)"),
+    "distill": ("nanoseek.distill.cli", "distill_main", "R1-style distillation into a small dense student"),
+    "eval": (
+        "nanoseek.eval.cli",
+        "eval_main",
+        "pass@1 / cons@k / pass@k on tasks, for a checkpoint or a URL",
+    ),
+    "generate": ("nanoseek.engine.cli", "generate_main", "generate from a prompt with the native engine"),
+    "chat": (
+        "nanoseek.engine.cli",
+        "chat_main",
+        "chat in the terminal, thinking shown apart from the answer",
+    ),
+    "serve": (
+        "nanoseek.serve.cli",
+        "serve_main",
+        "a DeepSeek/OpenAI-compatible HTTP server with a web chat page",
+    ),
+    "arena": ("nanoseek.arena.cli", "arena_main", "blind battles, votes and a Bradley-Terry leaderboard"),
 }
 
 
@@ -42,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(argv[:words])
         if command in COMMANDS:
             module, function, _ = COMMANDS[command]
-            return getattr(importlib.import_module(module), function)(argv[words:]) or 0
+            result = getattr(importlib.import_module(module), function)(argv[words:])
+            return result if isinstance(result, int) else 0
     print(f"nanoseek: unknown command {' '.join(argv[:2])!r}\n\n{usage()}", file=sys.stderr)
     return 2
 

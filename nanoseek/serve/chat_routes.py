@@ -1,0 +1,272 @@
+"""POST /v1/chat/completions: OpenAI's chat API with DeepSeek's `reasoning_content`.
+
+    curl 127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+         -d '{"messages": [{"role": "user", "content": "What is 2+2?"}], "stream": true}'
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-")
+    r = client.chat.completions.create(model="nanoseek", messages=[{"role": "user", "content": "2+2?"}])
+    r.choices[0].message.reasoning_content, r.choices[0].message.content
+
+The prompt is rendered with THE chat format (R1 opens a think block; `thinking: {"type": "disabled"}`
+answers directly). The generated text is split at `</think>`: the thinking goes to
+`message.reasoning_content` (and `message.reasoning`, vLLM's name), the answer to `message.content`.
+Streamed, a chunk carries either thinking (`delta.reasoning_content`, `content` null) or answer
+(`delta.content`, `reasoning_content` null), never both. With `logprobs` the answer's tokens are in
+`logprobs.content` and the thinking's (up to `</think>`) in `logprobs.reasoning_content`.
+
+Token limits: `max_completion_tokens` bounds everything generated, thinking included (OpenAI's
+meaning); `max_tokens` bounds the answer only (DeepSeek-reasoner's meaning), the thinking then being
+bounded by the server's `--max-reasoning-tokens` and the context. Without either the model may fill
+the context.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from nanoseek import __version__
+from nanoseek.engine import Delta, GenerationRequest
+from nanoseek.serve.bridge import ClientDisconnected, EngineBridge, Generation, Sample
+from nanoseek.serve.errors import APIError
+from nanoseek.serve.logprobs import TokenTexts, chat_logprobs
+from nanoseek.serve.openai_schema import ChatCompletionRequest, context_error, sampling_params
+from nanoseek.serve.usage import usage_dict
+from nanoseek.tokenizer.chat_format import split_completion
+
+router = APIRouter()
+FINGERPRINT = f"nanoseek-{__version__}"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def get_bridge(request: Request) -> EngineBridge:
+    return request.app.state.bridge
+
+
+Bridge = Annotated[EngineBridge, Depends(get_bridge)]
+
+
+def sse(payload: dict[str, Any] | str) -> str:
+    data = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    )
+    return f"data: {data}\n\n"
+
+
+def build_request(
+    body: ChatCompletionRequest, bridge: EngineBridge
+) -> tuple[GenerationRequest, int, int | None]:
+    """(engine request, prompt tokens, answer limit) for a chat body; 400s for what cannot be served."""
+    if body.top_logprobs and not body.logprobs:
+        raise APIError(400, "top_logprobs requires logprobs to be true.", param="top_logprobs")
+    conversation = body.conversation()
+    think = body.think()
+    prompt_ids = bridge.encode(GenerationRequest(messages=conversation, think=think), "messages")
+    context, prompt = bridge.context, len(prompt_ids)
+    room = context - prompt
+    if room < 1:
+        raise context_error(context, prompt, None, "messages")
+    max_new, answer_limit = room, None
+    if body.max_completion_tokens is not None:
+        if body.max_completion_tokens > room:
+            raise context_error(context, prompt, body.max_completion_tokens, "max_completion_tokens")
+        max_new = body.max_completion_tokens
+    if body.max_tokens is not None:
+        if think:  # the answer only; thinking gets the configured budget
+            answer_limit = body.max_tokens
+            budget = bridge.config.max_reasoning_tokens
+            if body.max_completion_tokens is None and budget is not None:
+                max_new = min(room, budget + body.max_tokens)
+        else:
+            if body.max_tokens > room:
+                raise context_error(context, prompt, body.max_tokens, "max_tokens")
+            max_new = min(max_new, body.max_tokens)
+    params = sampling_params(
+        body,
+        bridge.config,
+        max_new_tokens=max_new,
+        n_max=bridge.max_slots,
+        vocab_size=bridge.vocab_size,
+        logprobs=body.logprobs,
+        top_logprobs=body.top_logprobs or 0,
+    )
+    request = GenerationRequest(messages=conversation, params=params, think=think)
+    return request, prompt, answer_limit
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request, bridge: Bridge) -> Response:
+    # tokenizing a long prompt takes a while: keep it off the event loop
+    engine_request, prompt_tokens, answer_limit = await anyio.to_thread.run_sync(build_request, body, bridge)
+    think = engine_request.think
+    generation = bridge.start([engine_request], [prompt_tokens], think=think, answer_limit=answer_limit)
+    view = ChatView(bridge, body, generation)
+    if body.stream:
+        return StreamingResponse(view.stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+    try:
+        await generation.collect(request)
+    except ClientDisconnected:
+        return Response(status_code=499)  # nobody is listening; this is for the access log
+    finally:
+        generation.close()
+    return JSONResponse(view.response())
+
+
+class ChatView:
+    """Renders one generation as a chat.completion object or a stream of chat.completion.chunk."""
+
+    def __init__(self, bridge: EngineBridge, body: ChatCompletionRequest, generation: Generation):
+        self.bridge, self.body, self.generation = bridge, body, generation
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.texts: TokenTexts = bridge.token_texts
+        self.think = generation.think
+        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.eos_id = bridge.tokenizer.eos_id
+        self.answering: dict[tuple[int, int], bool] = {}  # per sample: past </think> (streaming)
+
+    # ------------------------------------------------------------------ complete response
+    def response(self) -> dict[str, Any]:
+        choices = []
+        for sample in self.generation.ordered_samples():
+            reasoning, content = split_completion(sample.text, think=self.think)
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if self.think:
+                message["reasoning_content"] = message["reasoning"] = reasoning
+            choice: dict[str, Any] = {
+                "index": self.generation.choice_index(sample.request_index, sample.index),
+                "message": message,
+                "logprobs": self.sample_logprobs(sample) if self.body.logprobs else None,
+                "finish_reason": sample.finish_reason,
+            }
+            choices.append(choice)
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.bridge.config.model_name,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+            "usage": self.usage(),
+        }
+
+    def sample_logprobs(self, sample: Sample) -> dict[str, Any]:
+        n_reasoning = self.generation.reasoning_tokens(sample)
+        keep = [lp for lp in sample.logprobs if lp.token_id != self.eos_id]
+        return {
+            "content": chat_logprobs(self.texts, keep[n_reasoning:]),
+            "reasoning_content": chat_logprobs(self.texts, keep[:n_reasoning]) if self.think else None,
+            "refusal": None,
+        }
+
+    def usage(self) -> dict[str, Any]:
+        prompt, completion, reasoning = self.generation.usage_counts()
+        return usage_dict(prompt, completion, reasoning, 0, self.bridge.config.prices)
+
+    # ------------------------------------------------------------------ stream
+    def chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.bridge.config.model_name,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        }
+        if self.include_usage:
+            out["usage"] = None
+        return out
+
+    async def stream(self) -> AsyncIterator[str]:
+        gen = self.generation
+        try:
+            first = {"role": "assistant", "content": None if self.think else ""}
+            yield sse(
+                self.chunk(
+                    [
+                        {
+                            "index": gen.choice_index(*key),
+                            "delta": first,
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                        for key in sorted(gen.samples)
+                    ]
+                )
+            )
+            async for batch in gen.updates():
+                yield "".join(sse(self.chunk([choice])) for choice in self.delta_choices(batch))
+            if self.include_usage:
+                final = self.chunk([])
+                final["usage"] = self.usage()
+                yield sse(final)
+            yield sse("[DONE]")
+        except APIError as exc:  # after the headers went out: report it in the stream
+            yield sse(exc.body()) + sse("[DONE]")
+        finally:
+            gen.close()
+
+    def delta_choices(self, batch: list[Delta]) -> list[dict[str, Any]]:
+        """Chunk choices for a batch of deltas: adjacent pieces of one sample and one kind merged."""
+        pieces: list[list[Any]] = []  # [key, kind, text, logprob entries, finish_reason]
+        for delta in batch:
+            key = (delta.request_index, delta.index)
+            for kind, text, lps in self.split_delta(key, delta):
+                last = pieces[-1] if pieces else None
+                if last is not None and last[0] == key and last[1] == kind and last[4] is None:
+                    last[2] += text
+                    last[3] += lps
+                else:
+                    pieces.append([key, kind, text, lps, None])
+            if delta.finish_reason is not None:
+                pieces.append([key, "finish", "", [], delta.finish_reason])
+        choices = []
+        for key, kind, text, lps, reason in pieces:
+            index = self.generation.choice_index(*key)
+            if kind == "finish":
+                choices.append({"index": index, "delta": {}, "logprobs": None, "finish_reason": reason})
+                continue
+            if kind == "reasoning":
+                delta = {"content": None, "reasoning_content": text, "reasoning": text}
+                logprobs = {"content": None, "reasoning_content": lps, "refusal": None}
+            else:
+                delta = {"content": text, "reasoning_content": None, "reasoning": None}
+                logprobs = {"content": lps, "reasoning_content": None, "refusal": None}
+            choices.append(
+                {
+                    "index": index,
+                    "delta": delta,
+                    "logprobs": logprobs if self.body.logprobs else None,
+                    "finish_reason": None,
+                }
+            )
+        return choices
+
+    def split_delta(self, key: tuple[int, int], delta: Delta) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        """(kind, text, logprob entries) pieces of one delta: thinking first, then answer."""
+        reasoning_lps: list[Any] = []
+        content_lps: list[Any] = []
+        answering = self.answering.get(key, not self.think)
+        for i, token in enumerate(delta.token_ids):
+            lp = delta.logprobs[i] if delta.logprobs and i < len(delta.logprobs) else None
+            if lp is not None and token != self.eos_id:
+                (content_lps if answering else reasoning_lps).append(lp)
+            if token == self.bridge.end_think_id:
+                answering = True
+        self.answering[key] = answering
+        pieces = []
+        if delta.reasoning_content or reasoning_lps:
+            pieces.append(("reasoning", delta.reasoning_content, chat_logprobs(self.texts, reasoning_lps)))
+        if delta.content or content_lps:
+            pieces.append(("content", delta.content, chat_logprobs(self.texts, content_lps)))
+        return pieces

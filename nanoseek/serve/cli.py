@@ -1,0 +1,115 @@
+"""`nanoseek serve`: a model directory behind an OpenAI/DeepSeek-compatible HTTP API and a chat page.
+
+    nanoseek serve --model runs/sft/model                       # http://127.0.0.1:8000
+    nanoseek serve --model PATH --port 8080 --max-slots 32 --api-key sk-local
+    nanoseek serve --model PATH --host 0.0.0.0 --cors-origin https://example.org
+    python -m nanoseek.serve.cli --model PATH                   # the same without the dispatcher
+
+Then point any OpenAI client at http://127.0.0.1:8000/v1, open http://127.0.0.1:8000/ for the chat
+page, and scrape http://127.0.0.1:8000/metrics. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from nanoseek.serve.auth import load_api_keys
+from nanoseek.serve.config import R1_PRICE_CACHED_INPUT, R1_PRICE_INPUT, R1_PRICE_OUTPUT, Prices, ServerConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nanoseek serve",
+        description="Serve a model with an OpenAI/DeepSeek-compatible API, Prometheus metrics and a web chat page.",
+    )
+    p.add_argument("--model", required=True, help="model directory (config.json, weights, tokenizer.json)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--served-model-name", default=None, help="model id in the API (default: the directory name)"
+    )
+    g = p.add_argument_group("engine")
+    g.add_argument("--max-slots", type=int, default=32, help="samples decoded together (continuous batching)")
+    g.add_argument("--max-len", type=int, default=None, help="context per sample (default: the model's)")
+    g.add_argument(
+        "--token-budget", type=int, default=None, help="tokens per engine step (default: 16 x slots)"
+    )
+    g.add_argument("--int8", action="store_true", help="int8 weight-only quantization")
+    g.add_argument("--speculative", action="store_true", help="MTP speculative decoding")
+    g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 (default: 256)")
+    g.add_argument(
+        "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="request body limit (413 beyond)"
+    )
+    g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (408 beyond)")
+    g.add_argument(
+        "--max-reasoning-tokens",
+        type=int,
+        default=None,
+        help="thinking budget when a chat request sets only max_tokens (default: the context)",
+    )
+    g = p.add_argument_group("access")
+    g.add_argument("--api-key", action="append", default=[], help="accepted Bearer key (repeatable)")
+    g.add_argument("--api-key-file", default=None, help="file of accepted keys, one per line")
+    g.add_argument(
+        "--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; '*' for any)"
+    )
+    g = p.add_argument_group("prices (US $ per million tokens, for usage.cost and /metrics)")
+    g.add_argument("--price-input", type=float, default=R1_PRICE_INPUT)
+    g.add_argument("--price-cached-input", type=float, default=R1_PRICE_CACHED_INPUT)
+    g.add_argument("--price-output", type=float, default=R1_PRICE_OUTPUT)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+    import uvicorn
+
+    from nanoseek.engine import Engine
+    from nanoseek.serve.app import create_app
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {
+        "api_keys": load_api_keys(args.api_key, args.api_key_file),
+        "cors_origins": args.cors_origin,
+        "max_queue": args.max_queue,
+        "max_body_bytes": args.max_body_bytes,
+        "request_timeout": args.request_timeout,
+        "max_reasoning_tokens": args.max_reasoning_tokens,
+        "prices": Prices(args.price_input, args.price_cached_input, args.price_output),
+    }
+    if args.served_model_name:
+        overrides["model_name"] = args.served_model_name
+    config = ServerConfig.for_model(args.model, **overrides)
+    engine = Engine.from_pretrained(
+        args.model,
+        int8=args.int8,
+        device=args.device,
+        max_slots=args.max_slots,
+        max_len=args.max_len,
+        token_budget=args.token_budget or max(512, 16 * args.max_slots),
+        speculative=args.speculative,
+    )
+    app = create_app(engine, config)
+    auth = f"{len(config.api_keys)} API key(s)" if config.api_keys else "no auth"
+    print(
+        f"serving {config.model_name} on http://{args.host}:{args.port}  ({args.max_slots} slots, "
+        f"context {engine.max_len}, {auth}); chat page at /, API at /v1, metrics at /metrics",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve_main())

@@ -1,0 +1,242 @@
+"""POST /v1/completions: OpenAI's legacy text completions, with `echo` and `logprobs` for scoring.
+
+    curl 127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+         -d '{"prompt": "Once upon a time", "max_tokens": 32, "temperature": 0}'
+
+    # what lm-evaluation-harness's `local-completions` sends for a loglikelihood request:
+    {"prompt": [[12, 7, 99, ...], ...], "max_tokens": 1, "echo": true, "logprobs": 1, "temperature": 0}
+
+`prompt` is a string, a list of strings, a list of token ids, or a list of lists of token ids; each
+prompt yields `n` choices (choice index = prompt index * n + sample index), all generated together
+by the engine. A text prompt is encoded like a pretraining document (BOS first); token ids are used
+as given. `echo` prepends the prompt to the text; with `logprobs` too, the prompt's tokens come with
+their log-probabilities (the first has none), computed by one forward of the model
+(`logprobs.PromptScorer`), so lm-eval's `token_logprobs[ctxlen:-1]` are the continuation's. With
+`max_tokens: 0` nothing is generated (echo alone scores a text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from nanoseek.engine import Delta, GenerationRequest
+from nanoseek.serve.bridge import ClientDisconnected, EngineBridge, Generation
+from nanoseek.serve.chat_routes import FINGERPRINT, SSE_HEADERS, Bridge, sse
+from nanoseek.serve.errors import APIError
+from nanoseek.serve.logprobs import legacy_logprobs, text_offsets
+from nanoseek.serve.openai_schema import CompletionRequest, context_error, sampling_params
+from nanoseek.serve.usage import usage_dict
+
+router = APIRouter()
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
+
+
+@dataclasses.dataclass
+class Prompt:
+    text: str  # what echo prepends
+    ids: list[int]
+    logprobs: list[float | None] | None = None  # echo + logprobs: the prompt's own
+    tops: list[list[tuple[int, float]] | None] | None = None
+
+
+def build_requests(
+    body: CompletionRequest, bridge: EngineBridge
+) -> tuple[list[GenerationRequest], list[Prompt]]:
+    if body.suffix:
+        raise APIError(400, "suffix (insertion) is not supported by this model.", param="suffix")
+    if body.best_of is not None and body.best_of != body.n:
+        raise APIError(400, "best_of is not supported unless it equals n.", param="best_of")
+    prompts = body.prompts()
+    max_tokens = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
+    top = body.logprobs or 0
+    base = sampling_params(
+        body,
+        bridge.config,
+        max_new_tokens=max_tokens,
+        n_max=bridge.max_slots,
+        vocab_size=bridge.vocab_size,
+        logprobs=body.logprobs is not None,
+        top_logprobs=top,
+    )
+    context = bridge.context
+    requests, infos = [], []
+    for i, prompt in enumerate(prompts):
+        param = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
+        if isinstance(prompt, list) and not prompt:
+            raise APIError(400, "a prompt must have at least one token.", param=param)
+        ids = bridge.encode(GenerationRequest(prompt=prompt), param)
+        room = context - len(ids)
+        if body.max_tokens is not None and max_tokens > room:
+            raise context_error(context, len(ids), max_tokens, "max_tokens")
+        params = dataclasses.replace(base, max_new_tokens=min(max_tokens, room))
+        text = prompt if isinstance(prompt, str) else bridge.tokenizer.decode(ids, skip_special_tokens=True)
+        requests.append(GenerationRequest(prompt=ids, params=params))
+        infos.append(Prompt(text, ids))
+    return requests, infos
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request, bridge: Bridge) -> Response:
+    requests, prompts = await anyio.to_thread.run_sync(build_requests, body, bridge)  # off the loop
+    generation = bridge.start(requests, [len(p.ids) for p in prompts])
+    view = CompletionView(bridge, body, generation, prompts)
+    try:
+        if body.echo and body.logprobs is not None:
+            await view.score_prompts()
+        if body.stream:
+            return StreamingResponse(view.stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+        await generation.collect(request)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    finally:
+        if not body.stream:
+            generation.close()
+    return JSONResponse(view.response())
+
+
+class CompletionView:
+    """Renders one generation as a text_completion object or a stream of them."""
+
+    def __init__(
+        self, bridge: EngineBridge, body: CompletionRequest, generation: Generation, prompts: list[Prompt]
+    ):
+        self.bridge, self.body, self.generation, self.prompts = bridge, body, generation, prompts
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.offsets: dict[tuple[int, int], int] = {}  # streaming: text offset of the next token
+
+    async def score_prompts(self) -> None:
+        """The log-probabilities of every prompt token (one model forward per prompt, off the loop)."""
+        scorer = self.bridge.prompt_scorer
+        top = self.body.logprobs or 0
+        try:
+            results = await asyncio.gather(
+                *(anyio.to_thread.run_sync(scorer.score, p.ids, top) for p in self.prompts)
+            )
+        except BaseException:
+            self.generation.close()
+            raise
+        for prompt, (logprobs, tops) in zip(self.prompts, results):
+            prompt.logprobs, prompt.tops = logprobs, tops
+
+    # ------------------------------------------------------------------ pieces
+    def echo_logprobs(self, prompt: Prompt) -> dict[str, Any]:
+        assert prompt.logprobs is not None and prompt.tops is not None
+        return legacy_logprobs(self.bridge.token_texts, prompt.ids, prompt.logprobs, prompt.tops)
+
+    def token_logprobs(self, lps: list, offset: int) -> dict[str, Any]:
+        ids = [lp.token_id for lp in lps]
+        return legacy_logprobs(
+            self.bridge.token_texts, ids, [lp.logprob for lp in lps], [lp.top for lp in lps], offset
+        )
+
+    def echo_offset(self, prompt: Prompt) -> int:
+        return len(prompt.text) if self.body.echo else 0
+
+    # ------------------------------------------------------------------ complete response
+    def response(self) -> dict[str, Any]:
+        choices = []
+        for sample in self.generation.ordered_samples():
+            prompt = self.prompts[sample.request_index]
+            text = (prompt.text if self.body.echo else "") + sample.text
+            logprobs = None
+            if self.body.logprobs is not None:
+                logprobs = self.token_logprobs(sample.logprobs, self.echo_offset(prompt))
+                if self.body.echo:
+                    logprobs = merge_logprobs(self.echo_logprobs(prompt), logprobs)
+            choices.append(
+                {
+                    "index": self.generation.choice_index(sample.request_index, sample.index),
+                    "text": text,
+                    "logprobs": logprobs,
+                    "finish_reason": sample.finish_reason,
+                }
+            )
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.bridge.config.model_name,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+            "usage": self.usage(),
+        }
+
+    def usage(self) -> dict[str, Any]:
+        prompt, completion, _ = self.generation.usage_counts()
+        return usage_dict(prompt, completion, 0, 0, self.bridge.config.prices)
+
+    # ------------------------------------------------------------------ stream
+    def chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.bridge.config.model_name,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        }
+        if self.include_usage:
+            out["usage"] = None
+        return out
+
+    async def stream(self) -> AsyncIterator[str]:
+        gen = self.generation
+        try:
+            if self.body.echo:
+                first = []
+                for key in sorted(gen.samples):
+                    prompt = self.prompts[key[0]]
+                    lps = self.echo_logprobs(prompt) if prompt.logprobs is not None else None
+                    first.append(
+                        {
+                            "index": gen.choice_index(*key),
+                            "text": prompt.text,
+                            "logprobs": lps,
+                            "finish_reason": None,
+                        }
+                    )
+                yield sse(self.chunk(first))
+            async for batch in gen.updates():
+                yield "".join(sse(self.chunk([c])) for delta in batch for c in self.delta_choices(delta))
+            if self.include_usage:
+                final = self.chunk([])
+                final["usage"] = self.usage()
+                yield sse(final)
+            yield sse("[DONE]")
+        except APIError as exc:
+            yield sse(exc.body()) + sse("[DONE]")
+        finally:
+            gen.close()
+
+    def delta_choices(self, delta: Delta) -> list[dict[str, Any]]:
+        key = (delta.request_index, delta.index)
+        index = self.generation.choice_index(*key)
+        out = []
+        if delta.text or delta.token_ids:
+            logprobs = None
+            if self.body.logprobs is not None and delta.logprobs:
+                offset = self.offsets.get(key, self.echo_offset(self.prompts[key[0]]))
+                logprobs = self.token_logprobs(delta.logprobs, offset)
+                ids = [lp.token_id for lp in delta.logprobs]
+                self.offsets[key] = text_offsets(self.bridge.token_texts, ids, offset)[1]
+            out.append({"index": index, "text": delta.text, "logprobs": logprobs, "finish_reason": None})
+        if delta.finish_reason is not None:
+            out.append({"index": index, "text": "", "logprobs": None, "finish_reason": delta.finish_reason})
+        return out
+
+
+def merge_logprobs(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: first[key] + second[key] for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+    }
