@@ -1,0 +1,131 @@
+"""`nanoseek eval`: evaluate a checkpoint or an OpenAI-compatible endpoint as DeepSeek reports R1.
+
+    nanoseek eval --model runs/sft --tasks gsm8k,math500 --k 8 --benchmarks-dir /data/benchmarks
+    nanoseek eval --model https://api.deepseek.com --remote-model deepseek-reasoner \\
+        --api-key-env DEEPSEEK_API_KEY --split-n --tasks aime24 --k 4 --max-new-tokens 32768
+    nanoseek eval --model runs/base --tasks mmlu --likelihood          # multiple choice by log-likelihood
+    nanoseek eval --model runs/sft --tasks "arithmetic?digits=3" --max-problems 200 --out runs/eval/a3
+
+Rerunning the same command continues a killed eval (`--out` defaults to runs/eval/<model>-<tasks>).
+Outputs in --out: samples.jsonl (per sample: prompt, completion, reasoning, extracted answer,
+verdict), summary.json, report.md (the table also printed here), config.json, timing.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from nanoseek.eval.config import R1_INPUT_PRICE, R1_OUTPUT_PRICE, EvalConfig
+from nanoseek.eval.generators import is_url, load_generator
+from nanoseek.eval.report import markdown_table
+from nanoseek.eval.runner import run_eval
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nanoseek eval",
+        description="Evaluate a checkpoint or an OpenAI-compatible URL: pass@1 over k samples, pass@k, "
+        "cons@k (DeepSeek-R1's protocol), tokens and $. Resumable: rerun to continue.",
+    )
+    p.add_argument("--model", required=True, help="checkpoint / run directory, or an API base URL (http...)")
+    p.add_argument(
+        "--tasks", required=True, help="comma-separated task specs: gsm8k,math500,arithmetic?digits=2"
+    )
+    p.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
+    p.add_argument("--max-problems", type=int, default=None, help="the first N problems of each task")
+    p.add_argument("--split", default="test")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument(
+        "--max-new-tokens", type=int, default=1024, help="token budget per sample, thinking included"
+    )
+    p.add_argument(
+        "--no-think", action="store_true", help="close the think block in the prompt: answer directly"
+    )
+    p.add_argument("--system", default=None, help="a system prompt (R1 recommends none)")
+    p.add_argument("--seed", type=int, default=0, help="base of the per-sample seeds")
+    p.add_argument("--pass-k", type=_ints, default=[1], help="also report pass@k for these k (e.g. 1,4)")
+    p.add_argument("--likelihood", action="store_true", help="score multiple-choice tasks by log-likelihood")
+    p.add_argument(
+        "--mc-style", choices=["cloze", "letter"], default="cloze", help="likelihood context style"
+    )
+    p.add_argument("--concurrency", type=int, default=32, help="samples in flight at once")
+    p.add_argument("--input-price", type=float, default=R1_INPUT_PRICE, help="$ per million input tokens")
+    p.add_argument("--output-price", type=float, default=R1_OUTPUT_PRICE, help="$ per million output tokens")
+    p.add_argument("--device-hour-price", type=float, default=0.0, help="$ per device-hour (native engine)")
+    p.add_argument("--out", default=None, help="run directory (default runs/eval/<model>-<tasks>)")
+    p.add_argument("--remote-model", default=None, help="model name at the URL (default: the first listed)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--split-n", action="store_true", help="one HTTP request per sample (APIs without n)")
+    p.add_argument("--int8", action="store_true", help="int8 weights for the native engine")
+    p.add_argument("--benchmarks-dir", default=None, help="folder of benchmark JSONL files")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def default_out(model: str, tasks: str) -> Path:
+    name = re.sub(r"^https?://", "", model.rstrip("/")) if is_url(model) else Path(model).resolve().name
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{name}-{tasks}").strip("_")[:120]
+    return Path("runs") / "eval" / slug
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.benchmarks_dir:
+        os.environ["NANOSEEK_BENCHMARKS_DIR"] = args.benchmarks_dir
+    loaded = None
+    try:
+        cfg = EvalConfig(
+            tasks=args.tasks,
+            k=args.k,
+            max_problems=args.max_problems,
+            split=args.split,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            think=not args.no_think,
+            system=args.system,
+            seed=args.seed,
+            pass_ks=args.pass_k,
+            likelihood=args.likelihood,
+            concurrency=args.concurrency,
+            input_price=args.input_price,
+            output_price=args.output_price,
+            device_hour_price=args.device_hour_price,
+        )
+        out = Path(args.out) if args.out else default_out(args.model, args.tasks)
+        loaded = load_generator(
+            args.model,
+            remote_model=args.remote_model,
+            api_key_env=args.api_key_env,
+            concurrency=args.concurrency,
+            split_n=args.split_n,
+            int8=args.int8,
+            mc_style=args.mc_style,
+        )
+        summary = run_eval(loaded.generator, cfg, out, loaded.label, loaded.scorer, not args.no_progress)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"nanoseek eval: error: {message}", file=sys.stderr)
+        return 2
+    finally:
+        if loaded is not None:
+            loaded.close()
+    print(markdown_table(summary))
+    print(f"samples: {out / 'samples.jsonl'}\nsummary: {out / 'summary.json'}\nreport:  {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(eval_main())

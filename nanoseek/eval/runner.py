@@ -1,0 +1,275 @@
+"""Run tasks x problems x k samples through any `Generator`, resumably; write samples, summary, report.
+
+    from nanoseek.eval import EvalConfig, run_eval
+    summary = run_eval(generator, EvalConfig(tasks=["gsm8k"], k=8), "runs/eval-gsm8k", model="runs/sft")
+    # ... killed? Run the same call again: it continues where it stopped.
+
+The run directory:
+    config.json     the protocol (`EvalConfig.identity()`) and the model; a resume must match it
+    samples.jsonl   one scored sample per line, appended and fsync'd as samples complete
+    timing.jsonl    seconds spent per batch, all sessions (device-hours and $ in the report)
+    summary.json    the metrics, computed from samples.jsonl alone (`nanoseek.eval.report.summarize`)
+    report.md       the same as a markdown table, with token usage and $
+
+Every (task, problem, sample j) has a fixed seed: `problem_seed(...) + j` (the protocol's rule: sample
+j of a request with seed s uses s + j, in any batch). A problem with all k samples to do is one request
+with n = k (prefilled once); a partly done one gets one n = 1 request per missing sample, seeded
+s + j, so a resumed run regenerates exactly what an uninterrupted one would have. Since the summary is
+computed from the file, sorted by sample index, a killed and resumed run ends with the same summary.
+
+Prompts are the tasks' questions as a user message, rendered by the generator with THE chat format
+(think=True opens R1's `<think>` block). The scored text is rebuilt from the completion's
+(reasoning_content, content) as `<think>\\n{reasoning}\\n</think>\\n\\n{content}`, so every generator
+that splits a completion the same way (native engine, a server in front of it) gets the same verdict.
+Multiple-choice tasks can instead be scored by likelihood (`likelihood=True`, native models only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from nanoseek.engine.protocol import Completion, GenerationRequest, Generator, SamplingParams
+from nanoseek.eval.config import EvalConfig, TaskSpec
+from nanoseek.eval.likelihood import LikelihoodScorer
+from nanoseek.eval.report import summarize, write_outputs
+from nanoseek.eval.store import SampleStore
+from nanoseek.tasks import Problem, Task
+
+# one unfinished problem: (task spec, task, problem index, problem, sample indices still to do)
+Item = tuple[TaskSpec, Task, int, Problem, list[int]]
+
+
+def problem_seed(base_seed: int, task: str, problem_id: str) -> int:
+    """The seed of sample 0 of a problem (sample j uses this + j); stable across runs and machines."""
+    digest = hashlib.sha256(f"{base_seed}/{task}/{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1  # < 2**31, room for + j
+
+
+def scored_text(completion: Completion, think: bool = True) -> str:
+    """The text a task scores: rebuilt from the reasoning / answer split when the generator made one."""
+    if completion.reasoning_content is None and completion.content is None:
+        return ("<think>\n" + completion.text) if think else completion.text
+    reasoning, content = completion.reasoning_content or "", completion.content or ""
+    if not think and not reasoning:
+        return content
+    return f"<think>\n{reasoning}\n</think>\n\n{content}"
+
+
+def load_problems(spec: TaskSpec, cfg: EvalConfig) -> tuple[Task, list[Problem]]:
+    task = spec.build()
+    problems = task.problems(cfg.split, cfg.max_problems)
+    if not problems:
+        raise ValueError(f"task {spec.label!r}: no problems in split {cfg.split!r}")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"task {spec.label!r}: problem ids are not unique")
+    return task, problems
+
+
+def check_config(out_dir: Path, cfg: EvalConfig, model: str) -> None:
+    """Write config.json, or check that an existing run was made with the same protocol."""
+    path = out_dir / "config.json"
+    mine = {"model": model, **cfg.identity()}
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        diff = sorted(k for k in mine if theirs.get(k) != mine[k])
+        if diff:
+            shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine[k]!r} now" for k in diff)
+            raise ValueError(
+                f"{out_dir} holds an eval with a different protocol ({shown}); use another --out"
+            )
+        return
+    path.write_text(json.dumps({**mine, "settings": cfg.to_dict()}, indent=2) + "\n")
+
+
+class EvalRunner:
+    """One eval run over a generator (and, for likelihood scoring, a native model)."""
+
+    def __init__(
+        self,
+        generator: Generator | None,
+        cfg: EvalConfig,
+        out_dir: str | Path,
+        model: str = "",
+        scorer: LikelihoodScorer | None = None,
+        progress: bool = True,
+    ):
+        self.generator, self.cfg, self.model, self.scorer = generator, cfg, model, scorer
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        check_config(self.out_dir, cfg, model)
+        self.store = SampleStore(self.out_dir / "samples.jsonl")
+        self.tasks = [(spec, *load_problems(spec, cfg)) for spec in cfg.specs]
+
+    def mode(self, problems: list[Problem]) -> str:
+        """How a task is scored: by likelihood if asked and it is multiple choice, else by generation."""
+        return "likelihood" if self.cfg.likelihood and all(p.choices for p in problems) else "generate"
+
+    def pending(self, mode: str) -> list[Item]:
+        """(spec, task, problem index, problem, sample indices still to do) of every unfinished problem."""
+        done, out = self.store.done, []
+        for spec, task, problems in self.tasks:
+            if self.mode(problems) != mode:
+                continue
+            k = self.cfg.k if mode == "generate" else 1
+            for i, p in enumerate(problems):
+                todo = [j for j in range(k) if (spec.label, p.id, j) not in done]
+                if todo:
+                    out.append((spec, task, i, p, todo))
+        return out
+
+    def run(self) -> dict[str, Any]:
+        """Score every sample not yet in samples.jsonl, then summarize the whole file."""
+        generative, mc = self.pending("generate"), self.pending("likelihood")
+        if mc and self.scorer is None:
+            raise ValueError("likelihood scoring of multiple-choice tasks needs a native checkpoint")
+        if generative and self.generator is None:
+            raise ValueError("generative tasks need a generator")
+        total = sum(len(todo) for *_, todo in generative + mc)
+        with tqdm(total=total, unit="sample", disable=not self.progress, dynamic_ncols=True) as bar:
+            for item in mc:
+                start = time.perf_counter()
+                self.store.append([self.likelihood_record(*item[:4])])
+                self.log_batch(1, time.perf_counter() - start)
+                bar.update(1)
+            for batch in self.batches(generative):
+                start = time.perf_counter()
+                records = self.generate(batch)
+                self.store.append(records)
+                self.log_batch(len(records), time.perf_counter() - start)
+                bar.update(len(records))
+        labels = [spec.label for spec, _, _ in self.tasks]
+        modes = {spec.label: self.mode(problems) for spec, _, problems in self.tasks}
+        sizes = {spec.label: len(problems) for spec, _, problems in self.tasks}
+        summary = summarize(self.store.records(), self.cfg, self.model, labels, modes, sizes)
+        write_outputs(self.out_dir, summary, self.cfg, self.timing())
+        return summary
+
+    def batches(self, pending: list[Item]) -> list[list[Item]]:
+        """Group unfinished problems into generate() calls of about `concurrency` samples."""
+        out, current, size = [], [], 0
+        for item in pending:
+            current.append(item)
+            size += len(item[4])
+            if size >= self.cfg.concurrency:
+                out.append(current)
+                current, size = [], 0
+        return out + ([current] if current else [])
+
+    def generate(self, batch: list[Item]) -> list[dict[str, Any]]:
+        """Generate and score the missing samples of a batch of problems; their records."""
+        cfg = self.cfg
+        requests, slots = [], []  # slots[r] = (item, sample index of completion 0 of request r)
+        for item in batch:
+            spec, _, _, problem, todo = item
+            seed = problem_seed(cfg.seed, spec.label, problem.id)
+            messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
+                {"role": "user", "content": problem.prompt}
+            ]
+            groups = [(0, cfg.k)] if len(todo) == cfg.k else [(j, 1) for j in todo]
+            for first, n in groups:
+                params = SamplingParams(
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    seed=seed + first,
+                    n=n,
+                )
+                requests.append(GenerationRequest(messages=messages, params=params, think=cfg.think))
+                slots.append((item, first))
+        completions = self.generator.generate(requests)
+        expected = sum(r.params.n for r in requests)
+        if len(completions) != expected:
+            raise RuntimeError(
+                f"the generator returned {len(completions)} completions for {expected} samples"
+            )
+        by_task: dict[str, list] = {}
+        for c in completions:
+            item, first = slots[c.request_index]
+            by_task.setdefault(item[0].label, []).append((item, first + c.index, c))
+        records = []
+        for rows in by_task.values():
+            task = rows[0][0][1]
+            texts = [scored_text(c, cfg.think) for _, _, c in rows]
+            results = task.score_batch([item[3] for item, _, _ in rows], texts)
+            for (item, j, c), text, (reward, details) in zip(rows, texts, results):
+                records.append(self.sample_record(item, j, c, text, reward, details))
+        return records
+
+    def sample_record(
+        self, item: Item, j: int, c: Completion, text: str, reward: float, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        spec, _, index, problem, _ = item
+        return {
+            "task": spec.label,
+            "problem_id": problem.id,
+            "problem_index": index,
+            "sample": j,
+            "seed": problem_seed(self.cfg.seed, spec.label, problem.id) + j,
+            "prompt": problem.prompt,
+            "reference": problem.reference,
+            "completion": c.text,
+            "reasoning": c.reasoning_content,
+            "answer": c.content,
+            "scored_text": text,
+            "extracted": details.get("extracted"),
+            "correct": bool(details.get("correct", reward > 0)),
+            "reward": float(reward),
+            "format": details.get("format"),
+            "format_reward": details.get("format_reward"),
+            "finish_reason": c.finish_reason,
+            "prompt_tokens": int(c.prompt_tokens),
+            "completion_tokens": int(c.completion_tokens),
+        }
+
+    def likelihood_record(self, spec: TaskSpec, task: Task, index: int, problem: Problem) -> dict[str, Any]:
+        result = self.scorer.score(problem)
+        return {
+            "task": spec.label,
+            "problem_id": problem.id,
+            "problem_index": index,
+            "sample": 0,
+            "kind": "likelihood",
+            "prompt": problem.prompt,
+            "reference": problem.reference,
+            **result,
+            "extracted": result["pred"],
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        }
+
+    def log_batch(self, samples: int, seconds: float) -> None:
+        """Time spent per batch, appended like the samples (a killed session keeps what it logged)."""
+        with open(self.out_dir / "timing.jsonl", "a") as f:
+            f.write(json.dumps({"samples": samples, "seconds": seconds, "time": time.time()}) + "\n")
+
+    def timing(self) -> dict[str, float]:
+        """Samples generated and seconds spent, over every session of the run."""
+        path = self.out_dir / "timing.jsonl"
+        samples, seconds = 0, 0.0
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of a killed session
+            samples, seconds = samples + row["samples"], seconds + row["seconds"]
+        return {"samples": samples, "seconds": seconds}
+
+
+def run_eval(
+    generator: Generator | None,
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    model: str = "",
+    scorer: LikelihoodScorer | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) an eval into `out_dir` and return its summary (also in summary.json)."""
+    return EvalRunner(generator, cfg, out_dir, model, scorer, progress).run()
