@@ -4,6 +4,10 @@
     battle_id = store.create_battle("model-x", "model-y", conversation_a, conversation_b)
     battle = store.record_vote(battle_id, "model_a")     # reveals battle.model_a / battle.model_b
     leaderboard = compute_leaderboard(store.battles())    # voted battles -> ratings
+    store.import_records(read_battles("public.jsonl"))    # voted battles from a file, one transaction
+
+A battle may be created before its answers exist (the web arena stores the prompt first) and get
+them with `set_conversations` while it is still open; a voted battle never changes.
 
 A battle id is an unguessable server-issued token (`secrets.token_urlsafe`), so a client cannot
 vote on a battle it was never shown. `record_vote` raises `VoteRejected` (with `.reason` one of
@@ -24,12 +28,12 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nanoseek.arena.battles_io import WINNERS
+from nanoseek.arena.battles_io import WINNERS, as_record, validate_record
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS battles (
@@ -104,6 +108,10 @@ FROM battles b LEFT JOIN votes v ON v.battle_id = b.id
 """
 
 
+def _messages(conversation: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in conversation]
+
+
 def _battle(row: Sequence[Any]) -> Battle:
     return Battle(
         id=row[0],
@@ -172,8 +180,7 @@ class ArenaStore:
         """Store a battle (both conversations: prompt and answer) and return its new unguessable id."""
         if not model_a or not model_b or model_a == model_b:
             raise ValueError(f"a battle needs two different models, got {model_a!r} and {model_b!r}")
-        conv_a = [{"role": str(m["role"]), "content": str(m["content"])} for m in conversation_a]
-        conv_b = [{"role": str(m["role"]), "content": str(m["content"])} for m in conversation_b]
+        conv_a, conv_b = _messages(conversation_a), _messages(conversation_b)
         if turn is None:
             turn = sum(m["role"] == "user" for m in conv_a)
         battle_id = secrets.token_urlsafe(18)  # 144 random bits
@@ -228,6 +235,64 @@ class ArenaStore:
             raise
         row = conn.execute(_SELECT + "WHERE b.id = ?", (battle_id,)).fetchone()
         return _battle(row)
+
+    def set_conversations(
+        self,
+        battle_id: str,
+        conversation_a: Sequence[Mapping[str, str]],
+        conversation_b: Sequence[Mapping[str, str]],
+    ) -> bool:
+        """Replace both conversations of an open battle (a battle is created when its prompt arrives
+        and gets its answers once they have streamed). Returns False if the battle is unknown or
+        already voted: a voted battle never changes."""
+        conv_a, conv_b = _messages(conversation_a), _messages(conversation_b)
+        cursor = self._conn().execute(
+            "UPDATE battles SET conversation_a = ?, conversation_b = ?, turn = ? WHERE id = ? AND state = 'open'",
+            (
+                json.dumps(conv_a, ensure_ascii=False),
+                json.dumps(conv_b, ensure_ascii=False),
+                sum(m["role"] == "user" for m in conv_a),
+                battle_id,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def import_records(self, records: Iterable[Any]) -> int:
+        """Store already-voted battles (public records, see `battles_io`; Mappings or `.to_record()`
+        objects) with their winners and timestamps, all in one transaction; each gets a new id.
+        Returns the number stored. A bad record raises `BattleFormatError` and stores nothing."""
+        rows = [validate_record(as_record(r), f"record {i}") for i, r in enumerate(records)]
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for r in rows:
+                battle_id = secrets.token_urlsafe(18)
+                tstamp = r["tstamp"] if r["tstamp"] is not None else time.time()
+                conn.execute(
+                    "INSERT INTO battles (id, model_a, model_b, conversation_a, conversation_b, turn, anony, "
+                    "language, created, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'voted')",
+                    (
+                        battle_id,
+                        r["model_a"],
+                        r["model_b"],
+                        json.dumps(r["conversation_a"], ensure_ascii=False),
+                        json.dumps(r["conversation_b"], ensure_ascii=False),
+                        r["turn"],
+                        int(r["anony"]),
+                        r["language"],
+                        tstamp,
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO votes (battle_id, winner, tstamp, voter) VALUES (?, ?, ?, 'import')",
+                    (battle_id, r["winner"], tstamp),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return len(rows)
 
     def get_battle(self, battle_id: str) -> Battle | None:
         """The stored battle (None if unknown). Callers decide what to reveal before the vote."""
