@@ -77,7 +77,10 @@ def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int, peak: f
         theirs(ids)
 
     results = {}
-    for label, fn, fwd, model in (("nanoseek", ours_step, ours_forward, ours), ("transformers", theirs_step, theirs_forward, theirs)):
+    for label, fn, fwd, model in (
+        ("nanoseek", ours_step, ours_forward, ours),
+        ("transformers", theirs_step, theirs_forward, theirs),
+    ):
         model.train()
         step_s = timed(fn, steps, warmup)
         model.eval()
@@ -100,7 +103,9 @@ def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int, peak: f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", nargs="+", default=["d4", "d6", "d10"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
@@ -108,7 +113,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     peak = measure_matmul_peak_flops(torch.device("cpu"), torch.float32)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
     print(f"batch {args.batch} x seq {args.seq}, median of {args.steps} steps after {args.warmup} warmup\n")
     header = "| size | total / active params | train tok/s nanoseek | transformers | ratio | fwd ms nanoseek | transformers | ratio | MFU nanoseek | transformers |"
     print(header)

@@ -1,0 +1,132 @@
+"""`nanoseek pretrain` and `nanoseek sft`: a recipe plus overrides in, a run directory out.
+
+    nanoseek pretrain recipes/cpu_toy.toml train.max_steps=50 --out runs/toy
+    nanoseek pretrain --out runs/toy --resume                    # continues with runs/toy/config.toml
+    nanoseek pretrain recipes/cpu_toy.toml --data corpus/ --out runs/mine
+    nanoseek sft recipes/cpu_toy_sft.toml --init runs/toy --out runs/toy-sft
+    torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain recipes/cpu_toy.toml --out runs/ddp
+
+Arguments: an optional recipe (`*.toml`), any number of `section.key=value` overrides (see
+`nanoseek.train.config`), and flags that are shortcuts for overrides: --out (run.out), --init
+(model.init), --data PATH (data.train; repeat it for more paths; it also clears data.synthetic),
+--skip-bad (data.skip_bad). --resume continues from the newest complete checkpoint in --out; without
+a recipe it reuses the run's own config.toml. Errors in the recipe or the data are reported in one
+line naming the key, file or record, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import tomllib
+from pathlib import Path
+
+from nanoseek.data import DataError
+from nanoseek.train.config import ConfigError, load_config, set_value, validate
+from nanoseek.train.distributed import teardown
+from nanoseek.train.loop import train
+
+
+def _parser(kind: str) -> argparse.ArgumentParser:
+    what = {
+        "pretrain": "Pretrain a DeepSeek-V3 model on corpus files or token shards.",
+        "sft": "Supervised fine-tuning on chat JSONL (messages with optional reasoning_content).",
+    }[kind]
+    p = argparse.ArgumentParser(prog=f"nanoseek {kind}", description=what)
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="RECIPE.toml | section.key=value",
+        help="a recipe file and/or overrides, e.g. train.max_steps=50",
+    )
+    p.add_argument("--out", help="run directory (run.out)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest complete checkpoint in --out"
+    )
+    p.add_argument("--init", help="start from this model/checkpoint/run directory (model.init)")
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="PATH",
+        help="training data (data.train), repeat for more: "
+        + ("corpus files/dirs or a token-shard dir" if kind == "pretrain" else "chat JSONL files"),
+    )
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed chat records (data.skip_bad)")
+    return p
+
+
+def parse_args(kind: str, argv: list[str] | None):
+    """(TrainConfig, resume) from a command line."""
+    args = _parser(kind).parse_intermixed_args(argv)
+    recipes = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
+    if len(recipes) > 1:
+        raise ConfigError(f"expected one recipe file, got {recipes}")
+    recipe = recipes[0] if recipes else None
+    if recipe is None and args.resume and args.out and (Path(args.out) / "config.toml").is_file():
+        recipe = str(Path(args.out) / "config.toml")
+    if recipe is not None:
+        declared = _declared_kind(recipe)
+        if declared not in (None, kind):
+            raise ConfigError(f"{recipe}: run.kind is {declared!r}; run it with `nanoseek {declared}`")
+    cfg = load_config(recipe, overrides)
+    flags = {"run.kind": kind, "run.out": args.out, "model.init": args.init, "data.train": args.data}
+    if args.data:
+        flags["data.synthetic"] = ""  # --data replaces the recipe's data, synthetic included
+    if args.skip_bad:
+        flags["data.skip_bad"] = True
+    for key, value in flags.items():
+        if value is not None:
+            set_value(cfg, key, value, where=f"--{key.split('.')[1]}")
+    validate(cfg)
+    return cfg, args.resume
+
+
+def _declared_kind(recipe: str) -> str | None:
+    try:
+        return tomllib.loads(Path(recipe).read_text()).get("run", {}).get("kind")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # load_config reports it properly
+
+
+def main(kind: str, argv: list[str] | None = None) -> int:
+    """Run `nanoseek {kind}` with `argv` (the arguments after the command); returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if argv is None:  # the arguments after `nanoseek pretrain` / `python -m nanoseek.train.cli sft`
+        argv = sys.argv[1:]
+        argv = argv[1:] if argv[:1] == [kind] else argv
+    try:
+        cfg, resume = parse_args(kind, argv)
+        summary = train(
+            cfg, resume=resume, command=" ".join(shlex.quote(a) for a in ["nanoseek", kind, *argv])
+        )
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        print(f"nanoseek {kind}: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        teardown()
+    if summary.get("train_loss") is not None:
+        val = "" if summary["val_loss"] is None else f", val loss {summary['val_loss']:.4f}"
+        cost = summary["cost"]
+        print(
+            f"done: step {summary['step']}, train loss {summary['train_loss']:.4f}{val}; "
+            f"{cost['tokens']:,} tokens, {cost['device_hours']:.3g} device-hours, MFU {100 * cost['mfu']:.1f}%; "
+            f"report: {summary['run_dir']}/report.md"
+        )
+    return 0
+
+
+def pretrain_main(argv: list[str] | None = None) -> int:
+    return main("pretrain", argv)
+
+
+def sft_main(argv: list[str] | None = None) -> int:
+    return main("sft", argv)
+
+
+if __name__ == "__main__":  # python -m nanoseek.train.cli {pretrain|sft} ... (e.g. under torchrun)
+    if len(sys.argv) < 2 or sys.argv[1] not in ("pretrain", "sft"):
+        sys.exit("usage: python -m nanoseek.train.cli {pretrain|sft} [RECIPE.toml] [key=value ...] [flags]")
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,336 @@
+"""TrainConfig: one typed config for pretraining and SFT, read from a TOML recipe plus key=value overrides.
+
+    cfg = load_config("recipes/cpu_toy.toml", ["train.max_steps=50", "run.out=runs/x"])
+    cfg.train.lr, cfg.model.depth, cfg.data.train          # plain dataclasses, typed
+    Path("runs/x/config.toml").write_text(to_toml(cfg))     # the resolved config, itself a recipe
+
+A recipe has one TOML table per section below ([run], [model], [data], [train], [eval], [checkpoint],
+[cost]); every key must be a field of that section's dataclass. An override `section.key=value` parses
+`value` as a TOML value (`50`, `3e-4`, `true`, `["a", "b"]`), and a bare word is taken as a string
+(`run.device=cpu`). Unknown keys, wrong types and out-of-range values raise `ConfigError` naming the
+key, e.g. `train.max_step: unknown key (did you mean train.max_steps?)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad recipe or override; the message names the key (`section.key`) and what was expected."""
+
+
+@dataclass
+class RunSection:
+    kind: str = "pretrain"  # "pretrain" or "sft" (distillation is sft on traces); set by the command
+    out: str = ""  # run directory (the --out flag overrides it)
+    seed: int = 0  # model init and data order
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu" or "cuda"
+    progress: bool = True  # tqdm progress bar on the main process
+
+
+@dataclass
+class ModelSection:
+    depth: int = 2  # the one size knob (nanoseek.model.config_for_depth); ignored with preset or init
+    preset: str = ""  # a named rung of the size ladder ("d4", "d16", ...) instead of depth
+    init: str = ""  # start from this checkpoint (a model directory or a run directory); sft needs one
+    mtp: int | None = None  # MTP depths (num_nextn_predict_layers); default: the preset's (1)
+    n_routed_experts: int | None = None  # 0 gives a dense model; default: derived from depth
+    aux_loss_alpha: float | None = None  # sequence-wise balance loss weight; default 0 (V3 used 1e-4)
+    bias_update_speed: float | None = None  # gamma of aux-loss-free balancing; default 1e-3
+    mtp_loss_weight: float | None = None  # lambda of the MTP loss; default 0.3
+
+
+@dataclass
+class DataSection:
+    train: list[str] = field(default_factory=list)  # pretrain: corpus files/dirs or a token-shard dir;
+    # sft: chat JSONL file(s)
+    val: list[str] = field(default_factory=list)  # sft: held-out chat JSONL (default: data.val_fraction)
+    synthetic: str = ""  # a nanoseek.tasks synthetic task ("arithmetic", "countdown", "linear", "sort",
+    # or a comma-separated mix): generate its problems + solution traces into the run dir as data
+    synthetic_examples: int = 20000  # documents (pretrain) or conversations (sft) to generate
+    tokenizer: str = ""  # tokenizer directory; default: train one (pretrain) or the init checkpoint's
+    vocab_size: int = 512  # when a tokenizer is trained
+    text_field: str = "text"  # JSONL key / parquet column of corpus files
+    val_fraction: float = 0.01  # held out for validation, of documents / conversations
+    skip_bad: bool = False  # sft: skip malformed chat records instead of failing
+    num_workers: int = 0  # tokenizing processes; 0 = all cores
+
+
+@dataclass
+class TrainSection:
+    max_steps: int = 1000  # optimizer steps
+    seq_len: int = 256  # tokens per row (sft: the longest conversation kept)
+    device_batch_size: int = 8  # rows per forward on one device
+    batch_tokens: int = 0  # global tokens per optimizer step (device_batch_size x seq_len x world x
+    # accumulation); 0 = no gradient accumulation
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # final lr = min_lr_ratio x lr
+    schedule: str = "cosine"  # "cosine", "wsd" (warmup-stable-decay) or "constant", after linear warmup
+    warmup_steps: int = 20
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
+    weight_decay: float = 0.1  # decoupled (AdamW); never on norms, embeddings or router biases
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    dtype: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU), "bf16" or "fp32"
+    compile: bool = False  # torch.compile the model
+    fsdp: bool = False  # shard parameters with FSDP2 (fully_shard) instead of DDP under torchrun
+
+
+@dataclass
+class EvalSection:
+    every: int = 100  # validate every N steps (and at the end); 0 = only at the end
+    batches: int = 20  # at most this many validation batches per rank; 0 = the whole val split
+    sample_every: int = 0  # sample generations every N steps (and at the end); 0 = only at the end
+    sample_prompts: list[str] = field(default_factory=list)  # pretrain: text prompts to continue
+    num_samples: int = 4  # sft: greedy answers to this many held-out conversations' prompts
+    sample_tokens: int = 64  # max new tokens per sample
+
+
+@dataclass
+class CheckpointSection:
+    every: int = 0  # save every N steps (and always at the end); 0 = only at the end
+    keep: int = 3  # keep the last K complete checkpoints
+
+
+@dataclass
+class CostSection:
+    price_per_device_hour: float = 2.0  # dollars (DeepSeek-V3 assumed $2 per H800 hour)
+    peak_flops: float = 0.0  # per device; 0 = the declared bf16 peak of a known GPU, or measured on CPU
+
+
+@dataclass
+class TrainConfig:
+    run: RunSection = field(default_factory=RunSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    cost: CostSection = field(default_factory=CostSection)
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}  # type: ignore[misc]
+CHOICES = {
+    "run.kind": ("pretrain", "sft"),
+    "run.device": ("auto", "cpu", "cuda"),
+    "train.schedule": ("cosine", "wsd", "constant"),
+    "train.dtype": ("auto", "bf16", "fp32"),
+}
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """A recipe file (or the defaults when None) with `section.key=value` overrides applied, validated."""
+    cfg = TrainConfig()
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"no recipe file at {path}")
+        try:
+            table = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        apply_table(cfg, table, where=str(path))
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def apply_table(cfg: TrainConfig, table: dict[str, Any], where: str = "recipe") -> None:
+    for name, values in table.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{where}: {name}: unknown section{_suggest(name, SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: {name}: expected a [{name}] table, got {_show(values)}")
+        for key, value in values.items():
+            set_value(cfg, f"{name}.{key}", value, where)
+
+
+def apply_override(cfg: TrainConfig, item: str) -> None:
+    """Apply one `section.key=value` override."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.max_steps=50")
+    hint = _field_type(key)
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word: a string
+    if hint is not None and _base_type(hint) is str and not isinstance(value, str):
+        value = text.strip()  # e.g. data.tokenizer=123 names a directory "123"
+    set_value(cfg, key, value, where="override")
+
+
+def set_value(cfg: TrainConfig, key: str, value: Any, where: str = "override") -> None:
+    section_name, _, name = key.partition(".")
+    if section_name not in SECTIONS:
+        raise ConfigError(
+            f"{where}: {key}: unknown section {section_name!r}{_suggest(section_name, SECTIONS)}"
+        )
+    section = getattr(cfg, section_name)
+    hints = typing.get_type_hints(type(section))
+    if name not in hints:
+        keys = [f"{section_name}.{k}" for k in hints]
+        raise ConfigError(f"{where}: {key}: unknown key{_suggest(key, keys)}")
+    setattr(section, name, _coerce(value, hints[name], f"{where}: {key}"))
+
+
+def _field_type(key: str):
+    section_name, _, name = key.partition(".")
+    if section_name not in SECTIONS:
+        return None
+    return typing.get_type_hints(SECTIONS[section_name]).get(name)
+
+
+def _base_type(hint):
+    """int | None -> int; list[str] -> list; int -> int."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+def _coerce(value: Any, hint, where: str) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, inner, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {_show(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # 1e6 written for a token count
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {_show(value)}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {_show(value)}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {_show(value)}")
+    if typing.get_origin(hint) is list:
+        if isinstance(value, str):  # one path given where a list is expected
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
+        (inner,) = typing.get_args(hint)
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where}: unsupported config type {hint}")
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(choices)}"
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Range and choice checks that do not depend on the machine (batch divisibility is checked by the loop)."""
+    for key, allowed in CHOICES.items():
+        value = get_value(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+    positive = ["train.max_steps", "train.seq_len", "train.device_batch_size", "train.lr", "train.beta2"]
+    positive += ["eval.sample_tokens", "checkpoint.keep", "data.vocab_size", "data.synthetic_examples"]
+    for key in positive:
+        if not get_value(cfg, key) > 0:
+            raise ConfigError(f"{key}: must be positive, got {get_value(cfg, key)!r}")
+    non_negative = ["train.batch_tokens", "train.warmup_steps", "train.weight_decay", "train.grad_clip"]
+    non_negative += ["train.eps", "train.beta1", "eval.every", "eval.batches", "eval.sample_every"]
+    non_negative += ["eval.num_samples", "checkpoint.every", "cost.price_per_device_hour", "cost.peak_flops"]
+    non_negative += ["data.num_workers", "model.depth"]
+    for key in non_negative:
+        if get_value(cfg, key) < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {get_value(cfg, key)!r}")
+    for key in ("train.min_lr_ratio", "train.decay_fraction"):
+        if not 0 <= get_value(cfg, key) <= 1:
+            raise ConfigError(f"{key}: must be in [0, 1], got {get_value(cfg, key)!r}")
+    for key in ("train.beta1", "train.beta2"):
+        if not get_value(cfg, key) < 1:
+            raise ConfigError(f"{key}: must be < 1, got {get_value(cfg, key)!r}")
+    if not 0 <= cfg.data.val_fraction <= 0.5:
+        raise ConfigError(f"data.val_fraction: must be in [0, 0.5], got {cfg.data.val_fraction!r}")
+    for key in ("model.mtp", "model.n_routed_experts", "model.aux_loss_alpha", "model.bias_update_speed"):
+        if get_value(cfg, key) is not None and get_value(cfg, key) < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {get_value(cfg, key)!r}")
+    if cfg.data.synthetic:
+        from nanoseek.train.toy_data import SYNTHETIC_TASKS
+
+        unknown = [t for t in cfg.data.synthetic.split(",") if t.strip() not in SYNTHETIC_TASKS]
+        if unknown:
+            raise ConfigError(
+                f"data.synthetic: unknown task(s) {unknown}; choose from {', '.join(SYNTHETIC_TASKS)} "
+                "(comma-separated to mix)"
+            )
+    if not cfg.model.preset and not cfg.model.init and cfg.model.depth < 1:
+        raise ConfigError("model.depth: must be >= 1 (or set model.preset / model.init)")
+    if cfg.model.preset:
+        from nanoseek.model import PRESETS
+
+        if cfg.model.preset not in PRESETS:
+            raise ConfigError(
+                f"model.preset: unknown {cfg.model.preset!r}; choose one of {', '.join(PRESETS)}"
+            )
+
+
+def get_value(cfg: TrainConfig, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    """The resolved config as TOML (a recipe: `load_config` reads it back to an equal config).
+    Fields left at None (derived defaults) are omitted, since TOML has no null."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

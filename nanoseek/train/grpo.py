@@ -1,0 +1,504 @@
+"""`nanoseek grpo`: Group Relative Policy Optimization (DeepSeekMath, DeepSeek-R1) with the common variants.
+
+    nanoseek grpo recipes/grpo_r1_zero.toml --init runs/base --out runs/grpo          # R1-Zero from a base
+    nanoseek grpo recipes/grpo_r1.toml --init runs/sft --out runs/grpo-r1             # R1 from an SFT model
+    nanoseek grpo --out runs/grpo --resume                                            # continue a run
+    nanoseek grpo recipes/r1_zero_micro.toml --init runs/base --out runs/ctl --random-rewards  # control
+    python -m nanoseek.train.grpo ...                                                 # the same
+
+    from nanoseek.train.grpo import GRPOTrainer, load_grpo_config
+    summary = GRPOTrainer(load_grpo_config("recipes/grpo_r1_zero.toml", ["run.out=runs/x", ...])).run()
+
+One GRPO step (shapes: P prompts, G samples each, N = P x G sequences, L completion tokens):
+1. rollouts (`grpo_rollout`): the native engine samples G completions per prompt from the policy's
+   live weights (the prompt is prefilled once and its cache forked G times); the task scores them into
+   rewards r (N,); dynamic sampling drops and refills groups whose rewards are all equal;
+2. advantages A (N,) = (r - mean_group) / std_group, or r - mean_group (Dr. GRPO);
+3. mu policy updates on this batch: each a pass over micro-batches of sequences that computes
+   logp (b, L) of the sampled tokens under the policy (one forward of prompt + completion; the output
+   head only at completion positions), `policy_loss` (clipped ratio with eps_low / eps_high, k3 KL to
+   the frozen reference weighted by beta, aggregated as GRPO / DAPO / Dr. GRPO), backward with the
+   micro-batch's share of the aggregation's denominator, then one AdamW step. The old policy's logp
+   are the first pass's, detached (exact: no update happens inside a pass). Sequences with A = 0 and
+   beta = 0 contribute exactly zero to the loss, so they are not forwarded at all (they still count in
+   the denominators): the gradient equals `policy_loss` over the whole batch at once (tested);
+4. auxiliary-loss-free router balancing (MoE), metrics, held-out pass@1 every eval.every steps,
+   checkpoints every checkpoint.every steps.
+With beta = 0 no reference model is loaded. The run directory gets config.toml, metrics.jsonl,
+checkpoints/ (HF model + optimizer + trainer state, atomic, resumable), plots and report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nanoseek.engine import Engine
+from nanoseek.eval.config import parse_task_spec
+from nanoseek.model import DeepSeekV3, account
+from nanoseek.tokenizer import Tokenizer
+from nanoseek.train import checkpointing as ckpt_io
+from nanoseek.train.config import ConfigError
+from nanoseek.train.cost import CostMeter, human
+from nanoseek.train.distributed import setup
+from nanoseek.train.grpo_config import GRPOConfig, grpo_to_dict, grpo_to_toml, load_grpo_config, set_value
+from nanoseek.train.grpo_loss import group_advantages, policy_loss
+from nanoseek.train.grpo_report import plot_grpo, write_grpo_report
+from nanoseek.train.grpo_rollout import RolloutBatch, RolloutSampler, evaluate, prompt_ids
+from nanoseek.train.optim import build_optimizer, lr_multiplier, set_lr
+from nanoseek.train.report import MetricsLog, read_metrics, truncate_metrics
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------- log-probabilities
+
+
+def completion_logprobs(
+    model: DeepSeekV3, prompts: list[list[int]], completions: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """logp (B, L) of each completion token given its prompt and the tokens before it, the policy's
+    entropy (B, L) at those positions (no gradient), and the mask (B, L) of real completion tokens.
+
+    Rows are prompt + completion, right-padded to T; completion token j of row i sits at position
+    p_i + j and is predicted from the hidden state at p_i + j - 1, so the output head runs on the
+    (B, L) gathered states only, not on the prompt."""
+    device = model.device
+    B = len(prompts)
+    p_len = torch.tensor([len(p) for p in prompts])
+    c_len = torch.tensor([len(c) for c in completions])
+    T, L = int((p_len + c_len).max()), int(c_len.max())
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    targets = torch.full((B, L), pad_id, dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        targets[i, : len(c)] = torch.tensor(c)
+    ids, targets = ids.to(device), targets.to(device)
+    h, _ = model.hidden_states(ids)  # (B, T, C)
+    where = (p_len[:, None] - 1 + torch.arange(L)[None, :]).clamp(max=T - 1).to(device)  # (B, L)
+    h = h.gather(1, where[..., None].expand(B, L, h.shape[-1]))  # (B, L, C)
+    logp_all = model.lm_head(model.norm(h)).float().log_softmax(-1)  # (B, L, V)
+    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)  # (B, L)
+    with torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, L)
+    mask = (torch.arange(L)[None, :] < c_len[:, None]).to(device)
+    return logp, entropy, mask
+
+
+# ----------------------------------------------------------------------------------- the trainer
+
+
+@dataclass
+class UpdatePlan:
+    adv: torch.Tensor  # (N,) advantages
+    keep: torch.Tensor  # (N,) bool: in the loss (False: filtered as overlong)
+    active: list[int]  # rows forwarded (can carry gradient)
+    chunks: list[list[int]]  # active rows by micro-batch
+    N: int  # sequences in the batch (GRPO / Dr. GRPO denominators)
+    total_tokens: int  # real tokens of kept rows (the DAPO denominator)
+
+
+class GRPOTrainer:
+    def __init__(self, cfg: GRPOConfig, resume: bool = False, command: str | None = None):
+        if not cfg.run.out:
+            raise ConfigError("run.out: no run directory; pass --out DIR")
+        self.cfg = cfg
+        self.command = command or " ".join(shlex.quote(a) for a in ["nanoseek", "grpo", *sys.argv[1:]])
+        self.run_dir = Path(cfg.run.out)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        found = ckpt_io.latest_checkpoint(self.run_dir)
+        if found is not None and not resume:
+            raise ConfigError(
+                f"run.out: {self.run_dir} already has checkpoints; pass --resume or another --out"
+            )
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        self.env = setup(cfg.run.device)
+        if self.env.distributed:
+            raise ConfigError(
+                "nanoseek grpo runs in one process (torchrun data parallelism is not supported yet)"
+            )
+        (self.run_dir / "config.toml").write_text(grpo_to_toml(cfg))
+        torch.manual_seed(cfg.run.seed)
+
+        if not cfg.model.init:
+            raise ConfigError(
+                "model.init: GRPO starts from a model; pass --init (a model, checkpoint or run dir)"
+            )
+        init_dir = ckpt_io.resolve_model_dir(cfg.model.init)
+        self.tokenizer = Tokenizer.from_dir(init_dir)
+        device = self.env.device
+        self.model = DeepSeekV3.from_pretrained(init_dir, device=device)
+        self.checkpoint = ckpt_io.load_checkpoint(found, self.env) if found is not None else None
+        if self.checkpoint is not None:
+            self.model.load_state_dict(self.checkpoint.model_state(self.model))
+        self.ref_model: DeepSeekV3 | None = None
+        if cfg.grpo.beta > 0:  # the frozen reference: the starting policy (never the resumed one)
+            ref_dir = ckpt_io.resolve_model_dir(cfg.model.reference or cfg.model.init)
+            self.ref_model = DeepSeekV3.from_pretrained(ref_dir, device=device).eval().requires_grad_(False)
+        self.optimizer = build_optimizer(self.model, cfg.train, device.type)
+
+        spec = parse_task_spec(cfg.task.name)
+        self.task = spec.build()
+        self.train_problems = self.task.problems(cfg.task.train_split, cfg.task.train_problems or None)
+        self.eval_problems = self.task.problems(cfg.task.eval_split, cfg.eval.problems)
+        r = cfg.rollout
+        self.eval_tokens = cfg.eval.max_new_tokens or r.max_new_tokens
+        slots = max(r.max_slots or r.prompts_per_step * r.group_size, r.group_size)
+        longest = max(
+            len(prompt_ids(self.tokenizer, p, r.template)) for p in self.train_problems + self.eval_problems
+        )
+        max_len = longest + max(r.max_new_tokens, self.eval_tokens) + 1
+        if max_len > self.model.config.max_position_embeddings:
+            raise ConfigError(
+                f"rollout.max_new_tokens: the longest prompt ({longest} tokens) plus the completion budget exceed "
+                f"the model's {self.model.config.max_position_embeddings} positions"
+            )
+        self.engine = Engine(
+            self.model,
+            self.tokenizer,
+            max_slots=slots,
+            max_len=max_len,
+            token_budget=max(4096, 2 * slots + 2 * longest),
+        )
+        self.sampler = RolloutSampler(cfg, self.engine, self.tokenizer, self.task, self.train_problems)
+        self.meter = CostMeter.for_device(device, 1, cfg.cost.price_per_device_hour, cfg.cost.peak_flops)
+        self.acct = account(self.model.config, 256)
+
+        self.step, self.cursor = 0, 0
+        self.last_eval: dict = {}
+        self.first_eval: dict = {}
+        if self.checkpoint is not None:
+            c = self.checkpoint
+            ckpt_io.load_optimizer_state(self.model, self.optimizer, c.optimizer_state(), self.env)
+            ckpt_io.set_rng_state(c.rank["rng"])
+            self.meter.load_state_dict(c.trainer["cost"])
+            self.step, self.cursor = c.step, int(c.trainer["cursor"])
+            self.last_eval, self.first_eval = c.trainer.get("last_eval", {}), c.trainer.get("first_eval", {})
+        truncate_metrics(self.run_dir / "metrics.jsonl", self.step if self.checkpoint else -1)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+
+    # ------------------------------------------------------------------------------ one step
+
+    def say(self, text: str) -> None:
+        tqdm.write(text, file=sys.stderr)
+
+    def train_step(self) -> dict:
+        cfg, g = self.cfg, self.cfg.grpo
+        t0 = time.perf_counter()
+        batch, stats, self.cursor = self.sampler.collect(self.cursor)
+        t_gen = time.perf_counter()
+        update = self.update(batch) if len(batch) else {"skipped": True}
+        lr = cfg.train.lr * lr_multiplier(self.step, cfg.train)
+        dt = time.perf_counter() - t0
+        trained = update.pop("trained_tokens", 0)
+        flops = self.acct.forward_flops_per_token * (stats["prompt_tokens"] + stats["generated_tokens"])
+        flops += self.acct.train_flops_per_token * trained * g.mu
+        if self.ref_model is not None:
+            flops += self.acct.forward_flops_per_token * trained
+        self.meter.add(stats["generated_tokens"], flops, dt)
+        self.step += 1
+        return {
+            "type": "train",
+            "step": self.step,
+            **stats,
+            **update,
+            "lr": lr,
+            "train_seconds": time.perf_counter() - t_gen,
+            "dt": dt,
+            "tokens": self.meter.tokens,
+            "elapsed": self.meter.elapsed(),
+        }
+
+    def plan(self, batch: RolloutBatch) -> UpdatePlan:
+        """Advantages, the overlong filter, and which rows are forwarded in which micro-batch."""
+        g = self.cfg.grpo
+        N = len(batch)
+        adv = group_advantages(torch.tensor(batch.rewards), batch.group_size, g.advantage)  # (N,)
+        keep = torch.tensor(
+            [not (self.cfg.reward.overlong == "filter" and t) for t in batch.truncated]
+        )  # (N,)
+        lengths = torch.tensor([len(c) for c in batch.completions])  # (N,)
+        # rows that can carry gradient; the others add exactly 0 to the loss's numerator
+        active = [i for i in range(N) if keep[i] and lengths[i] > 0 and (g.beta > 0 or adv[i] != 0)]
+        chunks = [active[i : i + g.micro_batch] for i in range(0, len(active), g.micro_batch)]
+        return UpdatePlan(adv, keep, active, chunks, N, max(int((lengths * keep).sum()), 1))
+
+    def update(self, batch: RolloutBatch) -> dict:
+        """mu optimizer steps on one batch of groups; returns the loss statistics (of the last pass)."""
+        cfg, model = self.cfg, self.model
+        plan = self.plan(batch)
+        old: dict[int, torch.Tensor] = {}
+        ref: dict[int, torch.Tensor] = {}
+        stats: dict = {}
+        for it in range(cfg.grpo.mu):
+            stats = self.policy_gradient(batch, plan, old, ref)
+            if it == 0:
+                mismatch = stats["logp_mismatch"]
+            max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+            set_lr(self.optimizer, cfg.train.lr * lr_multiplier(self.step, cfg.train))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            model.update_router_biases()
+        stats["logp_mismatch"] = mismatch
+        stats["active_sequences"] = len(plan.active)
+        stats["advantage_abs"] = float(plan.adv.abs().mean())
+        stats["trained_tokens"] = sum(
+            len(batch.prompt_of(i)) + len(batch.completions[i]) for i in plan.active
+        )
+        return stats
+
+    def policy_gradient(
+        self,
+        batch: RolloutBatch,
+        plan: UpdatePlan,
+        old: dict[int, torch.Tensor],
+        ref: dict[int, torch.Tensor],
+    ) -> dict:
+        """One pass over the micro-batches: accumulate the gradient of `policy_loss` over the whole batch
+        into .grad. `old` / `ref` (micro-batch -> logp) are filled on the first pass and reused after.
+        Each micro-batch's loss is weighted by its share of the aggregation's denominator: its
+        sequences / N (GRPO, Dr. GRPO) or its tokens / all tokens (DAPO)."""
+        g, model, pad = self.cfg.grpo, self.model, self.tokenizer.pad_id
+        first = not old
+        sums = dict.fromkeys(("loss", "kl", "clip_fraction", "ratio_mean", "entropy", "logp_mismatch"), 0.0)
+        tokens = 0
+        model.train()
+        for k, rows in enumerate(plan.chunks):
+            prompts = [batch.prompt_of(i) for i in rows]
+            completions = [batch.completions[i] for i in rows]
+            logp, entropy, mask = completion_logprobs(model, prompts, completions, pad)  # (b, L) each
+            mask = mask & plan.keep[rows].to(mask.device)[:, None]
+            if first:  # the policy that sampled: no update has happened yet in this pass
+                old[k] = logp.detach()
+                if self.ref_model is not None:
+                    with torch.no_grad():
+                        ref[k] = completion_logprobs(self.ref_model, prompts, completions, pad)[0]
+                sums["logp_mismatch"] += self.mismatch(batch, rows, logp.detach(), mask)
+            out = policy_loss(
+                logp,
+                old[k],
+                plan.adv[rows].to(logp.device),
+                mask,
+                eps_low=g.eps_low,
+                eps_high=g.eps_high,
+                beta=g.beta,
+                ref_logp=ref.get(k),
+                aggregation=g.aggregation,
+                max_len=self.cfg.rollout.max_new_tokens,
+            )
+            n = int(mask.sum())
+            share = n / plan.total_tokens if g.aggregation == "dapo" else len(rows) / plan.N
+            (out.loss * share).backward()
+            tokens += n
+            sums["loss"] += out.loss.item() * share
+            sums["kl"] += out.kl * n
+            sums["clip_fraction"] += out.clip_fraction * n
+            sums["ratio_mean"] += out.ratio_mean * n
+            sums["entropy"] += float((entropy * mask).sum())
+        per_token = ("kl", "clip_fraction", "ratio_mean", "entropy", "logp_mismatch")
+        return {k: v / max(tokens, 1) if k in per_token else v for k, v in sums.items()}
+
+    @staticmethod
+    def mismatch(batch: RolloutBatch, rows: list[int], logp: torch.Tensor, mask: torch.Tensor) -> float:
+        """Summed |logp_engine - logp_train| over real tokens: sampler vs trainer numerics (and the
+        temperature, which the trainer does not apply)."""
+        total = 0.0
+        for j, i in enumerate(rows):
+            eng = batch.engine_logprobs[i]
+            if len(eng) != len(batch.completions[i]):
+                continue
+            n = len(eng)
+            diff = (torch.tensor(eng) - logp[j, :n].cpu()).abs() * mask[j, :n].cpu()
+            total += float(diff.sum())
+        return total
+
+    # ------------------------------------------------------------------------------ eval, saving
+
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        result = evaluate(
+            self.engine,
+            self.tokenizer,
+            self.task,
+            self.eval_problems,
+            cfg.rollout.template,
+            self.eval_tokens,
+            stop=cfg.rollout.stop,
+            temperature=cfg.eval.temperature,
+            samples=cfg.eval.samples,
+            seed=cfg.run.seed,
+        )
+        examples = result.pop("examples")
+        record = {"type": "eval", "step": self.step, **result}
+        self.metrics.log(record)
+        for ex in examples[:1]:
+            self.metrics.log({"type": "sample", "step": self.step, **ex})
+        self.last_eval = {**record, "examples": examples}
+        if not self.first_eval:
+            self.first_eval = dict(record)
+        self.say(
+            f"step {self.step}: held-out pass@1 {result['pass@1']:.3f} on {result['problems']} problems, "
+            f"response length {result['response_length']:.1f} tokens, format {result['format']:.2f}"
+        )
+        return record
+
+    def save(self) -> None:
+        trainer_state = {
+            "cost": self.meter.state_dict(),
+            "cursor": self.cursor,
+            "last_eval": self.last_eval,
+            "first_eval": self.first_eval,
+            "config": grpo_to_dict(self.cfg),
+        }
+        path = ckpt_io.save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.model,
+            self.optimizer,
+            self.tokenizer,
+            trainer_state,
+            {},
+            self.env,
+            keep=self.cfg.checkpoint.keep,
+        )
+        self.say(f"step {self.step}: saved {path}")
+
+    # ------------------------------------------------------------------------------ the run
+
+    def run(self) -> dict:
+        cfg, r = self.cfg, self.cfg.rollout
+        self.say(
+            f"grpo ({r.template}): {human(self.acct.total_params)} params, task {cfg.task.name!r} "
+            f"({len(self.train_problems)} train prompts, {len(self.eval_problems)} held out), G={r.group_size}, "
+            f"{r.prompts_per_step} prompts/step, beta={cfg.grpo.beta:g}, mu={cfg.grpo.mu}, "
+            f"reference model: {'yes' if self.ref_model is not None else 'none'}"
+            + (", RANDOM REWARDS (control)" if cfg.reward.random else "")
+        )
+        if self.checkpoint is not None:
+            self.say(f"resumed from {self.checkpoint.path} at step {self.step}")
+        else:
+            self.evaluate()
+        progress = tqdm(
+            total=cfg.train.max_steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not cfg.run.progress,
+        )
+        while self.step < cfg.train.max_steps:
+            record = self.train_step()
+            self.metrics.log(record)
+            progress.update(1)
+            progress.set_postfix(
+                reward=f"{record['reward']:.2f}", acc=f"{record['accuracy']:.2f}",
+                len=f"{record['response_length']:.0f}", refresh=False,
+            )  # fmt: skip
+            done = self.step == cfg.train.max_steps
+            if cfg.eval.every and self.step % cfg.eval.every == 0 and not done:
+                self.evaluate()
+            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and not done:
+                self.save()
+        progress.close()
+        if self.last_eval.get("step") != self.step:
+            self.evaluate()
+        latest = ckpt_io.latest_checkpoint(self.run_dir)
+        if latest is None or latest.name != ckpt_io.checkpoint_dir(self.run_dir, self.step).name:
+            self.save()
+        self.metrics.close()
+        summary = self.summary()
+        records = read_metrics(self.run_dir / "metrics.jsonl")
+        plots = plot_grpo(records, self.run_dir)
+        write_grpo_report(self.run_dir, self.command, self.cfg, self.model.config, summary, records, plots)
+        return summary
+
+    def summary(self) -> dict:
+        return {
+            "run_dir": str(self.run_dir),
+            "step": self.step,
+            "start_pass@1": self.first_eval.get("pass@1"),
+            "final_pass@1": self.last_eval.get("pass@1"),
+            "start_response_length": self.first_eval.get("response_length"),
+            "final_response_length": self.last_eval.get("response_length"),
+            "eval_problems": len(self.eval_problems),
+            "reference_model": self.ref_model is not None,
+            "random_rewards": self.cfg.reward.random,
+            "examples": self.last_eval.get("examples", []),
+            "cost": self.meter.summary(),
+            "model_dir": str(ckpt_io.checkpoint_dir(self.run_dir, self.step) / "model"),
+        }
+
+
+# ----------------------------------------------------------------------------------- the command
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nanoseek grpo",
+        description="GRPO (DeepSeekMath / R1): reinforcement learning with verifiable rewards from a task.",
+    )
+    p.add_argument(
+        "args", nargs="*", metavar="RECIPE.toml | section.key=value", help="a recipe and/or overrides"
+    )
+    p.add_argument("--out", help="run directory (run.out)")
+    p.add_argument("--init", help="policy to start from: a model, checkpoint or run directory (model.init)")
+    p.add_argument("--task", help="task spec, e.g. 'arithmetic?digits=2&ops=+' (task.name)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest complete checkpoint in --out"
+    )
+    p.add_argument(
+        "--random-rewards", action="store_true", help="the control: Bernoulli(0.5) rewards (reward.random)"
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[GRPOConfig, bool]:
+    args = _parser().parse_intermixed_args(argv)
+    recipes = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
+    if len(recipes) > 1:
+        raise ConfigError(f"expected one recipe file, got {recipes}")
+    recipe = recipes[0] if recipes else None
+    if recipe is None and args.resume and args.out and (Path(args.out) / "config.toml").is_file():
+        recipe = str(Path(args.out) / "config.toml")
+    cfg = load_grpo_config(recipe, overrides)
+    flags = {"run.out": args.out, "model.init": args.init, "task.name": args.task}
+    for key, value in flags.items():
+        if value is not None:
+            set_value(cfg, key, value, where=f"--{key.split('.')[1]}")
+    if args.random_rewards:
+        cfg.reward.random = True
+    return cfg, args.resume
+
+
+def grpo_main(argv: list[str] | None = None) -> dict | None:
+    """The `nanoseek grpo` command."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg, resume = parse_args(argv)
+        command = " ".join(shlex.quote(a) for a in ["nanoseek", "grpo", *argv])
+        summary = GRPOTrainer(cfg, resume=resume, command=command).run()
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"nanoseek grpo: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    cost = summary["cost"]
+    print(
+        f"done: step {summary['step']}, held-out pass@1 {summary['start_pass@1']:.3f} -> {summary['final_pass@1']:.3f}, "
+        f"response length {summary['start_response_length']:.1f} -> {summary['final_response_length']:.1f} tokens; "
+        f"{cost['device_hours']:.3g} device-hours; report: {summary['run_dir']}/report.md"
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    grpo_main()

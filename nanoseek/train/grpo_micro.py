@@ -1,0 +1,219 @@
+"""The micro R1-Zero experiment: pretrain a tiny base model, then GRPO beside a random-reward control.
+
+    python -m nanoseek.train.grpo_micro --out runs/r1zero                 # ~15 minutes on 2 CPU cores
+    python -m nanoseek.train.grpo_micro --out runs/r1zero --figures docs/img   # also the docs' figures
+
+Four stages, each skipped when its output already exists (so an interrupted run continues):
+1. corpus: every problem of the task's TRAIN split as an R1-Zero document,
+       r1_zero_prompt(question) <think> reasoning </think> <answer> answer </answer>
+   where the reasoning is the task's `solution_trace` (its answer line dropped). A share of the
+   documents (`shortcut_share`) keep only the trace's conclusion ("So 47 + 38 = 85."): the answer
+   without the column-by-column work. Base models see both in pretraining data; the tiny base model
+   prefers the shortcut (it is the majority) and, at its size, is often wrong when it takes it;
+2. tokenizer (BPE on the corpus) and pretraining (`recipes/r1_zero_micro_pretrain.toml`, the
+   ordinary `nanoseek pretrain` loop), stopped early on purpose;
+3. GRPO (`recipes/r1_zero_micro.toml`) and the same run with Bernoulli(0.5) rewards
+   (`--random-rewards`), side by side as two single-threaded processes (one per core);
+4. figures: held-out pass@1 and response length per step for both runs, and summary.json.
+What GRPO has to find is the R1-Zero story in miniature: reasoning step by step (longer responses)
+earns more reward than answering at once, so held-out accuracy and response length rise together,
+while the control, whose rewards say nothing, stays where it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nanoseek.eval.config import parse_task_spec
+from nanoseek.tasks import Problem, SyntheticTask
+from nanoseek.tokenizer import Tokenizer, r1_zero_prompt, train_tokenizer
+from nanoseek.train.grpo_config import load_grpo_config
+from nanoseek.train.grpo_report import plot_comparison
+from nanoseek.train.report import read_metrics
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def r1_zero_document(task: SyntheticTask, problem: Problem, shortcut: bool) -> str:
+    """An R1-Zero transcript: the prompt, then the reasoning (the trace without its answer line, or with
+    `shortcut` only its conclusion, "So 47 + 38 = 85.") in <think> tags and the answer in <answer> tags."""
+    steps = task.solution_trace(problem).split("\n")[:-1]  # the last line is "The answer is \\boxed{..}."
+    reasoning = steps[-1] if shortcut else "\n".join(steps)
+    return f"{r1_zero_prompt(problem.prompt)} <think> {reasoning} </think> <answer> {problem.reference} </answer>"
+
+
+def worked_solution(task: SyntheticTask, problem: Problem) -> str:
+    """A textbook-style worked solution: the question, then the task's whole solution trace."""
+    return f"Question: {problem.prompt}\n{task.solution_trace(problem)}"
+
+
+def write_corpus(
+    task_spec: str, path: Path, shortcut_share: float = 0.8, worked: int = 2, seed: int = 0
+) -> dict[str, int]:
+    """The pretraining corpus from the task's TRAIN split, shuffled: per problem one R1-Zero transcript
+    (a shortcut with probability `shortcut_share`) and `worked` worked solutions. Returns the counts."""
+    task = parse_task_spec(task_spec).build()
+    if not isinstance(task, SyntheticTask):
+        raise ValueError(f"{task_spec}: the micro experiment needs a synthetic task with solution traces")
+    rng = random.Random(seed)
+    problems = task.problems("train", 10**9)  # the whole split (generation stops when it runs out)
+    transcripts = [r1_zero_document(task, p, rng.random() < shortcut_share) for p in problems]
+    docs = transcripts + [worked_solution(task, p) for p in problems for _ in range(worked)]
+    rng.shuffle(docs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    tmp.replace(path)
+    shortcuts = sum(" <think> So " in t for t in transcripts)
+    return {"transcripts": len(transcripts), "shortcuts": shortcuts, "worked": len(docs) - len(transcripts)}
+
+
+def train_digit_tokenizer(corpus: Path, vocab_size: int, out_dir: Path) -> Tokenizer:
+    """A BPE trained on the corpus with every number cut to its first digit, so it learns no merges of
+    digits: numbers are spelled digit by digit, as in DeepSeek's and LLaMA's tokenizers."""
+    scrubbed = out_dir / "digits_scrubbed.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(corpus) as src, open(scrubbed, "w") as dst:
+        for line in src:
+            text = re.sub(r"\d+", lambda m: m.group(0)[0], json.loads(line)["text"])
+            dst.write(json.dumps({"text": text}) + "\n")
+    tokenizer = train_tokenizer([scrubbed], vocab_size, out_dir, show_progress=False)
+    scrubbed.unlink()
+    return tokenizer
+
+
+def pretrain(out: Path, corpus: Path, steps: int | None, threads: int) -> Path:
+    from nanoseek.train import load_config, train
+    from nanoseek.train.checkpointing import latest_checkpoint
+
+    run = out / "base"
+    recipe = RECIPES / "r1_zero_micro_pretrain.toml"
+    overrides = [f"run.out={run}", f'data.train=["{corpus}"]']
+    if steps:
+        overrides.append(f"train.max_steps={steps}")
+    cfg = load_config(recipe, overrides)
+    done = latest_checkpoint(run)
+    if done is not None and int(done.name.split("_")[1]) >= cfg.train.max_steps:
+        return run
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    train(cfg, resume=done is not None, command=f"nanoseek pretrain {recipe} " + " ".join(overrides))
+    return run
+
+
+def grpo_runs(out: Path, base: Path, overrides: list[str]) -> dict[str, Path]:
+    """GRPO and its random-reward control as two processes, one thread each; progress from their metrics."""
+    recipe = RECIPES / "r1_zero_micro.toml"
+    cfg = load_grpo_config(recipe, overrides)
+    runs = {"GRPO": out / "grpo", "random-reward control": out / "control"}
+    procs = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for label, run in runs.items():
+        if (run / "report.md").is_file():
+            continue
+        run.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "nanoseek.train.grpo",
+            str(recipe),
+            "--init",
+            str(base),
+            "--out",
+            str(run),
+        ]
+        args += ["run.progress=false", "run.threads=1", *overrides]
+        if label != "GRPO":
+            args.append("--random-rewards")
+        if (run / "checkpoints").is_dir():
+            args.append("--resume")
+        log = open(run / "stdout.log", "a")  # noqa: SIM115 (closed when the process ends)
+        procs[label] = (subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    bars = {
+        label: tqdm(total=cfg.train.max_steps, desc=label, position=i, unit="step", dynamic_ncols=True)
+        for i, label in enumerate(procs)
+    }
+    while procs:
+        time.sleep(2)
+        for label in list(procs):
+            proc, log = procs[label]
+            records = read_metrics(runs[label] / "metrics.jsonl")
+            steps = [r["step"] for r in records if r.get("type") == "train"]
+            evals = [r for r in records if r.get("type") == "eval"]
+            bars[label].n = max(steps, default=0)
+            if evals:
+                bars[label].set_postfix(pass1=f"{evals[-1]['pass@1']:.3f}", refresh=False)
+            bars[label].refresh()
+            if proc.poll() is not None:
+                log.close()
+                bars[label].close()
+                del procs[label]
+                if proc.returncode != 0:
+                    raise RuntimeError(
+                        f"{label} failed (exit {proc.returncode}); see {runs[label] / 'stdout.log'}"
+                    )
+    return runs
+
+
+def summarize(runs: dict[str, Path], figures: Path, seconds: float) -> dict:
+    records = {label: read_metrics(run / "metrics.jsonl") for label, run in runs.items()}
+    plots = plot_comparison(records, figures, prefix="r1_zero_micro")
+    summary: dict = {"seconds": seconds, "figures": [str(p) for p in plots]}
+    for label, rows in records.items():
+        evals = [r for r in rows if r.get("type") == "eval"]
+        summary[label] = {
+            "pass@1": [(r["step"], r["pass@1"]) for r in evals],
+            "response_length": [(r["step"], r["response_length"]) for r in evals],
+            "start_pass@1": evals[0]["pass@1"],
+            "final_pass@1": evals[-1]["pass@1"],
+            "change_points": 100 * (evals[-1]["pass@1"] - evals[0]["pass@1"]),
+            "problems": evals[0]["problems"],
+        }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(
+        prog="python -m nanoseek.train.grpo_micro", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--out", default="runs/r1zero", help="experiment directory")
+    p.add_argument("--figures", default=None, help="where the comparison figures go (default: --out)")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="override the pretraining recipe's steps")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for pretraining")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides for both GRPO runs")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    grpo_cfg = load_grpo_config(RECIPES / "r1_zero_micro.toml", args.overrides)
+    corpus = out / "corpus" / "r1_zero.jsonl"
+    if not corpus.is_file():
+        n = write_corpus(grpo_cfg.task.name, corpus, shortcut_share=0.7, copies=2, seed=grpo_cfg.run.seed)
+        print(f"corpus: {n:,} R1-Zero documents from the train split of {grpo_cfg.task.name!r} -> {corpus}")
+    base = pretrain(out, corpus, args.pretrain_steps, args.threads)
+    runs = grpo_runs(out, base, args.overrides)
+    summary = summarize(runs, Path(args.figures) if args.figures else out, time.perf_counter() - t0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for label in runs:
+        s = summary[label]
+        print(
+            f"{label:>22}: held-out pass@1 {100 * s['start_pass@1']:.1f}% -> {100 * s['final_pass@1']:.1f}% "
+            f"({s['change_points']:+.1f} points, {s['problems']} problems)"
+        )
+    print(f"total {summary['seconds'] / 60:.1f} min; figures: {', '.join(summary['figures'])}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
