@@ -248,7 +248,7 @@ class GRPOTrainer:
             set_lr(self.optimizer, cfg.train.lr * lr_multiplier(self.step, cfg.train))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            model.update_router_biases()
+            model.update_router_biases(self.cfg.grpo.router_bias_speed)
         stats["logp_mismatch"] = mismatch
         stats["active_sequences"] = len(plan.active)
         stats["advantage_abs"] = float(plan.adv.abs().mean())

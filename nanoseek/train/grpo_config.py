@@ -89,6 +89,8 @@ class GRPOSection:
     micro_batch: int = 32  # sequences per forward/backward (gradient accumulation; memory knob)
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal and sample more prompts
     max_refills: int = 3  # dynamic sampling: at most this many extra rounds of prompts per step
+    router_bias_speed: float = 0.0  # MoE aux-loss-free balancing gamma during RL; 0 freezes the routers'
+    # biases (DeepSeek-V3 set gamma = 0 for its last 500B pretraining tokens)
 
 
 @dataclass
@@ -173,6 +175,7 @@ NON_NEGATIVE = [
     "grpo.eps_high",
     "grpo.beta",
     "grpo.max_refills",
+    "grpo.router_bias_speed",
     "train.warmup_steps",
     "train.weight_decay",
     "train.grad_clip",

@@ -32,11 +32,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from nanoseek.eval.config import parse_task_spec
+from nanoseek.model import DeepSeekV3, config_for_depth
 from nanoseek.tasks import Problem, SyntheticTask
 from nanoseek.tokenizer import Tokenizer, r1_zero_prompt, train_tokenizer
+from nanoseek.train import load_config, train
+from nanoseek.train.checkpointing import latest_checkpoint
 from nanoseek.train.grpo_config import load_grpo_config
 from nanoseek.train.grpo_report import plot_comparison
 from nanoseek.train.report import read_metrics
@@ -92,13 +96,30 @@ def train_digit_tokenizer(corpus: Path, vocab_size: int, out_dir: Path) -> Token
     return tokenizer
 
 
-def pretrain(out: Path, corpus: Path, steps: int | None, threads: int) -> Path:
-    from nanoseek.train import load_config, train
-    from nanoseek.train.checkpointing import latest_checkpoint
+def initial_model(tokenizer: Tokenizer, out_dir: Path, seed: int = 0) -> Path:
+    """The untrained base model: the depth-2 rung (hidden 128, MLA, 8 routed experts + 1 shared, first
+    layer dense) with 4 attention heads of 32 instead of 2 of 64 (copying digits from the question to
+    the right column is what a 2-layer model has to learn first, and more heads learn it sooner), no
+    MTP. Saved with the tokenizer as the `model.init` of the pretraining run."""
+    cfg = config_for_depth(2, vocab_size=tokenizer.vocab_size, mtp=0)
+    heads, C = 4, cfg.hidden_size
+    cfg = cfg.replace(num_attention_heads=heads, qk_nope_head_dim=C // heads, v_head_dim=C // heads)
+    cfg = cfg.replace(qk_rope_head_dim=C // heads // 2)
+    torch.manual_seed(seed)
+    DeepSeekV3(cfg).save_pretrained(out_dir)
+    tokenizer.save(out_dir)
+    return out_dir
 
+
+def pretrain(out: Path, corpus: Path, steps: int | None, threads: int, seed: int) -> Path:
+    """Stage 2: tokenizer, initial model and `nanoseek pretrain` with the micro recipe; returns the run dir."""
     run = out / "base"
     recipe = RECIPES / "r1_zero_micro_pretrain.toml"
-    overrides = [f"run.out={run}", f'data.train=["{corpus}"]']
+    init = out / "init"
+    if not (init / "model.safetensors").is_file():
+        tokenizer = train_digit_tokenizer(corpus, 512, out / "tokenizer")
+        initial_model(tokenizer, init, seed)
+    overrides = [f"run.out={run}", f'data.train=["{corpus}"]', f"model.init={init}"]
     if steps:
         overrides.append(f"train.max_steps={steps}")
     cfg = load_config(recipe, overrides)
@@ -106,8 +127,6 @@ def pretrain(out: Path, corpus: Path, steps: int | None, threads: int) -> Path:
     if done is not None and int(done.name.split("_")[1]) >= cfg.train.max_steps:
         return run
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
     train(cfg, resume=done is not None, command=f"nanoseek pretrain {recipe} " + " ".join(overrides))
     return run
@@ -199,9 +218,12 @@ def main(argv: list[str] | None = None) -> dict:
     grpo_cfg = load_grpo_config(RECIPES / "r1_zero_micro.toml", args.overrides)
     corpus = out / "corpus" / "r1_zero.jsonl"
     if not corpus.is_file():
-        n = write_corpus(grpo_cfg.task.name, corpus, shortcut_share=0.7, copies=2, seed=grpo_cfg.run.seed)
-        print(f"corpus: {n:,} R1-Zero documents from the train split of {grpo_cfg.task.name!r} -> {corpus}")
-    base = pretrain(out, corpus, args.pretrain_steps, args.threads)
+        n = write_corpus(grpo_cfg.task.name, corpus, seed=grpo_cfg.run.seed)
+        print(
+            f"corpus: {n['transcripts']:,} R1-Zero transcripts ({n['shortcuts']:,} shortcuts) and {n['worked']:,} "
+            f"worked solutions from the train split of {grpo_cfg.task.name!r} -> {corpus}"
+        )
+    base = pretrain(out, corpus, args.pretrain_steps, args.threads, grpo_cfg.run.seed)
     runs = grpo_runs(out, base, args.overrides)
     summary = summarize(runs, Path(args.figures) if args.figures else out, time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,218 @@
+"""Seconds per GRPO step: nanoseek's `grpo` against TRL's GRPOTrainer, same model, task, G, batch, lengths.
+
+    python bench/grpo_bench.py                                  # 8 prompts x G=8, 64 new tokens, 2 threads
+    python bench/grpo_bench.py --prompts 16 --group 8 --tokens 64 --steps 3 --warmup 1 --json
+    python bench/grpo_bench.py --init runs/r1zero/base          # a trained base model instead of a fresh one
+
+The model is a tiny DeepSeek-V3 (the micro experiment's shape: depth 2, MLA, 8 routed experts, no MTP)
+with a BPE trained on R1-Zero documents of the task, saved with `save_pretrained`; TRL loads the same
+directory with transformers' `DeepseekV3ForCausalLM` and `PreTrainedTokenizerFast`. Both sides:
+R1-Zero prompts of the same problems, G samples per prompt at temperature 1, at most --tokens new tokens
+(no stop strings, so both generate until EOS or the cap), Bernoulli(0.5) rewards (a fresh model earns no
+reward, and nanoseek would then skip the update of every zero-variance group: random rewards make both
+sides do the full update; `--verifier` uses the task's verifier instead), beta = 0
+(no reference model), mu = 1, micro-batches of 32 sequences, one AdamW step per batch of rollouts,
+fp32 on the CPU with the same number of threads. A step is everything: generation, scoring, forward,
+backward and the optimizer. The first --warmup steps of each are not timed; the median of the rest is
+reported. (Prompt token ids differ slightly: TRL's tokenizer turns the template's "<think>" text into the
+control token, nanoseek encodes it as plain text like the pretraining corpus.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = "arithmetic?digits=2&ops=+&instruction="
+
+
+def build_model(out: Path) -> Path:
+    """A fresh tiny DeepSeek-V3 and a BPE trained on R1-Zero documents of the task, in out/model."""
+    from nanoseek.model import DeepSeekV3, config_for_depth
+    from nanoseek.tokenizer import train_tokenizer
+    from nanoseek.train.grpo_micro import write_corpus
+
+    corpus = out / "corpus.jsonl"
+    write_corpus(TASK, corpus, shortcut_share=0.7, copies=1, seed=0)
+    model_dir = out / "model"
+    tok = train_tokenizer([corpus], 512, model_dir, show_progress=False)
+    torch.manual_seed(0)
+    model = DeepSeekV3(config_for_depth(2, vocab_size=tok.vocab_size, mtp=0))
+    with torch.no_grad():  # a zero output head samples uniformly; give the distribution some shape
+        model.lm_head.weight.normal_(std=0.02)
+    model.save_pretrained(model_dir)
+    return model_dir
+
+
+def bench_nanoseek(model_dir: Path, out: Path, args) -> list[float]:
+    from nanoseek.train.grpo import GRPOTrainer
+    from nanoseek.train.grpo_config import load_grpo_config
+
+    cfg = load_grpo_config(
+        None,
+        [
+            f"run.out={out / 'nanoseek'}",
+            f"model.init={model_dir}",
+            f'task.name="{TASK}"',
+            "run.device=cpu",
+            "run.progress=false",
+            f"rollout.group_size={args.group}",
+            f"rollout.prompts_per_step={args.prompts}",
+            f"rollout.max_new_tokens={args.tokens}",
+            "rollout.stop=[]",
+            "grpo.micro_batch=32",
+            "grpo.eps_high=0.28",
+            f"train.max_steps={args.warmup + args.steps}",
+            "train.lr=1e-3",
+            "eval.problems=1",
+            f"reward.random={'false' if args.verifier else 'true'}",
+        ],
+    )
+    trainer = GRPOTrainer(cfg)
+    times = []
+    for _ in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        record = trainer.train_step()
+        times.append(time.perf_counter() - t0)
+        print(
+            f"  nanoseek step {record['step']}: {times[-1]:.2f}s ({record['generated_tokens']} tokens)",
+            flush=True,
+        )
+    return times[args.warmup :]
+
+
+def bench_trl(model_dir: Path, out: Path, args) -> list[float]:
+    from datasets import Dataset
+    from transformers import DeepseekV3ForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from nanoseek.eval.config import parse_task_spec
+    from nanoseek.tokenizer import r1_zero_prompt
+
+    task = parse_task_spec(TASK).build()
+    problems = task.problems("train", 2000)
+    by_prompt = {r1_zero_prompt(p.prompt): p for p in problems}
+    dataset = Dataset.from_list([{"prompt": text} for text in by_prompt])
+
+    rng = random.Random(0)
+
+    def reward(prompts, completions, **kwargs):
+        if not args.verifier:
+            return [float(rng.random() < 0.5) for _ in completions]
+        scored = task.score_batch([by_prompt[p] for p in prompts], completions)
+        return [r for r, _ in scored]
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = DeepseekV3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    batch = args.prompts * args.group
+    micro = min(32, batch)
+    config = GRPOConfig(
+        output_dir=str(out / "trl"),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=batch // micro,  # = steps_per_generation: one generation per step
+        num_generations=args.group,
+        max_completion_length=args.tokens,
+        temperature=1.0,
+        beta=0.0,
+        num_iterations=1,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type="grpo",
+        learning_rate=1e-3,
+        max_steps=args.warmup + args.steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_dropout=True,
+        seed=0,
+    )
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+            self.t0 = 0.0
+
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.t0)
+            print(f"  TRL step {len(self.times)}: {self.times[-1]:.2f}s", flush=True)
+
+    timer = Timer()
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    trainer.train()
+    return timer.times[args.warmup :]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--init", default=None, help="a nanoseek model directory (default: a fresh tiny model)")
+    p.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    p.add_argument("--group", type=int, default=8, help="G, samples per prompt")
+    p.add_argument("--tokens", type=int, default=64, help="max new tokens per sample")
+    p.add_argument("--steps", type=int, default=3, help="timed steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (both sides)")
+    p.add_argument("--verifier", action="store_true", help="reward with the task's verifier, not at random")
+    p.add_argument("--skip-trl", action="store_true", help="time nanoseek only")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line too")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        model_dir = Path(args.init) if args.init else build_model(out)
+        if args.init:
+            from nanoseek.train.checkpointing import resolve_model_dir
+
+            model_dir = resolve_model_dir(model_dir)
+        print(
+            f"model {model_dir}; {args.prompts} prompts x G={args.group}, <= {args.tokens} new tokens",
+            flush=True,
+        )
+        ours = bench_nanoseek(model_dir, out, args)
+        theirs = [] if args.skip_trl else bench_trl(model_dir, out, args)
+    result = {
+        "prompts": args.prompts,
+        "group": args.group,
+        "max_new_tokens": args.tokens,
+        "threads": args.threads,
+        "nanoseek_s_per_step": statistics.median(ours),
+        "trl_s_per_step": statistics.median(theirs) if theirs else None,
+    }
+    if theirs:
+        result["speedup"] = result["trl_s_per_step"] / result["nanoseek_s_per_step"]
+    print(
+        f"nanoseek grpo: {result['nanoseek_s_per_step']:.2f} s/step"
+        + (
+            f"; TRL GRPOTrainer: {result['trl_s_per_step']:.2f} s/step; speedup {result['speedup']:.1f}x"
+            if theirs
+            else ""
+        )
+    )
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,329 @@
+"""GRPO: rewards and dynamic sampling, the gradient of the micro-batched update, and a tiny end-to-end run
+(metrics, report, checkpoint + exact resume, no reference model at beta = 0, KL with one)."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nanoseek.engine.protocol import Completion, TokenLogprob
+from nanoseek.model import DeepSeekV3, ModelConfig
+from nanoseek.tasks import get_task
+from nanoseek.tokenizer import Tokenizer, render_prompt, train_tokenizer
+from nanoseek.train.config import ConfigError
+from nanoseek.train.grpo import GRPOTrainer, completion_logprobs, parse_args
+from nanoseek.train.grpo_config import grpo_to_toml, load_grpo_config
+from nanoseek.train.grpo_loss import policy_loss
+from nanoseek.train.grpo_micro import write_corpus
+from nanoseek.train.grpo_rollout import (
+    RolloutBatch,
+    RolloutSampler,
+    completion_text,
+    overlong_penalty,
+    prompt_ids,
+)
+from nanoseek.train.report import read_metrics
+
+TASK = "arithmetic?digits=1&ops=+&instruction="
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny random DeepSeek-V3 (MLA + MoE) with a BPE trained on R1-Zero documents, saved as a model dir."""
+    root = tmp_path_factory.mktemp("grpo_base")
+    corpus = root / "corpus.jsonl"
+    write_corpus(TASK, corpus, shortcut_share=0.5, worked=1, seed=0)
+    model_dir = root / "model"
+    tok = train_tokenizer([corpus], 420, model_dir, show_progress=False)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        kv_lora_rank=16,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        first_k_dense_replace=1,
+        max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    model = DeepSeekV3(cfg)
+    with torch.no_grad():  # the zero-initialized head would make every sample a uniform draw; give it shape
+        model.lm_head.weight.normal_(std=0.5)
+    model.save_pretrained(model_dir)
+    return model_dir
+
+
+def config(base, out, *extra):
+    return load_grpo_config(
+        None,
+        [
+            f"run.out={out}",
+            f"model.init={base}",
+            f'task.name="{TASK}"',
+            "run.device=cpu",
+            "run.progress=false",
+            "rollout.group_size=4",
+            "rollout.prompts_per_step=3",
+            "rollout.max_new_tokens=12",
+            "grpo.micro_batch=5",
+            "train.max_steps=3",
+            "train.lr=3e-3",
+            "eval.every=2",
+            "eval.problems=8",
+            "cost.peak_flops=1e10",
+            *extra,
+        ],
+    )
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"grpo.eps_hgh: unknown key \(did you mean grpo.eps_high\?\)"):
+        load_grpo_config(None, ["grpo.eps_hgh=0.28"])
+    with pytest.raises(ConfigError, match="grpo.aggregation"):
+        load_grpo_config(None, ["grpo.aggregation=token"])
+    with pytest.raises(ConfigError, match="group_size"):
+        load_grpo_config(None, ["rollout.group_size=1"])
+    cfg = load_grpo_config(None, ["grpo.beta=0.04", "reward.overlong=penalty", 'rollout.stop=["</answer>"]'])
+    path = tmp_path / "c.toml"
+    path.write_text(grpo_to_toml(cfg))
+    assert load_grpo_config(path) == cfg  # the written config is itself a recipe
+
+
+def test_cli_flags_and_the_random_reward_control(tmp_path):
+    cfg, resume = parse_args(["--out", str(tmp_path), "--init", "x", "--random-rewards", "grpo.mu=2"])
+    assert cfg.reward.random and cfg.grpo.mu == 2 and cfg.model.init == "x" and not resume
+    cfg, _ = parse_args(["--out", str(tmp_path)])
+    assert not cfg.reward.random
+
+
+def test_overlong_penalty_is_dapos_soft_punishment():
+    assert overlong_penalty(40, 64, 16, 1.0) == 0.0  # below L_max - buffer
+    assert overlong_penalty(48, 64, 16, 1.0) == 0.0
+    assert overlong_penalty(56, 64, 16, 1.0) == pytest.approx(-0.5)
+    assert overlong_penalty(64, 64, 16, 0.5) == pytest.approx(-0.5)
+
+
+# ------------------------------------------------------------------------------------------ rollouts
+
+
+class ScriptedGenerator:
+    """A Generator that answers each prompt with scripted texts: prompt k's group gets `script(k)`."""
+
+    def __init__(self, tokenizer, script):
+        self.tokenizer, self.script, self.calls = tokenizer, script, 0
+        self.seen: dict[tuple, int] = {}
+
+    def generate(self, requests):
+        out = []
+        for r_index, request in enumerate(requests):
+            key = tuple(request.prompt)
+            k = self.seen.setdefault(key, len(self.seen))
+            for j, text in enumerate(self.script(k, request.params.n)):
+                ids = self.tokenizer.encode_ordinary(text)
+                lps = [TokenLogprob(t, -1.0) for t in ids]
+                reason = "length" if len(ids) >= request.params.max_new_tokens else "stop"
+                out.append(
+                    Completion(text, ids, reason, len(request.prompt), lps, request_index=r_index, index=j)
+                )
+        self.calls += 1
+        return out
+
+    def stream(self, requests):
+        raise NotImplementedError
+
+
+def answer(problem_reference, correct):
+    value = problem_reference if correct else str(int(problem_reference) + 1)
+    return f" <think> easy </think> <answer> {value} </answer>"
+
+
+@pytest.fixture(scope="module")
+def task_and_problems():
+    task = get_task("arithmetic", digits=1, ops="+", instruction="")
+    return task, task.problems("train", 40)
+
+
+def sampler_for(base, tmp_path, task, problems, script, *extra):
+    tok = Tokenizer.from_dir(base)
+    cfg = config(base, tmp_path, *extra)
+    stream_problems = problems
+
+    def texts(k, n):  # k: order in which prompts were first seen = prompt index in the stream
+        p = sampler.stream.at(k)
+        return [answer(p.reference, ok) for ok in script(k, n)]
+
+    sampler = RolloutSampler(cfg, ScriptedGenerator(tok, texts), tok, task, stream_problems)
+    return sampler
+
+
+def test_rewards_are_correctness_plus_format(base, tmp_path, task_and_problems):
+    task, problems = task_and_problems
+    sampler = sampler_for(
+        base,
+        tmp_path,
+        task,
+        problems,
+        lambda k, n: [j % 2 == 0 for j in range(n)],
+        "reward.format_weight=0.1",
+    )
+    batch, stats, cursor = sampler.collect(0)
+    assert cursor == 3 and len(batch) == 12 and batch.group_size == 4
+    assert batch.correct == [True, False, True, False] * 3
+    assert batch.rewards == pytest.approx([1.1, 0.1, 1.1, 0.1] * 3)
+    assert stats["accuracy"] == 0.5 and stats["format"] == 1.0 and stats["zero_variance"] == 0.0
+
+
+def test_dynamic_sampling_drops_zero_variance_groups_and_refills(base, tmp_path, task_and_problems):
+    task, problems = task_and_problems
+    # even prompt indices: the whole group is correct (zero variance); odd: half of it
+    script = lambda k, n: [k % 2 == 0 or j < n // 2 for j in range(n)]  # noqa: E731
+    on = sampler_for(base, tmp_path, task, problems, script, "grpo.dynamic_sampling=true")
+    batch, stats, cursor = on.collect(0)
+    assert len(batch.problems) == 3
+    assert not any(batch.zero_variance(g) for g in range(3))
+    assert stats["groups_sampled"] > 3 and stats["zero_variance"] > 0.3 and stats["sampling_rounds"] >= 2
+    assert cursor == stats["groups_sampled"]
+    off = sampler_for(base, tmp_path, task, problems, script)
+    batch, stats, _ = off.collect(0)
+    assert [batch.zero_variance(g) for g in range(3)] == [True, False, True]
+    assert stats["groups_sampled"] == 3 and stats["zero_variance"] == pytest.approx(2 / 3)
+
+
+def test_random_rewards_ignore_the_completions_and_are_seeded(base, tmp_path, task_and_problems):
+    task, problems = task_and_problems
+    all_right = sampler_for(base, tmp_path, task, problems, lambda k, n: [True] * n, "reward.random=true")
+    all_wrong = sampler_for(base, tmp_path, task, problems, lambda k, n: [False] * n, "reward.random=true")
+    a, stats_a, _ = all_right.collect(0)
+    b, stats_b, _ = all_wrong.collect(0)
+    assert a.rewards == b.rewards and set(a.rewards) <= {0.0, 1.0} and 0 < sum(a.rewards) < len(a)
+    assert stats_a["accuracy"] == 1.0 and stats_b["accuracy"] == 0.0  # true accuracy is still measured
+    other_seed = sampler_for(
+        base, tmp_path, task, problems, lambda k, n: [True] * n, "reward.random=true", "run.seed=1"
+    )
+    assert other_seed.collect(0)[0].rewards != a.rewards
+
+
+def test_prompts_for_both_templates(base, task_and_problems):
+    tok = Tokenizer.from_dir(base)
+    problem = task_and_problems[1][0]
+    ids = prompt_ids(tok, problem, "r1_zero")
+    assert ids[0] == tok.bos_id and tok.decode(ids[1:]).endswith(f"User: {problem.prompt} Assistant:")
+    assert tok.think_id not in ids  # the template's <think> is plain text, as in pretraining documents
+    chat = prompt_ids(tok, problem, "chat")
+    assert chat == render_prompt(tok, [{"role": "user", "content": problem.prompt}])
+    assert (
+        completion_text(tok, tok.encode("4\n</think>\n\n4<｜end▁of▁sentence｜>"), "chat")
+        == "<think>\n4\n</think>\n\n4"
+    )
+
+
+# ------------------------------------------------------------------------------------------ the update
+
+
+def test_completion_logprobs_match_a_plain_forward(base):
+    model = DeepSeekV3.from_pretrained(base)
+    prompts, completions = [[0, 5, 6, 7], [0, 9]], [[11, 12], [13, 14, 15]]
+    logp, entropy, mask = completion_logprobs(model, prompts, completions, pad_id=2)
+    assert mask.tolist() == [[True, True, False], [True, True, True]]
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        full = model(torch.tensor([p + c]))[0].log_softmax(-1)
+        want = [full[len(p) - 1 + j, t] for j, t in enumerate(c)]
+        assert logp[i, : len(c)].tolist() == pytest.approx([w.item() for w in want], abs=1e-5)
+        assert (entropy[i, : len(c)] > 0).all()
+
+
+@pytest.mark.parametrize("aggregation", ["grpo", "dapo", "dr_grpo"])
+def test_micro_batched_update_is_the_full_batch_gradient(base, tmp_path, aggregation):
+    """Skipping zero-advantage rows, filtering a truncated one and splitting into micro-batches gives
+    exactly the gradient of policy_loss over the whole batch at once."""
+    extra = [f"grpo.aggregation={aggregation}", "grpo.micro_batch=3", "reward.overlong=filter"]
+    trainer = GRPOTrainer(config(base, tmp_path / aggregation, *extra))
+    g = torch.Generator().manual_seed(0)
+    batch = RolloutBatch(group_size=4)
+    for k in range(3):
+        batch.prompts.append(torch.randint(5, 200, (3 + k,), generator=g).tolist())
+    batch.completions = [torch.randint(5, 200, (1 + i % 5,), generator=g).tolist() for i in range(12)]
+    batch.rewards = [1, 0, 0, 1, 1, 1, 1, 1, 0.5, 0, 1, 0]  # group 1 has zero variance
+    batch.truncated = [False] * 10 + [True, False]
+    batch.engine_logprobs = [[-1.0] * len(c) for c in batch.completions]
+    plan = trainer.plan(batch)
+    assert plan.active == [0, 1, 2, 3, 8, 9, 11] and len(plan.chunks) == 3
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.policy_gradient(batch, plan, {}, {})
+    got = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    trainer.model.zero_grad(set_to_none=True)
+    prompts = [batch.prompt_of(i) for i in range(12)]
+    logp, _, mask = completion_logprobs(trainer.model, prompts, batch.completions, trainer.tokenizer.pad_id)
+    mask = mask & plan.keep[:, None]
+    out = policy_loss(logp, logp.detach(), plan.adv, mask, aggregation=aggregation, max_len=12)
+    out.loss.backward()
+    want = {n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_end_to_end_metrics_report_and_exact_resume(base, tmp_path):
+    straight = GRPOTrainer(config(base, tmp_path / "straight", "reward.random=true"))
+    assert straight.ref_model is None  # beta = 0: no reference model at all
+    summary = straight.run()
+    assert summary["step"] == 3 and summary["reference_model"] is False
+    run = tmp_path / "straight"
+    records = read_metrics(run / "metrics.jsonl")
+    train = [r for r in records if r["type"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3]
+    for key in ("reward", "accuracy", "response_length", "kl", "entropy", "clip_fraction", "zero_variance"):
+        assert all(math.isfinite(r[key]) for r in train), key
+    assert all(r["entropy"] > 0 and r["active_sequences"] > 0 for r in train)
+    assert train[0]["logp_mismatch"] < 1e-3  # the engine samples what the trainer scores
+    assert [r["step"] for r in records if r["type"] == "eval"] == [0, 2, 3]
+    report = (run / "report.md").read_text()
+    assert "held-out pass@1" in report and "RANDOM" in report and "DeepSeek-V3, for scale" in report
+    for png in ("grpo_accuracy.png", "grpo_length.png", "grpo_dynamics.png"):
+        assert (run / png).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((run / "checkpoints" / "step_000003" / "trainer.json").read_text())["cursor"] == 9
+
+    # the same run, stopped after 2 steps and resumed, ends with identical weights and metrics
+    GRPOTrainer(config(base, tmp_path / "resumed", "reward.random=true", "train.max_steps=2")).run()
+    with pytest.raises(ConfigError, match="--resume"):
+        GRPOTrainer(config(base, tmp_path / "resumed", "reward.random=true"))
+    resumed = GRPOTrainer(config(base, tmp_path / "resumed", "reward.random=true"), resume=True)
+    assert resumed.step == 2
+    resumed.run()
+    a = load_file(run / "checkpoints" / "step_000003" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "checkpoints" / "step_000003" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = lambda path: [r["step"] for r in read_metrics(path) if r["type"] == "train"]  # noqa: E731
+    assert steps(tmp_path / "resumed" / "metrics.jsonl") == [1, 2, 3]
+    last = [r for r in read_metrics(tmp_path / "resumed" / "metrics.jsonl") if r["type"] == "train"][-1]
+    assert last["reward"] == train[-1]["reward"] and last["loss"] == train[-1]["loss"]
+
+
+def test_beta_loads_a_frozen_reference_and_measures_kl(base, tmp_path):
+    trainer = GRPOTrainer(
+        config(base, tmp_path, "reward.random=true", "grpo.beta=0.1", "grpo.mu=2", "eval.every=0")
+    )
+    assert trainer.ref_model is not None and not any(p.requires_grad for p in trainer.ref_model.parameters())
+    before = {k: v.clone() for k, v in trainer.ref_model.state_dict().items()}
+    trainer.run()
+    train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "train"]
+    assert train[-1]["kl"] > 0  # the policy moved away from the reference ...
+    assert all(
+        torch.equal(before[k], v) for k, v in trainer.ref_model.state_dict().items()
+    )  # ... which did not
+    assert trainer.optimizer.state_dict()["state"][0]["step"] == 6  # mu = 2 updates per step
