@@ -1,14 +1,36 @@
 """Model benchmark: nanoseek's DeepSeekV3 against transformers' DeepseekV3ForCausalLM, same config,
 same weights, same batch, in one process.
 
-    python bench/model_bench.py                       # ~4M, ~20M, ~80M (presets d4, d6, d10)
-    python bench/model_bench.py --sizes d4 --steps 5  # quicker
+    OMP_NUM_THREADS=1 python bench/model_bench.py                 # ~5M, ~17M, ~90M (presets d4, d6, d10)
+    OMP_NUM_THREADS=1 python bench/model_bench.py --sizes d4 --steps 5 --warmup 1   # quicker
+    OMP_NUM_THREADS=1 python bench/model_bench.py --sizes d4 --profile              # where the time goes
 
 For each size it reports training-step throughput (forward + backward, tokens/s), forward latency
-(ms per batch), the ratio nanoseek / transformers, and MFU against this machine's measured fp32
-matmul peak. Medians over --steps timed repetitions after --warmup untimed ones; the machine is noisy,
-so read the ratios. MTP is off (transformers' model has no MTP training path) and the weights are
-random (our init zeroes the output projections, which would make the comparison meaningless).
+(ms per batch), the ratios nanoseek / transformers, and MFU of both against this machine's fp32
+matmul peak. The two models alternate step by step (ours, theirs, ours, ...), so a change in the
+machine's load hits both; the figures are medians over --steps timed repetitions after --warmup
+untimed ones. Read the ratios: on a shared machine absolute speeds move with the load.
+
+Fair comparison: the same config with MTP off in both (transformers' DeepseekV3ForCausalLM has no MTP
+layers; it drops them when loading), the same fp32 weights (random: our init zeroes the output
+projections, which would make the comparison meaningless), the same batch, eager mode in both, and
+the same loss (mean next-token cross-entropy over the B x (T - 1) shifted targets: ours are the
+rolled ids with the last position ignored, transformers shifts the labels itself). A one-off check
+asserts both compute the same logits before anything is timed.
+
+The peak. MFU divides model FLOPs/s by the machine's fp32 matmul peak, which is measured here, in
+this process, with the thread count the models use, as the best of many short (~1-20 ms) square
+matmuls at three sizes, once before each size and again after it; the highest value wins. A peak
+cached from another run is not trusted: measured under load it is too low (a cached one-thread value
+once made MFU read 150%), and it may come from another thread count. Short runs catch the quiet
+moments a long one averages away, so the best of them approaches what the core can do. Should an
+MFU still come out above 100% the bench says that the peak was underestimated instead of printing it.
+
+The ceiling column is the speedup over transformers that nanoseek would reach running every FLOP it
+must do at the measured peak: transformers' step time / (minimal step FLOPs / peak), where minimal
+counts causal attention at half the full-context FLOPs that MFU (PaLM's convention) counts. When
+transformers already runs near the peak no implementation of the same model in the same precision
+can be 2x faster; the column says how close to that bound each size is.
 """
 
 from __future__ import annotations
@@ -17,11 +39,27 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
 from nanoseek.model import DeepSeekV3, account, preset
-from nanoseek.train.cost import measure_matmul_peak_flops
+
+PEAK_SIZES = (256, 512, 1024)
+
+
+def matmul_peak(rounds: int = 12) -> float:
+    """Best fp32 FLOP/s of square matmuls of PEAK_SIZES over `rounds` short runs each (no cache)."""
+    best = 0.0
+    for n in PEAK_SIZES:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm up
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
 
 
 def randomize(model: torch.nn.Module) -> None:
@@ -30,18 +68,22 @@ def randomize(model: torch.nn.Module) -> None:
             p.normal_(0, 0.02)
 
 
-def timed(fn, steps: int, warmup: int) -> float:
+def interleaved(fns: dict[str, Callable[[], object]], steps: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each fn, run alternately (a, b, a, b, ...) so load changes hit all alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = defaultdict(list)
     for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int, peak: float) -> dict:
+def build(name: str, batch: int, seq: int):
+    """Both models with the same weights, a batch and its targets."""
     from transformers import DeepseekV3ForCausalLM
 
     cfg = preset(name).replace(num_nextn_predict_layers=0, max_position_embeddings=max(seq, 256))
@@ -53,11 +95,14 @@ def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int, peak: f
         theirs = DeepseekV3ForCausalLM.from_pretrained(d, dtype=torch.float32)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     targets = torch.roll(ids, -1, dims=1)
+    targets[:, -1] = -100  # the same B x (T - 1) targets as transformers' shifted labels
     with torch.no_grad():  # same weights, same function
         diff = (ours.eval()(ids) - theirs.eval()(ids).logits).abs().max().item()
     assert diff < 1e-3, f"models disagree by {diff}"
-    ours.train(), theirs.train()
+    return cfg, ours, theirs, ids, targets
 
+
+def step_fns(ours, theirs, ids, targets):
     def ours_step():
         ours.zero_grad(set_to_none=True)
         ours(ids, targets=targets).total.backward()
@@ -66,40 +111,91 @@ def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int, peak: f
         theirs.zero_grad(set_to_none=True)
         theirs(ids, labels=ids).loss.backward()  # transformers shifts labels itself
 
+    return ours_step, theirs_step
+
+
+def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int) -> dict:
+    peak_before = matmul_peak()
+    cfg, ours, theirs, ids, targets = build(name, batch, seq)
+    ours_step, theirs_step = step_fns(ours, theirs, ids, targets)
+    ours.train(), theirs.train()
+    train = interleaved({"ours": ours_step, "theirs": theirs_step}, steps, warmup)
     ours.eval(), theirs.eval()
-
-    @torch.no_grad()
-    def ours_forward():
-        ours(ids)
-
-    @torch.no_grad()
-    def theirs_forward():
-        theirs(ids)
-
-    results = {}
-    for label, fn, fwd, model in (
-        ("nanoseek", ours_step, ours_forward, ours),
-        ("transformers", theirs_step, theirs_forward, theirs),
-    ):
-        model.train()
-        step_s = timed(fn, steps, warmup)
-        model.eval()
-        fwd_s = timed(fwd, steps, warmup)
-        results[label] = (batch * seq / step_s, fwd_s * 1000)
+    with torch.no_grad():
+        fwd = interleaved({"ours": lambda: ours(ids), "theirs": lambda: theirs(ids)}, steps, warmup)
+    peak = max(peak_before, matmul_peak())
     acct = account(cfg, seq_len=seq)
-    tok_s = results["nanoseek"][0]
+    flops = acct.train_flops_per_token * batch * seq  # per step, full-context attention (MFU convention)
+    attention = (
+        3 * 2 * cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim) * seq * cfg.num_hidden_layers
+    )
+    minimal = flops - attention / 2 * batch * seq  # causal attention needs half of it
     return {
         "size": name,
         "total": acct.total_params,
         "active": acct.active_params,
-        "ours_tok_s": tok_s,
-        "hf_tok_s": results["transformers"][0],
-        "ours_fwd_ms": results["nanoseek"][1],
-        "hf_fwd_ms": results["transformers"][1],
-        "mfu": acct.train_flops_per_token * tok_s / peak,
-        "hf_mfu": acct.train_flops_per_token * results["transformers"][0] / peak,
-        "experts_impl": getattr(theirs.config, "_experts_implementation", "eager"),
+        "ours_tok_s": batch * seq / train["ours"],
+        "hf_tok_s": batch * seq / train["theirs"],
+        "ours_fwd_ms": fwd["ours"] * 1000,
+        "hf_fwd_ms": fwd["theirs"] * 1000,
+        "mfu": flops / train["ours"] / peak,
+        "hf_mfu": flops / train["theirs"] / peak,
+        "ceiling": train["theirs"] / (minimal / peak),
+        "peak": peak,
+        "experts_impl": getattr(theirs.config, "_experts_implementation", None) or "eager",
     }
+
+
+def percent(mfu: float) -> str:
+    return f"{100 * mfu:.1f}%" if mfu <= 1 else "peak underestimated"
+
+
+# profile categories: aten op name -> what it is part of
+CATEGORIES = {
+    "matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_grouped_mm", "mkldnn"),
+    "softmax / loss": ("softmax", "log_softmax", "nll_loss", "exp", "amax", "logsumexp"),
+    "index / dispatch": ("index", "scatter", "gather", "argsort", "sort", "bincount", "topk", "embedding"),
+    "copy / cat / fill": ("copy_", "cat", "fill_", "zero_", "contiguous", "clone", "empty"),
+}
+
+
+def category(op: str) -> str:
+    for cat, keys in CATEGORIES.items():
+        if any(k in op for k in keys):
+            return cat
+    return "elementwise / other"
+
+
+def profile_size(name: str, batch: int, seq: int, rows: int) -> None:
+    """torch.profiler over one training step of each model: per-op self CPU time and categories."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, ours, theirs, ids, targets = build(name, batch, seq)
+    ours.train(), theirs.train()
+    for label, fn in zip(("nanoseek", "transformers"), step_fns(ours, theirs, ids, targets)):
+        fn()  # warm up
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            fn()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        by_cat = defaultdict(float)
+        for e in events:
+            if e.key.startswith("aten::") or e.key.startswith("mkldnn"):
+                by_cat[category(e.key)] += e.self_cpu_time_total
+        by_cat["autograd / python / other"] = total - sum(by_cat.values())
+        print(f"\n## {name} {label}: one training step, {total / 1e3:.0f} ms self CPU time\n")
+        print(
+            " | ".join(f"{c} {100 * t / total:.1f}%" for c, t in sorted(by_cat.items(), key=lambda x: -x[1]))
+        )
+        print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=36))
+        print(
+            prof.key_averages(group_by_input_shape=True).table(
+                sort_by="self_cpu_time_total",
+                row_limit=rows,
+                max_name_column_width=24,
+                max_shapes_column_width=60,
+            )
+        )
 
 
 def main() -> None:
@@ -111,22 +207,32 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="profile one step of each model instead")
+    parser.add_argument("--rows", type=int, default=25, help="ops per profile table")
     args = parser.parse_args()
-    peak = measure_matmul_peak_flops(torch.device("cpu"), torch.float32)
+    if args.profile:
+        for name in args.sizes:
+            profile_size(name, args.batch, args.seq, args.rows)
+        return
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, MTP off in both models, fp32, eager"
     )
-    print(f"batch {args.batch} x seq {args.seq}, median of {args.steps} steps after {args.warmup} warmup\n")
-    header = "| size | total / active params | train tok/s nanoseek | transformers | ratio | fwd ms nanoseek | transformers | ratio | MFU nanoseek | transformers |"
+    print(
+        f"batch {args.batch} x seq {args.seq}, median of {args.steps} interleaved steps after {args.warmup} warmup\n"
+    )
+    header = (
+        "| size | total / active params | train tok/s nanoseek | transformers | ratio | fwd ms nanoseek "
+        "| transformers | ratio | MFU nanoseek | transformers | ceiling | fp32 peak |"
+    )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for name in args.sizes:
-        r = bench_size(name, args.batch, args.seq, args.steps, args.warmup, peak)
+        r = bench_size(name, args.batch, args.seq, args.steps, args.warmup)
         print(
             f"| {r['size']} | {r['total'] / 1e6:.1f}M / {r['active'] / 1e6:.1f}M "
             f"| {r['ours_tok_s']:.0f} | {r['hf_tok_s']:.0f} | {r['ours_tok_s'] / r['hf_tok_s']:.2f}x "
             f"| {r['ours_fwd_ms']:.1f} | {r['hf_fwd_ms']:.1f} | {r['hf_fwd_ms'] / r['ours_fwd_ms']:.2f}x "
-            f"| {100 * r['mfu']:.1f}% | {100 * r['hf_mfu']:.1f}% |",
+            f"| {percent(r['mfu'])} | {percent(r['hf_mfu'])} | {r['ceiling']:.2f}x | {r['peak'] / 1e9:.1f} GFLOP/s |",
             flush=True,
         )
     print(f"\ntransformers experts implementation: {r['experts_impl']}")

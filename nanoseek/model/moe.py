@@ -16,11 +16,17 @@ The optional sequence-wise balance loss alpha * sum_i f_i P_i is returned by `fo
 
 Dispatch: (token, expert) pairs are sorted by expert so each expert runs one matmul over its own
 tokens, never every token through every expert: on GPU all experts in one `torch._grouped_mm` kernel,
-on CPU a loop of plain matmuls (torch's CPU grouped kernel measured ~15x slower than the loop). Expert weights are stored stacked, (E, C, I) and (E, I, C); checkpoints split
-them into HF's per-expert keys.
+on CPU `_ExpertsFFN`, a loop of plain matmuls with a hand-written backward (torch's CPU grouped kernel
+measured ~15x slower than the loop). The hand-written backward matters: autograd through
+`weight[e]` for each of E experts materializes a zero (E, C, I) gradient per expert and adds them up,
+O(E^2) memory traffic; `_ExpertsFFN` writes each expert's gradient into its slice of one buffer. Gate
+and up run as one (C, 2I) matmul per expert; SwiGLU runs once over all rows. Expert weights are stored
+stacked, (E, C, I) and (E, I, C); checkpoints split them into HF's per-expert keys.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +47,18 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = fused_linear(x, self.gate_proj, self.up_proj)
+        return self.down_proj(F.silu(gate) * up)
+
+
+def fused_linear(x: torch.Tensor, *layers: nn.Module) -> list[torch.Tensor]:
+    """Several bias-free linear layers that read the same x (.., C), as one matmul x [W_1; W_2; ..]^T
+    split back per layer (fewer, wider matmuls run closer to peak). Layers swapped for inference
+    kernels (int8, decode) are not plain nn.Linear and run one by one."""
+    if not all(type(layer) is nn.Linear and layer.bias is None for layer in layers):
+        return [layer(x) for layer in layers]
+    w = torch.cat([layer.weight for layer in layers])  # (sum of outs, C)
+    return list(F.linear(x, w).split([layer.out_features for layer in layers], dim=-1))
 
 
 class Router(nn.Module):
@@ -82,25 +99,82 @@ class RoutedExperts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(E, I, C))
 
     def forward(self, x: torch.Tensor, expert_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x (N, C), expert_ids / weights (N, K) -> (N, C)."""
+        """x (N, C), expert_ids / weights (N, K) -> (N, C): sum_k weights_k FFN_{expert_k}(x)."""
         N, K = expert_ids.shape
         E = self.gate_proj.shape[0]
         flat_ids = expert_ids.flatten()  # (N*K,)
         order = flat_ids.argsort(stable=True)
         token_of = order // K  # which token each sorted row comes from
         counts = torch.bincount(flat_ids, minlength=E)
-        xs = x[token_of]  # (N*K, C) grouped by expert
+        xs = x.index_select(0, token_of)  # (N*K, C) grouped by expert; backward is one index_add
         if HAS_GROUPED_MM and x.is_cuda and x.dtype in (torch.float32, torch.bfloat16):
             offsets = counts.cumsum(0).to(torch.int32)
             h = F.silu(_grouped_mm(xs, self.gate_proj, offsets)) * _grouped_mm(xs, self.up_proj, offsets)
             ys = _grouped_mm(h, self.down_proj, offsets)
         else:
-            chunks = []
-            for e, xe in enumerate(xs.split(counts.tolist())):
-                chunks.append((F.silu(xe @ self.gate_proj[e]) * (xe @ self.up_proj[e])) @ self.down_proj[e])
-            ys = torch.cat(chunks)
+            ys = _ExpertsFFN.apply(xs, self.gate_proj, self.up_proj, self.down_proj, counts.tolist())
         ys = ys * weights.flatten()[order, None].to(ys.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, ys)
+
+
+class _ExpertsFFN(torch.autograd.Function):
+    """SwiGLU experts over rows grouped by expert: xs (M, C), the first counts[0] rows for expert 0, ...
+
+        gu_e = xs_e [gate_e | up_e]        (n_e, 2I)   one matmul per expert
+        h    = silu(g) * u                 (M, I)      one elementwise pass over all rows
+        ys_e = h_e down_e                  (n_e, C)
+
+    Backward (per expert e, rows r_e; s = sigmoid(g)):
+        dh = dys_e down_e^T,  d down_e = h_e^T dys_e
+        dg = dh * u * s * (1 + g (1 - s)),  du = dh * silu(g)
+        dxs_e = [dg | du] [gate_e | up_e]^T,  d[gate_e | up_e] = xs_e^T [dg | du]
+    Each expert's weight gradient is written into its slice of one (E, ..) buffer; h is recomputed
+    from the saved gu rather than kept.
+    """
+
+    @staticmethod
+    def forward(ctx, xs, gate, up, down, counts: list[int]):
+        gate_up = torch.cat([gate, up], dim=-1)  # (E, C, 2I)
+        rows = _expert_rows(counts)
+        gu = xs.new_empty(xs.shape[0], gate_up.shape[-1])
+        for e, r in rows:
+            torch.mm(xs[r], gate_up[e], out=gu[r])
+        g, u = gu.chunk(2, dim=-1)
+        h = F.silu(g) * u
+        ys = xs.new_empty(xs.shape[0], down.shape[-1])
+        for e, r in rows:
+            torch.mm(h[r], down[e], out=ys[r])
+        ctx.save_for_backward(xs, gate_up, down, gu)
+        ctx.rows = rows
+        return ys
+
+    @staticmethod
+    def backward(ctx, dys):
+        xs, gate_up, down, gu = ctx.saved_tensors
+        rows, dys = ctx.rows, dys.contiguous()
+        g, u = gu.chunk(2, dim=-1)
+        s = torch.sigmoid(g)
+        silu_g = g * s
+        h = silu_g * u
+        dh = torch.empty_like(h)
+        d_down = torch.zeros_like(down)
+        for e, r in rows:
+            torch.mm(dys[r], down[e].T, out=dh[r])
+            torch.mm(h[r].T, dys[r], out=d_down[e])
+        dgu = torch.cat([dh * u * s * (1 + g * (1 - s)), dh * silu_g], dim=-1)  # (M, 2I)
+        dxs = torch.empty_like(xs)
+        d_gate_up = torch.zeros_like(gate_up)
+        for e, r in rows:
+            torch.mm(dgu[r], gate_up[e].T, out=dxs[r])
+            torch.mm(xs[r].T, dgu[r], out=d_gate_up[e])
+        d_gate, d_up = d_gate_up.chunk(2, dim=-1)
+        return dxs, d_gate.contiguous(), d_up.contiguous(), d_down, None
+
+
+def _expert_rows(counts: list[int]) -> list[tuple[int, slice]]:
+    """(expert, its row range) for every expert with at least one row."""
+    ends = list(itertools.accumulate(counts))
+    return [(e, slice(end - n, end)) for e, (n, end) in enumerate(zip(counts, ends)) if n]
 
 
 def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

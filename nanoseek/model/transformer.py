@@ -33,6 +33,7 @@ from torch import nn
 
 from nanoseek.model.attention import MLA, LatentCache, RMSNorm
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.loss import linear_cross_entropy
 from nanoseek.model.moe import MLP, MoE
 from nanoseek.model.rope import RotaryEmbedding
 
@@ -109,9 +110,7 @@ class DeepSeekV3(nn.Module):
         h, balance = self.hidden_states(input_ids, positions, cache, slots)
         if targets is None:
             return self.lm_head(self.norm(h))
-        lm = F.cross_entropy(
-            self.lm_head(self.norm(h)).flatten(0, 1).float(), targets.flatten(), ignore_index=-100
-        )
+        lm = self.head_loss(self.norm(h), targets)
         mtp = self.mtp_loss(h, input_ids, targets) if len(self.mtp) else lm.new_zeros(())
         balance = torch.stack(balance).sum() if balance else lm.new_zeros(())
         return Losses(lm + self.config.mtp_loss_weight * mtp + balance, lm, mtp, balance)
@@ -148,11 +147,18 @@ class DeepSeekV3(nn.Module):
                 break
             positions = torch.arange(T - k, device=input_ids.device).expand(B, T - k)
             h = self.mtp_hidden(k - 1, h[:, : T - k], input_ids[:, k:], positions)
-            logits = self.mtp_logits(k - 1, h)  # predicts t_{i+k+1} = targets[:, i+k]
-            losses.append(
-                F.cross_entropy(logits.flatten(0, 1).float(), targets[:, k:].flatten(), ignore_index=-100)
-            )
+            # predicts t_{i+k+1} = targets[:, i+k]
+            losses.append(self.head_loss(self.mtp[k - 1].shared_head.norm(h), targets[:, k:]))
         return torch.stack(losses).mean()
+
+    def head_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of lm_head(h) (B, T, C) against targets (B, T), ignore index -100, without
+        materializing the fp32 (B*T, vocab) logits (`loss.linear_cross_entropy`); a head swapped for an
+        inference kernel (int8) takes the plain route."""
+        if isinstance(self.lm_head, nn.Linear) and self.lm_head.bias is None:
+            return linear_cross_entropy(h.flatten(0, 1), self.lm_head.weight, targets.flatten())
+        logits = self.lm_head(h).flatten(0, 1).float()
+        return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
     # ------------------------------------------------------------------ MoE balancing
     def moe_layers(self) -> list[MoE]:
