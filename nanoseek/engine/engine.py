@@ -415,12 +415,12 @@ class Engine:
         return sum(b - a for _, a, b in chunks)
 
     def _decode(self, seqs: list[Sequence]) -> int:
-        h = self.runner.hidden(
-            [[s.output[-1]] for s in seqs], [s.num_cached for s in seqs], [s.slot for s in seqs]
+        h = self.runner.decode(
+            [s.output[-1] for s in seqs], [s.num_cached for s in seqs], [s.slot for s in seqs]
         )
         for seq in seqs:
             seq.num_cached += 1
-        self._sample_and_append(seqs, self.runner.logits(h[:, 0]))
+        self._sample_and_append(seqs, self.runner.logits(h))
         return len(seqs)
 
     def _sample_and_append(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:

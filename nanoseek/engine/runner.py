@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from nanoseek.engine.decode import FastDecoder
 from nanoseek.model import DeepSeekV3
 
 
@@ -49,12 +50,16 @@ class ModelRunner:
         max_len: int,
         speculative: bool = False,
         cache_dtype: torch.dtype | None = None,
+        fast_decode: bool = True,
     ):
         self.model = model
         self.num_slots, self.max_len = num_slots, max_len
         self.speculative = speculative
         self.device = model.device
         self.cache = model.new_cache(num_slots, max_len + 1, with_mtp=speculative, dtype=cache_dtype)
+        self.fast = FastDecoder(model) if fast_decode else None
+        if self.fast is not None and not self.fast.supports(self.cache):
+            self.fast = None
 
     @property
     def cache_bytes_per_token(self) -> int:
@@ -77,6 +82,15 @@ class ModelRunner:
         with inference_mode(self.model):
             h, _ = self.model.hidden_states(tokens, positions, self.cache, slot_ids)
         return h
+
+    def decode(self, tokens: list[int], starts: list[int], slots: list[int]) -> torch.Tensor:
+        """One new token per row (row i: tokens[i] at position starts[i] of slot slots[i]), through
+        the fused decode path (`decode.FastDecoder`) when the model allows; returns (B, C)."""
+        if self.fast is None:
+            return self.hidden([[t] for t in tokens], starts, slots)[:, 0]
+        positions = [min(s, self.max_len) for s in starts]  # as `_batch`: past the end -> scratch row
+        with inference_mode(self.model):
+            return self.fast.hidden(tokens, positions, slots, self.cache)
 
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:

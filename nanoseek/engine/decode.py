@@ -1,0 +1,335 @@
+"""The decode fast path: one new token per row through the main layers, on precomputed fused weights.
+
+    decoder = FastDecoder(model)                       # fp32 or int8 (`quant.quantize_int8`) models
+    if decoder.supports(cache):
+        h = decoder.hidden(tokens, positions, slots, cache)   # (B,) ids, positions, slots -> (B, C)
+
+`ModelRunner.decode` uses it for every plain decode step (prefill, speculation and MTP go through the
+model's own forward). It computes what `DeepSeekV3.hidden_states` computes with the absorbed MLA form,
+as the same function of the same weights, with far fewer (and larger) operations per layer:
+
+- queries and the latent come out of one matmul: [q_proj | kv_a_proj_with_mqa] (or [q_a | kv_a] with a
+  low-rank query) fused row-wise, with rows reordered so the output reads
+  [q_nope (H*Dn) | q_rope (H*Dr) | k_rope (Dr) | latent (R)], the rope dimensions already split into
+  [evens | odds] (what `apply_rope` returns), so rope is x * [cos|cos] + swap_halves(x) * [-sin|sin]
+  over all heads and the key at once;
+- attention reads the slot's cache rows [latent | rope key] in place (a view when the slots are a
+  contiguous range) with one score matmul, [q W_uk | q_rope] . [c | k_r], and a per-step mask that
+  all layers share;
+- the dense MLP's gate and up are one matmul, and so (fp32) are the MoE router and the shared expert's
+  gate and up; residual adds ride on the output matmuls (`addmm`);
+- routed experts: with one row, its K experts one after another with the routing weight as the
+  matmul's alpha; with more rows, pairs sorted by expert on the host (one `tolist`), one gather, and one
+  matmul pair per used expert.
+
+fp32 weights are kept transposed, (in, out), which MKL's few-row matmuls stream fastest; int8 weights
+stay (out, in) rows with per-row scales for `torch._weight_int8pack_mm`. Row-wise fusion and reordering
+keep every output channel's weights and scale, so int8 results are the per-layer results. The fused
+copies are rebuilt when a source weight changes (its in-place version counter), so a trainer can keep
+updating the model the engine samples from.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nanoseek.engine.quant import Int8Experts, Int8Linear, int8_matmul
+from nanoseek.model.attention import LatentCache
+from nanoseek.model.moe import MoE, RoutedExperts
+
+
+def _version(t: torch.Tensor) -> tuple:
+    return (t._version, t.data_ptr(), t.dtype, t.device)
+
+
+class Mat:
+    """y = x W^T for x (N, in), from one or more bias-free linear layers fused row-wise (their outputs
+    concatenated), optionally with the output rows reordered. fp32: W^T kept (in, out); int8: rows
+    (out, in) and per-row scales."""
+
+    def __init__(self, layers: list[nn.Module], rows: torch.Tensor | None = None):
+        if all(isinstance(m, Int8Linear) for m in layers):
+            q = torch.cat([m.qweight for m in layers])  # (out, in) int8
+            scale = torch.cat([m.scale for m in layers])
+            if rows is not None:
+                q, scale = q[rows], scale[rows]
+            self.q, self.scale, self.scale_bf16 = q.contiguous(), scale, scale.to(torch.bfloat16)
+            self.wt = None
+        elif all(isinstance(m, nn.Linear) and m.bias is None for m in layers):
+            w = torch.cat([m.weight.detach() for m in layers])  # (out, in)
+            if rows is not None:
+                w = w[rows]
+            self.wt = w.t().contiguous()  # (in, out)
+        else:
+            raise TypeError("fuse bias-free nn.Linear layers, or Int8Linear layers, not a mix")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.wt is not None:
+            return x @ self.wt
+        return int8_matmul(x, self.q, self.scale, self.scale_bf16)
+
+    def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """residual + x W^T, (N, out)."""
+        if self.wt is not None:
+            return torch.addmm(residual, x, self.wt)
+        return residual + self(x)
+
+
+def _sources(module: nn.Module) -> list[torch.Tensor]:
+    """The tensors a block's fused weights are built from (not the MoE's load counter)."""
+    buffers = [b for name, b in module.named_buffers() if not name.endswith("expert_load")]
+    return list(module.parameters()) + buffers
+
+
+def _rope_order(dr: int) -> torch.Tensor:
+    # interleaved pairs (x0, x1), (x2, x3), ... -> [x0, x2, ... | x1, x3, ...], as apply_rope reads them
+    return torch.cat([torch.arange(0, dr, 2), torch.arange(1, dr, 2)])
+
+
+class LayerWeights:
+    """One block's fused decode weights (see the module docstring)."""
+
+    def __init__(self, block: nn.Module):
+        attn, cfg = block.self_attn, block.self_attn.cfg
+        H, Dn, Dr, R, Dv = (
+            cfg.num_attention_heads,
+            cfg.qk_nope_head_dim,
+            cfg.qk_rope_head_dim,
+            cfg.kv_lora_rank,
+            cfg.v_head_dim,
+        )
+        Dq, rope = Dn + Dr, _rope_order(Dr)
+        q_nope = (torch.arange(H)[:, None] * Dq + torch.arange(Dn)).flatten()  # q's rows, head by head
+        q_rope = (torch.arange(H)[:, None] * Dq + Dn + rope).flatten()
+        kv_rows = lambda off: [off + R + rope, off + torch.arange(R)]  # noqa: E731  [k_rope | latent]
+        self.q_lora = bool(cfg.q_lora_rank)
+        if self.q_lora:  # [q_a | k_rope | latent], then q_b -> [q_nope | q_rope]
+            ql = cfg.q_lora_rank
+            self.qkv = Mat(
+                [attn.q_a_proj, attn.kv_a_proj_with_mqa], torch.cat([torch.arange(ql), *kv_rows(ql)])
+            )
+            self.q_b = Mat([attn.q_b_proj], torch.cat([q_nope, q_rope]))
+            self.q_norm = (attn.q_a_layernorm.weight.detach(), attn.q_a_layernorm.eps)
+        else:  # [q_nope | q_rope | k_rope | latent]
+            self.qkv = Mat(
+                [attn.q_proj, attn.kv_a_proj_with_mqa], torch.cat([q_nope, q_rope, *kv_rows(H * Dq)])
+            )
+        w_uk, w_uv = attn.absorbed_weights()  # (H, Dn, R), (H, Dv, R)
+        self.w_uk, self.w_uv_t = w_uk, w_uv.transpose(1, 2).contiguous()  # (H, Dn, R), (H, R, Dv)
+        self.o = Mat([attn.o_proj])
+        self.scale = attn.scale
+        norms = (block.input_layernorm, block.post_attention_layernorm, attn.kv_a_layernorm)
+        self.norms = [(n.weight.detach(), n.eps) for n in norms]
+        self.dims = (H, Dn, Dr, R, Dv)
+        mlp = block.mlp
+        self.moe = isinstance(mlp, MoE)
+        if not self.moe:
+            self.gate_up, self.down = Mat([mlp.gate_proj, mlp.up_proj]), Mat([mlp.down_proj])
+            return
+        self.cfg = mlp.cfg
+        self.router = mlp.gate.weight.detach()  # (E, C), full precision
+        self.bias = mlp.gate.e_score_correction_bias
+        shared = mlp.shared_experts
+        self.shared: tuple[Mat, Mat] | None = None
+        self.router_shared: torch.Tensor | None = None  # fp32: [router^T | shared gate^T | shared up^T]
+        if shared is not None:
+            self.shared = (Mat([shared.gate_proj, shared.up_proj]), Mat([shared.down_proj]))
+            if isinstance(shared.gate_proj, nn.Linear) and self.shared[0].wt is not None:
+                self.router_shared = torch.cat(
+                    [self.router.float().t(), self.shared[0].wt], dim=1
+                ).contiguous()
+        experts = mlp.experts
+        if isinstance(experts, Int8Experts):
+            self.experts_int8 = experts
+        elif isinstance(experts, RoutedExperts):
+            self.experts_int8 = None
+            self.gu = torch.cat([experts.gate_proj.detach(), experts.up_proj.detach()], dim=-1)  # (E, C, 2I)
+            self.dn = experts.down_proj.detach()  # (E, I, C)
+        else:
+            raise TypeError(f"unknown experts module {type(experts).__name__}")
+
+    # ------------------------------------------------------------------ MLPs
+    def expert_up(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up of expert e on rows x (n, C) -> (n, I)."""
+        if self.experts_int8 is None:
+            gu = x @ self.gu[e]
+        else:
+            ex = self.experts_int8
+            gu = int8_matmul(x, ex.gate_up_q[e], ex.gate_up_scale[e], ex.gate_up_scale_bf16[e])
+        i = gu.shape[-1] // 2
+        return F.silu(gu[:, :i]) * gu[:, i:]
+
+    def expert_down(self, e: int, a: torch.Tensor) -> torch.Tensor:
+        if self.experts_int8 is None:
+            return a @ self.dn[e]
+        ex = self.experts_int8
+        return int8_matmul(a, ex.down_q[e], ex.down_scale[e], ex.down_scale_bf16[e])
+
+    def route(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Router logits (N, E) -> expert ids (N, K), weights (N, K): `moe.Router.forward`'s selection."""
+        cfg = self.cfg
+        N, E, G = logits.shape[0], cfg.n_routed_experts, cfg.n_group
+        scores = logits.sigmoid()
+        biased = scores + self.bias
+        if G > 1:
+            grouped = biased.view(N, G, E // G)
+            group_scores = grouped.topk(2, dim=-1).values.sum(-1)  # (N, G)
+            top_groups = group_scores.topk(cfg.topk_group, dim=-1).indices
+            keep = torch.zeros(N, G, 1, dtype=torch.bool, device=logits.device)
+            keep[torch.arange(N, device=logits.device)[:, None], top_groups] = True
+            biased = grouped.masked_fill(~keep, float("-inf")).view(N, E)
+        ids = biased.topk(cfg.num_experts_per_tok, dim=-1).indices
+        weights = scores.gather(1, ids)
+        if cfg.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return ids, weights * cfg.routed_scaling_factor
+
+    def mlp(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """h + MLP(x): residual h (N, C), normalized input x (N, C)."""
+        if not self.moe:
+            gu = self.gate_up(x)
+            i = gu.shape[-1] // 2
+            return self.down.add_to(h, F.silu(gu[:, :i]) * gu[:, i:])
+        E = self.cfg.n_routed_experts
+        if self.router_shared is not None:
+            both = x @ self.router_shared  # (N, E + 2 I_shared)
+            logits, shared_gu = both[:, :E], both[:, E:]
+        else:
+            logits, shared_gu = x @ self.router.t(), None
+        ids, weights = self.route(logits)
+        if self.shared is not None:
+            if shared_gu is None:
+                shared_gu = self.shared[0](x)
+            i = shared_gu.shape[-1] // 2
+            out = self.shared[1].add_to(h, F.silu(shared_gu[:, :i]) * shared_gu[:, i:])
+        else:
+            out = h.clone()
+        N, K = ids.shape
+        id_list = ids.tolist()
+        if N == 1:  # one token: its K experts, weighted into the residual one by one
+            for e, w in zip(id_list[0], weights[0].tolist()):
+                a = self.expert_up(e, x)
+                if self.experts_int8 is None:
+                    out.addmm_(a, self.dn[e], alpha=w)
+                else:
+                    out.add_(self.expert_down(e, a), alpha=w)
+            return out
+        flat = [e for row in id_list for e in row]
+        order = sorted(range(N * K), key=flat.__getitem__)  # (token, expert) pairs grouped by expert
+        order_t = torch.tensor(order, device=x.device)
+        token_of = order_t // K
+        xs = x.index_select(0, token_of)  # (N*K, C)
+        ys, start = [], 0
+        while start < len(order):
+            e = flat[order[start]]
+            end = start + 1
+            while end < len(order) and flat[order[end]] == e:
+                end += 1
+            ys.append(self.expert_down(e, self.expert_up(e, xs[start:end])))
+            start = end
+        y = torch.cat(ys) * weights.view(-1).index_select(0, order_t)[:, None]
+        return out.index_add_(0, token_of, y)
+
+    # ------------------------------------------------------------------ attention
+    def attention(self, h: torch.Tensor, x: torch.Tensor, step: DecodeStep, kv: torch.Tensor) -> torch.Tensor:
+        """h + MLA(x): residual h (N, C), normalized input x (N, C); writes this token's cache row."""
+        H, Dn, Dr, R, Dv = self.dims
+        N = x.shape[0]
+        a = self.qkv(x)
+        if self.q_lora:
+            ql = a.shape[1] - Dr - R
+            wq, eps = self.q_norm
+            q = self.q_b(F.rms_norm(a[:, :ql], (ql,), wq, eps))  # (N, H*(Dn+Dr))
+            q_nope = q[:, : H * Dn].view(N, H, Dn)
+            rope_in = torch.cat([q[:, H * Dn :].view(N, H, Dr), a[:, ql : ql + Dr].view(N, 1, Dr)], dim=1)
+        else:
+            q_nope = a[:, : H * Dn].view(N, H, Dn)
+            rope_in = a[:, H * Dn : H * Dn + (H + 1) * Dr].view(N, H + 1, Dr)
+        roped = torch.addcmul(rope_in * step.cos, rope_in.roll(Dr // 2, -1), step.sin)  # (N, H+1, Dr)
+        w_kv, eps = self.norms[2]
+        latent = F.rms_norm(a[:, -R:], (R,), w_kv, eps)  # (N, R)
+        kv.index_put_(step.where, torch.cat([latent, roped[:, H]], dim=-1))
+        rows = step.rows(kv)  # (N, S, R + Dr)
+        q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk)  # (H, N, R)
+        q = torch.cat([q_latent.transpose(0, 1), roped[:, :H]], dim=-1)  # (N, H, R + Dr)
+        scores = torch.baddbmm(step.mask, q, rows.transpose(1, 2), alpha=self.scale)  # (N, H, S)
+        out_latent = torch.bmm(scores.softmax(-1), rows[..., :R])  # (N, H, R)
+        out = torch.bmm(out_latent.transpose(0, 1), self.w_uv_t)  # (H, N, Dv)
+        return self.o.add_to(h, out.transpose(0, 1).reshape(N, H * Dv))
+
+    def forward(self, h: torch.Tensor, step: DecodeStep, kv: torch.Tensor) -> torch.Tensor:
+        (w1, e1), (w2, e2) = self.norms[0], self.norms[1]
+        C = h.shape[-1]
+        h = self.attention(h, F.rms_norm(h, (C,), w1, e1), step, kv)
+        return self.mlp(h, F.rms_norm(h, (C,), w2, e2))
+
+
+class DecodeStep:
+    """What every layer of one decode step shares: where the new tokens go, which cache rows they
+    read, the attention mask over them, and the rope factors."""
+
+    def __init__(self, positions: list[int], slots: list[int], cos: torch.Tensor, sin: torch.Tensor):
+        device = cos.device
+        self.positions, self.slots = positions, slots
+        pos_t = torch.tensor(positions, device=device)
+        slot_t = torch.tensor(slots, device=device)
+        self.where = (slot_t, pos_t)
+        self.S = max(positions) + 1
+        self.slot_t = slot_t
+        first = slots[0]
+        self.contiguous = slots == list(range(first, first + len(slots)))
+        # rope as x * [cos|cos] + swap_halves(x) * [-sin|sin], broadcast over heads: (N, 1, Dr)
+        self.cos = torch.cat([cos, cos], dim=-1).unsqueeze(1)
+        self.sin = torch.cat([-sin, sin], dim=-1).unsqueeze(1)
+        if min(positions) == self.S - 1:  # every row sees every position < S
+            self.mask = torch.zeros(1, 1, 1, device=device)
+        else:
+            seen = torch.arange(self.S, device=device)[None, :] <= pos_t[:, None]
+            self.mask = torch.zeros(len(slots), 1, self.S, device=device).masked_fill_(
+                ~seen[:, None], float("-inf")
+            )
+
+    def rows(self, kv: torch.Tensor) -> torch.Tensor:
+        """The rows' first S cache positions, (N, S, R + Dr): a view for a contiguous range of slots."""
+        if self.contiguous:
+            return kv[self.slots[0] : self.slots[0] + len(self.slots), : self.S]
+        return kv[:, : self.S].index_select(0, self.slot_t)
+
+
+class FastDecoder:
+    """Decode-step forward over a DeepSeekV3's main layers with fused weights (see module docstring)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.layers: list[LayerWeights | None] = [None] * len(model.layers)
+        self.keys: list[tuple | None] = [None] * len(model.layers)
+
+    def supports(self, cache: LatentCache) -> bool:
+        """fp32 models (weights int8 or fp32) with an fp32 cache; anything else takes the model's path."""
+        emb = self.model.embed_tokens.weight
+        return emb.dtype == torch.float32 and cache.kv[0].dtype == torch.float32
+
+    def layer(self, i: int) -> LayerWeights:
+        block = self.model.layers[i]
+        key = tuple(_version(t) for t in _sources(block))
+        if self.keys[i] != key:
+            self.layers[i], self.keys[i] = LayerWeights(block), key
+        return self.layers[i]
+
+    @torch.no_grad()
+    def hidden(
+        self, tokens: list[int], positions: list[int], slots: list[int], cache: LatentCache
+    ) -> torch.Tensor:
+        """Row i: token tokens[i] at position positions[i] of slot slots[i]. Writes each layer's cache
+        row and returns the final hidden states (N, C), before the final norm."""
+        model = self.model
+        device = model.embed_tokens.weight.device
+        pos_t = torch.tensor(positions, device=device)
+        cos, sin = model.rotary(pos_t)  # (N, Dr/2)
+        step = DecodeStep(positions, slots, cos, sin)
+        h = model.embed_tokens(torch.tensor(tokens, device=device))  # (N, C)
+        for i in range(len(model.layers)):
+            h = self.layer(i).forward(h, step, cache.kv[i])
+        return h
