@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.model.config import ModelConfig
-from nanoseek.model.moe import fused_linear
+from nanoseek.model.linear import fused_linear, linear
 from nanoseek.model.rope import apply_rope
 
 
@@ -137,7 +137,7 @@ class MLA(nn.Module):
         # the query's first projection and kv_a read the same x: one matmul (plain nn.Linear layers)
         if cfg.q_lora_rank:
             q_a, kv_a = fused_linear(x, self.q_a_proj, self.kv_a_proj_with_mqa)
-            q = self.q_b_proj(self.q_a_layernorm(q_a))
+            q = linear(self.q_a_layernorm(q_a), self.q_b_proj)
         else:
             q, kv_a = fused_linear(x, self.q_proj, self.kv_a_proj_with_mqa)
         q = q.view(B, T, cfg.num_attention_heads, cfg.qk_head_dim)
@@ -174,14 +174,14 @@ class MLA(nn.Module):
         """Causal attention with per-head keys and values expanded from the latent (SDPA)."""
         cfg = self.cfg
         B, T, H, _ = q_nope.shape
-        kv = self.kv_b_proj(latent).view(B, T, H, cfg.qk_nope_head_dim + cfg.v_head_dim)
+        kv = linear(latent, self.kv_b_proj).view(B, T, H, cfg.qk_nope_head_dim + cfg.v_head_dim)
         k_nope, v = kv.split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=-1)
         # concatenating the transposed views lays q and k out contiguous as (B, H, T, D): one copy each
         q = torch.cat([q_nope.transpose(1, 2), q_rope.transpose(1, 2)], dim=-1)  # (B, H, T, Dn+Dr)
         k_rope = k_rope.unsqueeze(1).expand(B, H, T, -1)
         k = torch.cat([k_nope.transpose(1, 2), k_rope], dim=-1)  # (B, H, T, Dn+Dr)
         out = causal_attention(q, k, v.transpose(1, 2).contiguous(), self.scale)  # (B, H, T, Dv)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * cfg.v_head_dim))
+        return linear(out.transpose(1, 2).reshape(B, T, H * cfg.v_head_dim), self.o_proj)
 
     def absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """kv_b's key and value halves, W_uk (H, Dn, R) and W_uv (H, Dv, R). Outside autograd they are

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from nanoseek.model.linear import matmul_nt
+
 
 def linear_cross_entropy(
     h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_elems: int = 1 << 21
@@ -43,7 +45,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         rows = max(1, chunk_elems // V)
         for start in range(0, N, rows):
             c = slice(start, min(start + rows, N))
-            z = (h[c] @ weight.T).float()  # (n, V)
+            z = matmul_nt(h[c], weight).float()  # (n, V)
             t, keep = safe_targets[c, None], counted[c]
             target_logit = z.gather(1, t).squeeze(1)
             zmax = z.amax(dim=1, keepdim=True)
@@ -54,7 +56,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if dz is not None:
                 p.mul_((keep[:, None] / n_counted) / sums)  # softmax, scaled per counted row
                 dz[c] = p.scatter_add_(1, t, -(keep / n_counted)[:, None])
-        dh = dz @ weight if want_dh else None  # (N, C)
+        dh = matmul_nt(dz, weight.T) if want_dh else None  # (N, C)
         dw = dz.T @ h if want_dw else None  # (V, C)
         ctx.save_for_backward(dh, dw)
         return total / n_counted

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.linear import fused_linear, linear
 
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
 
@@ -48,17 +49,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = fused_linear(x, self.gate_proj, self.up_proj)
-        return self.down_proj(F.silu(gate) * up)
-
-
-def fused_linear(x: torch.Tensor, *layers: nn.Module) -> list[torch.Tensor]:
-    """Several bias-free linear layers that read the same x (.., C), as one matmul x [W_1; W_2; ..]^T
-    split back per layer (fewer, wider matmuls run closer to peak). Layers swapped for inference
-    kernels (int8, decode) are not plain nn.Linear and run one by one."""
-    if not all(type(layer) is nn.Linear and layer.bias is None for layer in layers):
-        return [layer(x) for layer in layers]
-    w = torch.cat([layer.weight for layer in layers])  # (sum of outs, C)
-    return list(F.linear(x, w).split([layer.out_features for layer in layers], dim=-1))
+        return linear(F.silu(gate) * up, self.down_proj)
 
 
 class Router(nn.Module):
