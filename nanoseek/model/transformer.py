@@ -33,6 +33,7 @@ from torch import nn
 
 from nanoseek.model.attention import MLA, LatentCache, RMSNorm
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.linear import linear
 from nanoseek.model.loss import linear_cross_entropy
 from nanoseek.model.moe import MLP, MoE
 from nanoseek.model.rope import RotaryEmbedding
@@ -109,7 +110,7 @@ class DeepSeekV3(nn.Module):
         the cache rows of the sequences."""
         h, balance = self.hidden_states(input_ids, positions, cache, slots)
         if targets is None:
-            return self.lm_head(self.norm(h))
+            return linear(self.norm(h), self.lm_head)
         lm = self.head_loss(self.norm(h), targets)
         mtp = self.mtp_loss(h, input_ids, targets) if len(self.mtp) else lm.new_zeros(())
         balance = torch.stack(balance).sum() if balance else lm.new_zeros(())
