@@ -42,7 +42,7 @@ def build_model(out: Path) -> Path:
     from nanoseek.train.grpo_micro import write_corpus
 
     corpus = out / "corpus.jsonl"
-    write_corpus(TASK, corpus, shortcut_share=0.7, copies=1, seed=0)
+    write_corpus(TASK, corpus, shortcut_share=0.7, worked=1, seed=0)
     model_dir = out / "model"
     tok = train_tokenizer([corpus], 512, model_dir, show_progress=False)
     torch.manual_seed(0)
@@ -84,7 +84,8 @@ def bench_nanoseek(model_dir: Path, out: Path, args) -> list[float]:
         record = trainer.train_step()
         times.append(time.perf_counter() - t0)
         print(
-            f"  nanoseek step {record['step']}: {times[-1]:.2f}s ({record['generated_tokens']} tokens)",
+            f"  nanoseek step {record['step']}: {times[-1]:.2f}s ({record['generated_tokens']} tokens; "
+            f"generation {record['gen_seconds']:.2f}s, update {record['train_seconds']:.2f}s)",
             flush=True,
         )
     return times[args.warmup :]

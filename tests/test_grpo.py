@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from nanoseek.engine.protocol import Completion, TokenLogprob
+from nanoseek.eval.config import parse_task_spec
 from nanoseek.model import DeepSeekV3, ModelConfig
 from nanoseek.tasks import get_task
 from nanoseek.tokenizer import Tokenizer, render_prompt, train_tokenizer
@@ -16,7 +17,7 @@ from nanoseek.train.config import ConfigError
 from nanoseek.train.grpo import GRPOTrainer, completion_logprobs, parse_args
 from nanoseek.train.grpo_config import grpo_to_toml, load_grpo_config
 from nanoseek.train.grpo_loss import policy_loss
-from nanoseek.train.grpo_micro import write_corpus
+from nanoseek.train.grpo_micro import column_reasoning, write_corpus
 from nanoseek.train.grpo_rollout import (
     RolloutBatch,
     RolloutSampler,
@@ -27,6 +28,28 @@ from nanoseek.train.grpo_rollout import (
 from nanoseek.train.report import read_metrics
 
 TASK = "arithmetic?digits=1&ops=+&instruction="
+
+
+def test_micro_corpus_column_work_ends_in_the_sum(tmp_path):
+    """The micro experiment's reasoning is right: its last partial sum is the sum, carries included;
+    the corpus holds transcripts (shortcut share as asked) and worked solutions of the train split only."""
+    assert column_reasoning(77, 94) == "77+94: ones 7+4+0=11 gives 1, tens 7+9+1=17 gives 171"
+    assert column_reasoning(16, 5) == "16+5: ones 6+5+0=11 gives 1, tens 1+0+1=2 gives 21"
+    for a, b in [(0, 0), (9, 1), (99, 99), (500, 500), (1234, 8766)]:
+        assert column_reasoning(a, b).split(" gives ")[-1] == str(a + b)
+    counts = write_corpus(
+        "arithmetic?digits=2&ops=+&instruction=", tmp_path / "c.jsonl", shortcut_share=0.8, worked=2
+    )
+    docs = [json.loads(line)["text"] for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert len(docs) == counts["transcripts"] + counts["worked"] == 3 * counts["transcripts"]
+    assert 0.75 < counts["shortcuts"] / counts["transcripts"] < 0.85
+    test_questions = {
+        p.prompt
+        for p in parse_task_spec("arithmetic?digits=2&ops=+&instruction=").build().problems("test", 10**9)
+    }
+    assert not any(q in d for q in list(test_questions)[:50] for d in docs)
+    with pytest.raises(ValueError, match="addition"):
+        write_corpus("arithmetic?digits=2&ops=*", tmp_path / "x.jsonl")
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,15 @@
     python -m nanoseek.train.grpo_micro --out runs/r1zero --figures docs/img   # also the docs' figures
 
 Four stages, each skipped when its output already exists (so an interrupted run continues):
-1. corpus: every problem of the task's TRAIN split as an R1-Zero document,
-       r1_zero_prompt(question) <think> reasoning </think> <answer> answer </answer>
-   where the reasoning is the task's `solution_trace` (its answer line dropped). A share of the
-   documents (`shortcut_share`) keep only the trace's conclusion ("So 47 + 38 = 85."): the answer
-   without the column-by-column work. Base models see both in pretraining data; the tiny base model
-   prefers the shortcut (it is the majority) and, at its size, is often wrong when it takes it;
-2. tokenizer (BPE on the corpus) and pretraining (`recipes/r1_zero_micro_pretrain.toml`, the
-   ordinary `nanoseek pretrain` loop), stopped early on purpose;
+1. corpus, from every problem of the task's TRAIN split (2-digit additions):
+   - an R1-Zero transcript, r1_zero_prompt(question) <think> reasoning </think> <answer> sum </answer>,
+     whose reasoning is the column work ("77+94: ones 7+4+0=11, tens 7+9+1=17") or, with probability
+     `shortcut_share`, a guess at the sum in one go ("77+94=171");
+   - `worked` textbook-style worked solutions: the question, the column work, the answer.
+   Base models see both habits in pretraining data; this one takes the shortcut (the majority of its
+   transcripts) and, at its size, is usually wrong when it does;
+2. tokenizer (BPE on the corpus, digits split one per token) and pretraining
+   (`recipes/r1_zero_micro_pretrain.toml`, the ordinary `nanoseek pretrain` loop);
 3. GRPO (`recipes/r1_zero_micro.toml`) and the same run with Bernoulli(0.5) rewards
    (`--random-rewards`), side by side as two single-threaded processes (one per core);
 4. figures: held-out pass@1 and response length per step for both runs, and summary.json.
@@ -37,7 +38,8 @@ from tqdm import tqdm
 
 from nanoseek.eval.config import parse_task_spec
 from nanoseek.model import DeepSeekV3, config_for_depth
-from nanoseek.tasks import Problem, SyntheticTask
+from nanoseek.tasks import Problem
+from nanoseek.tasks.arithmetic import ArithmeticTask
 from nanoseek.tokenizer import Tokenizer, r1_zero_prompt, train_tokenizer
 from nanoseek.train import load_config, train
 from nanoseek.train.checkpointing import latest_checkpoint
@@ -48,17 +50,40 @@ from nanoseek.train.report import read_metrics
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
-def r1_zero_document(task: SyntheticTask, problem: Problem, shortcut: bool) -> str:
-    """An R1-Zero transcript: the prompt, then the reasoning (the trace without its answer line, or with
-    `shortcut` only its conclusion, "So 47 + 38 = 85.") in <think> tags and the answer in <answer> tags."""
-    steps = task.solution_trace(problem).split("\n")[:-1]  # the last line is "The answer is \\boxed{..}."
-    reasoning = steps[-1] if shortcut else "\n".join(steps)
+PLACES = ["ones", "tens", "hundreds", "thousands", "ten-thousands"]
+
+
+def column_reasoning(a: int, b: int) -> str:
+    """Column addition written compactly, one clause per column with its carry in, and the digits of
+    the sum so far after each: "77+94: ones 7+4+0=11 gives 1, tens 7+9+1=17 gives 171". Digits without
+    spaces are one token each, every clause has the same shape, and each step only copies nearby
+    tokens (the column's digits, the last total, the previous partial sum), so a 2-layer model learns
+    it in a few minutes of CPU; the answer is then a copy of the last partial sum."""
+    xs, ys = str(a)[::-1], str(b)[::-1]
+    clauses, carry, written = [], 0, ""
+    n = max(len(xs), len(ys))
+    for i in range(n):
+        x = int(xs[i]) if i < len(xs) else 0
+        y = int(ys[i]) if i < len(ys) else 0
+        total = x + y + carry
+        written = (str(total) if i == n - 1 else str(total % 10)) + written
+        clauses.append(f"{PLACES[i]} {x}+{y}+{carry}={total} gives {written}")
+        carry = total // 10
+    return f"{a}+{b}: " + ", ".join(clauses)
+
+
+def r1_zero_document(problem: Problem, shortcut: bool) -> str:
+    """An R1-Zero transcript: the prompt, the reasoning in <think> tags and the answer in <answer> tags.
+    The reasoning is the column work, or with `shortcut` just the sum guessed at once ("77+94=171")."""
+    a, b = problem.meta["a"], problem.meta["b"]
+    reasoning = f"{a}+{b}={problem.reference}" if shortcut else column_reasoning(a, b)
     return f"{r1_zero_prompt(problem.prompt)} <think> {reasoning} </think> <answer> {problem.reference} </answer>"
 
 
-def worked_solution(task: SyntheticTask, problem: Problem) -> str:
-    """A textbook-style worked solution: the question, then the task's whole solution trace."""
-    return f"Question: {problem.prompt}\n{task.solution_trace(problem)}"
+def worked_solution(problem: Problem) -> str:
+    """A textbook-style worked solution: the question, the column work, the answer."""
+    a, b = problem.meta["a"], problem.meta["b"]
+    return f"Question: {problem.prompt}\n{column_reasoning(a, b)}, answer {problem.reference}"
 
 
 def write_corpus(
@@ -67,18 +92,20 @@ def write_corpus(
     """The pretraining corpus from the task's TRAIN split, shuffled: per problem one R1-Zero transcript
     (a shortcut with probability `shortcut_share`) and `worked` worked solutions. Returns the counts."""
     task = parse_task_spec(task_spec).build()
-    if not isinstance(task, SyntheticTask):
-        raise ValueError(f"{task_spec}: the micro experiment needs a synthetic task with solution traces")
+    if not isinstance(task, ArithmeticTask) or task.ops != "+":
+        raise ValueError(
+            f"{task_spec}: the micro experiment's corpus is written for addition ('arithmetic?ops=+')"
+        )
     rng = random.Random(seed)
     problems = task.problems("train", 10**9)  # the whole split (generation stops when it runs out)
-    transcripts = [r1_zero_document(task, p, rng.random() < shortcut_share) for p in problems]
-    docs = transcripts + [worked_solution(task, p) for p in problems for _ in range(worked)]
+    transcripts = [r1_zero_document(p, rng.random() < shortcut_share) for p in problems]
+    docs = transcripts + [worked_solution(p) for p in problems for _ in range(worked)]
     rng.shuffle(docs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     tmp.replace(path)
-    shortcuts = sum(" <think> So " in t for t in transcripts)
+    shortcuts = sum(": ones" not in t for t in transcripts)
     return {"transcripts": len(transcripts), "shortcuts": shortcuts, "worked": len(docs) - len(transcripts)}
 
 
