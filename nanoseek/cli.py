@@ -40,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "a DeepSeek/OpenAI-compatible HTTP server with a web chat page",
     ),
     "arena": ("nanoseek.arena.cli", "arena_main", "blind battles, votes and a Bradley-Terry leaderboard"),
+    "speedrun": (
+        "nanoseek.speedrun.cli",
+        "speedrun_main",
+        "the whole R1 story end to end (tokenizer to distilled student, evals, report) in one command",
+    ),
 }
 
 

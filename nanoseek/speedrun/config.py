@@ -1,0 +1,242 @@
+"""SpeedrunConfig: the sizes and steps of every speedrun stage, read from a recipe plus overrides.
+
+    cfg = load_speedrun_config()                                   # recipes/speedrun.toml, the default
+                                                                   # (= the dataclass defaults below)
+    cfg = load_speedrun_config(QUICK_RECIPE, ["grpo.steps=4"])     # the ~2-minute smoke version
+    cfg.pretrain.steps, cfg.grpo.group_size                        # plain dataclasses, typed
+    Path("runs/speedrun/speedrun.toml").write_text(speedrun_to_toml(cfg))
+
+Sections: [run] [task] [data] [model] [pretrain] [sft] [grpo] [distill] [serve] [benchmarks]. The value
+syntax and the error messages (`grpo.step: unknown key (did you mean grpo.steps?)`) are those of the
+training config (`nanoseek.train.config`). Each training section also takes `overrides`, a list of
+`section.key=value` strings handed to that stage's own config (`nanoseek pretrain` / `sft` / `grpo` /
+distill's student SFT), for the knobs this file does not name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nanoseek.train.config import ConfigError, _coerce, _suggest, _toml_value
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+DEFAULT_RECIPE = RECIPES / "speedrun.toml"
+QUICK_RECIPE = RECIPES / "speedrun_quick.toml"
+
+
+@dataclass
+class RunSection:
+    seed: int = 0
+    threads: int = 2  # torch CPU threads for every stage; 0 = torch's default
+    price_per_device_hour: float = 0.05  # $ per hour of this machine (a laptop's power and wear)
+    progress: bool = True  # progress bars
+    device: str = "cpu"  # "cpu", "cuda" or "auto" for the training stages
+
+
+@dataclass
+class TaskSection:
+    name: str = "arithmetic?digits=2&ops=+"  # a synthetic task spec (nanoseek.eval.parse_task_spec)
+    eval_problems: int = 200  # held-out (test split) problems every stage is evaluated on
+    k: int = 4  # samples per problem: pass@1 = mean correctness over k, cons@k = majority vote
+    temperature: float = 0.6  # DeepSeek-R1's evaluation protocol
+    top_p: float = 0.95
+    max_new_tokens: int = 128  # per sample, thinking included
+    concurrency: int = 64  # samples decoded together by the engine
+
+
+@dataclass
+class DataSection:
+    pretrain_shortcut_share: float = 0.5  # pretraining documents that skip the worked steps
+    pretrain_copies: int = 1  # documents per train problem
+    vocab_size: int = 512
+    sft_conversations: int = 400  # cold-start SFT conversations
+    sft_shortcut_share: float = 0.75  # of them, answered without the worked steps
+
+
+@dataclass
+class ModelSection:
+    depth: int = 2  # nanoseek.model.config_for_depth: hidden 64 x depth, 8 routed experts + 1 shared
+    heads: int = 4  # attention heads (the rung's default is max(2, depth))
+    mtp: int = 1  # multi-token prediction depths (DeepSeek-V3 used 1)
+    max_position_embeddings: int = 512
+
+
+@dataclass
+class PretrainSection:
+    steps: int = 300
+    seq_len: int = 256
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SFTSection:
+    steps: int = 60
+    seq_len: int = 192  # the longest conversation kept
+    batch_size: int = 16
+    lr: float = 1e-3
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GRPOSection:
+    steps: int = 30
+    group_size: int = 8
+    prompts_per_step: int = 16
+    lr: float = 3e-4
+    temperature: float = 1.0
+    max_new_tokens: int = 128
+    format_weight: float = 0.1
+    eval_every: int = 10  # held-out greedy pass@1 during training (the curve in the plots); 0 = start, end
+    eval_problems: int = 100
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DistillSection:
+    problems: int = 600  # train problems the teacher (the GRPO model) solves
+    k: int = 2  # teacher samples per problem; rejection sampling keeps one verified trace
+    student_depth: int = 2  # a dense DeepSeek-V3 (no routed experts)
+    student_hidden: int = 96
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 3e-3
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ServeSection:
+    requests: int = 64  # held-out prompts sent to the engine to measure $ per million tokens
+    max_new_tokens: int = 128
+    concurrency: int = 64
+
+
+@dataclass
+class BenchmarksSection:
+    problems: int = 50  # the first N problems of GSM8K / MATH-500 when their paths are given
+    k: int = 1
+    max_new_tokens: int = 256
+
+
+@dataclass
+class SpeedrunConfig:
+    run: RunSection = field(default_factory=RunSection)
+    task: TaskSection = field(default_factory=TaskSection)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
+    sft: SFTSection = field(default_factory=SFTSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    serve: ServeSection = field(default_factory=ServeSection)
+    benchmarks: BenchmarksSection = field(default_factory=BenchmarksSection)
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(SpeedrunConfig)}  # type: ignore[misc]
+SHARES = ("data.pretrain_shortcut_share", "data.sft_shortcut_share", "task.top_p")
+NON_NEGATIVE = ("run.seed", "run.threads", "run.price_per_device_hour", "task.temperature", "grpo.eval_every")
+NON_NEGATIVE += ("grpo.format_weight", "model.mtp")
+
+
+def load_speedrun_config(
+    recipe: str | Path | None = DEFAULT_RECIPE, overrides: list[str] | tuple[str, ...] = ()
+) -> SpeedrunConfig:
+    """A recipe file (the defaults when None) with `section.key=value` overrides applied, validated."""
+    cfg = SpeedrunConfig()
+    if recipe is not None and Path(recipe) == DEFAULT_RECIPE and not DEFAULT_RECIPE.is_file():
+        recipe = None  # installed without the repository's recipes/: the defaults here are that recipe
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"no recipe file at {path}")
+        try:
+            table = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        for name, values in table.items():
+            if name not in SECTIONS:
+                raise ConfigError(f"{path}: {name}: unknown section{_suggest(name, SECTIONS)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: {name}: expected a [{name}] table")
+            for key, value in values.items():
+                set_value(cfg, f"{name}.{key}", value, where=str(path))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. grpo.steps=10")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()  # a bare word: a string
+        if _hint(key.strip()) is str and not isinstance(value, str):
+            value = text.strip()
+        set_value(cfg, key.strip(), value, where="override")
+    validate(cfg)
+    return cfg
+
+
+def _hint(key: str):
+    section, _, name = key.partition(".")
+    return typing.get_type_hints(SECTIONS[section]).get(name) if section in SECTIONS else None
+
+
+def set_value(cfg: SpeedrunConfig, key: str, value: Any, where: str = "override") -> None:
+    section_name, _, name = key.partition(".")
+    if section_name not in SECTIONS:
+        raise ConfigError(
+            f"{where}: {key}: unknown section {section_name!r}{_suggest(section_name, SECTIONS)}"
+        )
+    section = getattr(cfg, section_name)
+    hints = typing.get_type_hints(type(section))
+    if name not in hints:
+        raise ConfigError(
+            f"{where}: {key}: unknown key{_suggest(key, [f'{section_name}.{k}' for k in hints])}"
+        )
+    setattr(section, name, _coerce(value, hints[name], f"{where}: {key}"))
+
+
+def get_value(cfg: SpeedrunConfig, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def validate(cfg: SpeedrunConfig) -> None:
+    """Ranges; the task spec is checked when the run starts (building it)."""
+    for section, cls in SECTIONS.items():
+        for name, hint in typing.get_type_hints(cls).items():
+            key = f"{section}.{name}"
+            value = get_value(cfg, key)
+            if hint in (int, float) and key not in NON_NEGATIVE and not value > 0:
+                raise ConfigError(f"{key}: must be positive, got {value!r}")
+            if hint in (int, float) and value < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {value!r}")
+    for key in SHARES:
+        if not 0 <= get_value(cfg, key) <= 1:
+            raise ConfigError(f"{key}: must be in [0, 1], got {get_value(cfg, key)!r}")
+    if cfg.run.device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"run.device: expected 'cpu', 'cuda' or 'auto', got {cfg.run.device!r}")
+    if cfg.grpo.group_size < 2:
+        raise ConfigError("grpo.group_size: GRPO compares samples within a group; need at least 2")
+    if cfg.model.heads < 1 or (64 * cfg.model.depth) % cfg.model.heads:
+        raise ConfigError(f"model.heads: must divide the hidden size {64 * cfg.model.depth}")
+
+
+def speedrun_to_dict(cfg: SpeedrunConfig) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def speedrun_to_toml(cfg: SpeedrunConfig) -> str:
+    """The resolved config as TOML; `load_speedrun_config` reads it back to an equal config."""
+    lines = []
+    for section, values in speedrun_to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""The speedrun's data: a synthetic reasoning corpus for pretraining and a small cold-start chat set.
+
+    counts = write_pretrain_corpus(task, "runs/speedrun/data/pretrain.jsonl", shortcut_share=0.5)
+    counts = write_cold_start(task, "runs/speedrun/data/sft.jsonl", n=400, shortcut_share=0.75)
+
+Both come from the task's TRAIN split only (the test split is the held-out evaluation). Every problem
+has two ways to be written down (the idea of `nanoseek.train.grpo_micro`):
+- worked: the task's whole `solution_trace` (column by column, then "So 47 + 38 = 85.");
+- shortcut: only the trace's conclusion ("So 47 + 38 = 85."), the answer without the work.
+The pretraining corpus holds every train problem as `question \\n trace`, a share of them shortcuts.
+The cold-start SFT set (DeepSeek-R1's "small amount of long-CoT data") is a few hundred conversations
+in THE chat format, the reasoning in `reasoning_content` and the answer line as `content`, most of them
+shortcuts: the SFT model learns the format and answers, but usually without working it out, which at
+this size is often wrong. GRPO then has something to find: writing the steps earns more reward.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from nanoseek.tasks import Problem, SyntheticTask
+
+
+def reasoning(task: SyntheticTask, problem: Problem, shortcut: bool) -> tuple[str, str]:
+    """(reasoning, answer line) of a problem: the worked trace, or with `shortcut` its conclusion only."""
+    steps, _, answer = task.solution_trace(problem).rpartition("\n")
+    lines = steps.split("\n")
+    return (lines[-1] if shortcut else steps), answer
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def write_pretrain_corpus(
+    task: SyntheticTask, path: str | Path, shortcut_share: float, copies: int = 1, seed: int = 0
+) -> dict[str, int]:
+    """`copies` documents per train problem, each worked or (with probability `shortcut_share`) a
+    shortcut, shuffled, as JSONL `{"text": ...}`. Returns the counts."""
+    rng = random.Random(seed)
+    docs, shortcuts = [], 0
+    for problem in task.problems("train", 10**9):  # the whole split
+        for _ in range(copies):
+            short = rng.random() < shortcut_share
+            shortcuts += short
+            thought, answer = reasoning(task, problem, short)
+            docs.append({"text": f"{problem.prompt}\n{thought}\n{answer}"})
+    rng.shuffle(docs)
+    _write_jsonl(Path(path), docs)
+    return {"documents": len(docs), "shortcuts": shortcuts}
+
+
+def write_cold_start(
+    task: SyntheticTask, path: str | Path, n: int, shortcut_share: float, seed: int = 0
+) -> dict[str, int]:
+    """n chat conversations from train problems (a seeded sample), a `shortcut_share` of them with the
+    shortcut as reasoning. Returns the counts."""
+    rng = random.Random(f"cold-start/{seed}")
+    problems = task.problems("train", 10**9)
+    rows, shortcuts = [], 0
+    for problem in rng.sample(problems, min(n, len(problems))):
+        short = rng.random() < shortcut_share
+        shortcuts += short
+        thought, answer = reasoning(task, problem, short)
+        messages = [
+            {"role": "user", "content": problem.prompt},
+            {"role": "assistant", "reasoning_content": thought, "content": answer},
+        ]
+        rows.append({"messages": messages})
+    _write_jsonl(Path(path), rows)
+    return {"conversations": len(rows), "shortcuts": shortcuts}

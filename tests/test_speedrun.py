@@ -1,0 +1,90 @@
+"""`nanoseek speedrun --quick` end to end in a temporary directory: every stage runs, report.md has the
+table with a row per stage, plots and the DeepSeek comparison, and a rerun skips every finished stage.
+Also the recipe (the embedded default equals recipes/speedrun.toml) and the command's clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nanoseek.cli import main as nanoseek_main
+from nanoseek.speedrun import SpeedrunConfig, SpeedrunError, load_speedrun_config, run_speedrun
+from nanoseek.speedrun.cli import speedrun_main
+from nanoseek.speedrun.config import DEFAULT_RECIPE, QUICK_RECIPE
+from nanoseek.speedrun.stages import LABELS, MODEL_STAGES, STAGES
+from nanoseek.train.config import ConfigError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_default_recipe_is_the_embedded_default():
+    assert load_speedrun_config(DEFAULT_RECIPE) == SpeedrunConfig()
+    quick = load_speedrun_config(QUICK_RECIPE)
+    assert quick.pretrain.steps < SpeedrunConfig().pretrain.steps
+
+
+def test_recipe_errors_name_the_key():
+    with pytest.raises(ConfigError, match="did you mean grpo.steps"):
+        load_speedrun_config(QUICK_RECIPE, ["grpo.step=3"])
+    with pytest.raises(ConfigError, match="grpo.group_size"):
+        load_speedrun_config(QUICK_RECIPE, ["grpo.group_size=1"])
+    with pytest.raises(ConfigError, match="data.sft_shortcut_share"):
+        load_speedrun_config(QUICK_RECIPE, ["data.sft_shortcut_share=2"])
+    assert speedrun_main(["--quick", "grpo.stepz=1"]) == 2
+
+
+def test_dry_run_lists_stages(capsys):
+    assert nanoseek_main(["speedrun", "--quick", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[grpo]" in out and "pretrain -> eval_pretrain -> sft" in out
+
+
+def test_missing_benchmark_file_is_a_clear_error(tmp_path, capsys):
+    code = speedrun_main(["--quick", "--out", str(tmp_path / "run"), "--gsm8k", str(tmp_path / "none.jsonl")])
+    assert code == 2
+    assert "--gsm8k: no file at" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_speedrun_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "speedrun"
+    cfg = load_speedrun_config(QUICK_RECIPE, ["run.progress=false"])
+    result = run_speedrun(cfg, out)
+
+    records = result["records"]
+    assert set(records) == {s.name for s in STAGES if s.name != "benchmarks"}
+    report = (out / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| stage | params | active params | tokens | time | device-hours | $ |")
+    assert "held-out pass@1" in table[0] and "cons@2" in table[0] and "mean response length" in table[0]
+    for name in MODEL_STAGES:
+        row = next(line for line in table if line.startswith(f"| {LABELS[name]} |"))
+        assert row.count("%") >= 2  # pass@1 and cons@k
+    for png in ("loss.png", "reward.png", "accuracy.png", "response_length.png"):
+        assert (out / png).stat().st_size > 1000 and f"]({png})" in report
+    assert "2.788M H800 GPU-hours" in report and "$0.55" in report and "$2.19" in report
+    assert "per million" in report and records["serving"]["output_usd_per_million"] > 0
+    assert "nanoseek chat --model" in report and "nanoseek arena serve --contestants" in report
+    student = json.loads((out / "stages" / "distill.json").read_text())
+    assert student["params"] == student["active_params"]  # dense
+    base = records["pretrain"]
+    assert base["active_params"] < base["params"]  # a mixture of experts
+
+    # a rerun skips every finished stage and rewrites the same table
+    capsys.readouterr()
+    again = run_speedrun(cfg, out)
+    err = capsys.readouterr().err
+    assert err.count("done before, skipped") == len(records)
+    assert again["records"]["grpo"] == records["grpo"]
+
+    # another recipe in the same directory is refused
+    with pytest.raises(SpeedrunError, match="different recipe"):
+        run_speedrun(load_speedrun_config(QUICK_RECIPE, ["grpo.steps=3"]), out)
