@@ -35,13 +35,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nanoseek.engine.quant import Int8Experts, Int8Linear, int8_matmul
+from nanoseek.engine.quant import HAS_INT8PACK, Int8Experts, Int8Linear, int8_matmul
 from nanoseek.model.attention import LatentCache
 from nanoseek.model.moe import MoE, RoutedExperts
 
 
-def _version(t: torch.Tensor) -> tuple:
-    return (t._version, t.data_ptr(), t.dtype, t.device)
+def _version(t: torch.Tensor) -> tuple[int, int]:
+    return (t._version, t.data_ptr())  # in-place updates bump the first; .to() / .data = move the second
+
+
+def _bf16(x: torch.Tensor) -> torch.Tensor | None:
+    """x in bfloat16 where `quant.int8_matmul` would use the int8 kernel (so one cast serves every
+    int8 matmul that reads x), else None."""
+    return x.to(torch.bfloat16) if HAS_INT8PACK and x.device.type == "cpu" and x.shape[-1] % 16 == 0 else None
+
+
+def _int8(x, xb, q, scale, scale_bf16, float_out: bool = True) -> torch.Tensor:
+    """`quant.int8_matmul(x, q, scale, scale_bf16)` with x's bfloat16 copy xb made beforehand (or None);
+    float_out=False may return bfloat16 (for a consumer that promotes it anyway)."""
+    if xb is None:
+        return int8_matmul(x, q, scale, scale_bf16)
+    y = torch._weight_int8pack_mm(xb, q, scale_bf16)
+    return y.to(x.dtype) if float_out else y
 
 
 class Mat:
@@ -65,16 +80,17 @@ class Mat:
         else:
             raise TypeError("fuse bias-free nn.Linear layers, or Int8Linear layers, not a mix")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, xb: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, in) -> (N, out); xb: x in bfloat16 when the caller has it (int8 only)."""
         if self.wt is not None:
             return x @ self.wt
-        return int8_matmul(x, self.q, self.scale, self.scale_bf16)
+        return _int8(x, _bf16(x) if xb is None else xb, self.q, self.scale, self.scale_bf16)
 
     def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """residual + x W^T, (N, out)."""
         if self.wt is not None:
             return torch.addmm(residual, x, self.wt)
-        return residual + self(x)
+        return residual.add_(_int8(x, _bf16(x), self.q, self.scale, self.scale_bf16, float_out=False))
 
 
 def _sources(module: nn.Module) -> list[torch.Tensor]:
@@ -141,31 +157,31 @@ class LayerWeights:
                     [self.router.float().t(), self.shared[0].wt], dim=1
                 ).contiguous()
         experts = mlp.experts
-        if isinstance(experts, Int8Experts):
-            self.experts_int8 = experts
+        if isinstance(experts, Int8Experts):  # per expert (q, scale, scale_bf16), listed once
+            ex = experts
+            self.experts_int8 = True
+            self.gu = list(
+                zip(ex.gate_up_q.unbind(0), ex.gate_up_scale.unbind(0), ex.gate_up_scale_bf16.unbind(0))
+            )
+            self.dn = list(zip(ex.down_q.unbind(0), ex.down_scale.unbind(0), ex.down_scale_bf16.unbind(0)))
         elif isinstance(experts, RoutedExperts):
-            self.experts_int8 = None
-            self.gu = torch.cat([experts.gate_proj.detach(), experts.up_proj.detach()], dim=-1)  # (E, C, 2I)
-            self.dn = experts.down_proj.detach()  # (E, I, C)
+            self.experts_int8 = False
+            gu = torch.cat([experts.gate_proj.detach(), experts.up_proj.detach()], dim=-1)  # (E, C, 2I)
+            self.gu, self.dn = gu.unbind(0), experts.down_proj.detach().unbind(0)  # E x (C, 2I), E x (I, C)
         else:
             raise TypeError(f"unknown experts module {type(experts).__name__}")
 
     # ------------------------------------------------------------------ MLPs
-    def expert_up(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """silu(gate) * up of expert e on rows x (n, C) -> (n, I)."""
-        if self.experts_int8 is None:
-            gu = x @ self.gu[e]
-        else:
-            ex = self.experts_int8
-            gu = int8_matmul(x, ex.gate_up_q[e], ex.gate_up_scale[e], ex.gate_up_scale_bf16[e])
+    def expert_up(self, e: int, x: torch.Tensor, xb: torch.Tensor | None) -> torch.Tensor:
+        """silu(gate) * up of expert e on rows x (n, C) (xb: their bfloat16 copy, int8) -> (n, I)."""
+        gu = _int8(x, xb, *self.gu[e]) if self.experts_int8 else x @ self.gu[e]
         i = gu.shape[-1] // 2
         return F.silu(gu[:, :i]) * gu[:, i:]
 
-    def expert_down(self, e: int, a: torch.Tensor) -> torch.Tensor:
-        if self.experts_int8 is None:
-            return a @ self.dn[e]
-        ex = self.experts_int8
-        return int8_matmul(a, ex.down_q[e], ex.down_scale[e], ex.down_scale_bf16[e])
+    def expert_down(self, e: int, a: torch.Tensor, float_out: bool = True) -> torch.Tensor:
+        if self.experts_int8:
+            return _int8(a, _bf16(a), *self.dn[e], float_out=float_out)
+        return a @ self.dn[e]
 
     def route(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Router logits (N, E) -> expert ids (N, K), weights (N, K): `moe.Router.forward`'s selection."""
@@ -186,6 +202,27 @@ class LayerWeights:
             weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
         return ids, weights * cfg.routed_scaling_factor
 
+    def route_one(self, logits: torch.Tensor) -> tuple[list[int], list[float]]:
+        """`route` for a single token on the host: one sync instead of ~15 tiny tensor ops. Affinities
+        and biased scores are the same float32 numbers; the group sums and the weights' normalization
+        run in float64 (a near-tie may break the other way, like any float-rounding difference)."""
+        cfg = self.cfg
+        scores = logits[0].sigmoid()
+        s, b = scores.tolist(), (scores + self.bias).tolist()
+        E, G = cfg.n_routed_experts, cfg.n_group
+        allowed = range(E)
+        if G > 1:
+            n = E // G
+            group = [sum(sorted(b[g * n : (g + 1) * n], reverse=True)[:2]) for g in range(G)]
+            top = sorted(range(G), key=lambda g: -group[g])[: cfg.topk_group]
+            allowed = [e for g in sorted(top) for e in range(g * n, (g + 1) * n)]
+        ids = sorted(allowed, key=lambda e: -b[e])[: cfg.num_experts_per_tok]
+        weights = [s[e] for e in ids]
+        if cfg.norm_topk_prob:
+            total = sum(weights) + 1e-20
+            weights = [w / total for w in weights]
+        return ids, [w * cfg.routed_scaling_factor for w in weights]
+
     def mlp(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """h + MLP(x): residual h (N, C), normalized input x (N, C)."""
         if not self.moe:
@@ -198,39 +235,46 @@ class LayerWeights:
             logits, shared_gu = both[:, :E], both[:, E:]
         else:
             logits, shared_gu = x @ self.router.t(), None
-        ids, weights = self.route(logits)
+        N = x.shape[0]
+        xb = _bf16(x) if self.experts_int8 or shared_gu is None else None
         if self.shared is not None:
             if shared_gu is None:
-                shared_gu = self.shared[0](x)
+                shared_gu = self.shared[0](x, xb)
             i = shared_gu.shape[-1] // 2
             out = self.shared[1].add_to(h, F.silu(shared_gu[:, :i]) * shared_gu[:, i:])
         else:
             out = h.clone()
-        N, K = ids.shape
-        id_list = ids.tolist()
         if N == 1:  # one token: its K experts, weighted into the residual one by one
-            for e, w in zip(id_list[0], weights[0].tolist()):
-                a = self.expert_up(e, x)
-                if self.experts_int8 is None:
-                    out.addmm_(a, self.dn[e], alpha=w)
+            for e, w in zip(*self.route_one(logits)):
+                a = self.expert_up(e, x, xb)
+                if self.experts_int8:
+                    out.add_(self.expert_down(e, a, float_out=False), alpha=w)
                 else:
-                    out.add_(self.expert_down(e, a), alpha=w)
+                    out.addmm_(a, self.dn[e], alpha=w)
             return out
+        ids, weights = self.route(logits)
+        K = ids.shape[1]
+        id_list = ids.tolist()
         flat = [e for row in id_list for e in row]
         order = sorted(range(N * K), key=flat.__getitem__)  # (token, expert) pairs grouped by expert
         order_t = torch.tensor(order, device=x.device)
         token_of = order_t // K
         xs = x.index_select(0, token_of)  # (N*K, C)
-        ys, start = [], 0
+        xsb = xb.index_select(0, token_of) if xb is not None else None
+        ys, start = torch.empty_like(xs), 0  # (N*K, C): each expert writes its rows in place
         while start < len(order):
             e = flat[order[start]]
             end = start + 1
             while end < len(order) and flat[order[end]] == e:
                 end += 1
-            ys.append(self.expert_down(e, self.expert_up(e, xs[start:end])))
+            a = self.expert_up(e, xs[start:end], xsb[start:end] if xsb is not None else None)
+            if self.experts_int8:
+                ys[start:end] = self.expert_down(e, a, float_out=False)
+            else:
+                torch.mm(a, self.dn[e], out=ys[start:end])
             start = end
-        y = torch.cat(ys) * weights.view(-1).index_select(0, order_t)[:, None]
-        return out.index_add_(0, token_of, y)
+        ys.mul_(weights.view(-1).index_select(0, order_t)[:, None])
+        return out.index_add_(0, token_of, ys)
 
     # ------------------------------------------------------------------ attention
     def attention(self, h: torch.Tensor, x: torch.Tensor, step: DecodeStep, kv: torch.Tensor) -> torch.Tensor:
@@ -305,18 +349,28 @@ class FastDecoder:
         self.model = model
         self.layers: list[LayerWeights | None] = [None] * len(model.layers)
         self.keys: list[tuple | None] = [None] * len(model.layers)
+        # each block's source tensors, listed once (walking the modules every step costs ~0.3 ms a layer)
+        self.sources = [_sources(block) for block in model.layers]
+        self.all_sources = [t for tensors in self.sources for t in tensors]
+        self.key: tuple[int, int] | None = None
 
     def supports(self, cache: LatentCache) -> bool:
         """fp32 models (weights int8 or fp32) with an fp32 cache; anything else takes the model's path."""
         emb = self.model.embed_tokens.weight
         return emb.dtype == torch.float32 and cache.kv[0].dtype == torch.float32
 
-    def layer(self, i: int) -> LayerWeights:
-        block = self.model.layers[i]
-        key = tuple(_version(t) for t in _sources(block))
-        if self.keys[i] != key:
-            self.layers[i], self.keys[i] = LayerWeights(block), key
-        return self.layers[i]
+    def refresh(self) -> None:
+        """Rebuild the fused weights of every block whose source tensors changed since the last step
+        (one cheap sum over all of them per step; per-block keys only when it moved)."""
+        tensors = self.all_sources
+        key = (sum(t._version for t in tensors), sum(t.data_ptr() for t in tensors))
+        if key == self.key:
+            return
+        for i, block in enumerate(self.model.layers):
+            block_key = tuple(_version(t) for t in self.sources[i])
+            if self.keys[i] != block_key:
+                self.layers[i], self.keys[i] = LayerWeights(block), block_key
+        self.key = key
 
     @torch.no_grad()
     def hidden(
@@ -330,6 +384,7 @@ class FastDecoder:
         cos, sin = model.rotary(pos_t)  # (N, Dr/2)
         step = DecodeStep(positions, slots, cos, sin)
         h = model.embed_tokens(torch.tensor(tokens, device=device))  # (N, C)
-        for i in range(len(model.layers)):
-            h = self.layer(i).forward(h, step, cache.kv[i])
+        self.refresh()
+        for layer, kv in zip(self.layers, cache.kv):
+            h = layer.forward(h, step, kv)
         return h
