@@ -6,10 +6,11 @@ same weights, same batch, in one process.
     OMP_NUM_THREADS=1 python bench/model_bench.py --sizes d4 --profile              # where the time goes
 
 For each size it reports training-step throughput (forward + backward, tokens/s), forward latency
-(ms per batch), the ratios nanoseek / transformers, and MFU of both against this machine's fp32
-matmul peak. The two models alternate step by step (ours, theirs, ours, ...), so a change in the
-machine's load hits both; the figures are medians over --steps timed repetitions after --warmup
-untimed ones. Read the ratios: on a shared machine absolute speeds move with the load.
+(ms per batch), the speedups of nanoseek over transformers, and MFU of both against this machine's
+fp32 matmul peak. The two models alternate step by step (ours, theirs, ours, ...), so a change in
+the machine's load hits both; speeds are medians over --steps timed repetitions after --warmup
+untimed ones, and each speedup is the median of the per-pair ratios (theirs / ours for back-to-back
+steps). Read the speedups: on a shared machine absolute speeds move with the load.
 
 Fair comparison: the same config with MTP off in both (transformers' DeepseekV3ForCausalLM has no MTP
 layers; it drops them when loading), the same fp32 weights (random: our init zeroes the output
@@ -68,8 +69,8 @@ def randomize(model: torch.nn.Module) -> None:
             p.normal_(0, 0.02)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], steps: int, warmup: int) -> dict[str, float]:
-    """Median seconds of each fn, run alternately (a, b, a, b, ...) so load changes hit all alike."""
+def interleaved(fns: dict[str, Callable[[], object]], steps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each run of each fn, run alternately (a, b, a, b, ...) so load changes hit all alike."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -79,7 +80,13 @@ def interleaved(fns: dict[str, Callable[[], object]], steps: int, warmup: int) -
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def paired_speedup(times: dict[str, list[float]]) -> float:
+    """Median over repetitions of theirs / ours for back-to-back runs: each pair saw about the same
+    load, so this is steadier on a shared machine than the ratio of the two medians."""
+    return statistics.median(t / o for o, t in zip(times["ours"], times["theirs"]))
 
 
 def build(name: str, batch: int, seq: int):
@@ -124,6 +131,8 @@ def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int) -> dict
     with torch.no_grad():
         fwd = interleaved({"ours": lambda: ours(ids), "theirs": lambda: theirs(ids)}, steps, warmup)
     peak = max(peak_before, matmul_peak())
+    speedup, fwd_speedup = paired_speedup(train), paired_speedup(fwd)
+    train, fwd = ({k: statistics.median(v) for k, v in d.items()} for d in (train, fwd))
     acct = account(cfg, seq_len=seq)
     flops = acct.train_flops_per_token * batch * seq  # per step, full-context attention (MFU convention)
     attention = (
@@ -136,6 +145,8 @@ def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int) -> dict
         "active": acct.active_params,
         "ours_tok_s": batch * seq / train["ours"],
         "hf_tok_s": batch * seq / train["theirs"],
+        "speedup": speedup,
+        "fwd_speedup": fwd_speedup,
         "ours_fwd_ms": fwd["ours"] * 1000,
         "hf_fwd_ms": fwd["theirs"] * 1000,
         "mfu": flops / train["ours"] / peak,
@@ -187,6 +198,10 @@ def profile_size(name: str, batch: int, seq: int, rows: int) -> None:
         print(
             " | ".join(f"{c} {100 * t / total:.1f}%" for c, t in sorted(by_cat.items(), key=lambda x: -x[1]))
         )
+        share = by_cat["matmul"] / total
+        print(
+            f"matmul kernels take {100 * share:.1f}%: with all else free the step would be {1 / share:.2f}x faster"
+        )
         print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=36))
         print(
             prof.key_averages(group_by_input_shape=True).table(
@@ -221,8 +236,8 @@ def main() -> None:
         f"batch {args.batch} x seq {args.seq}, median of {args.steps} interleaved steps after {args.warmup} warmup\n"
     )
     header = (
-        "| size | total / active params | train tok/s nanoseek | transformers | ratio | fwd ms nanoseek "
-        "| transformers | ratio | MFU nanoseek | transformers | ceiling | fp32 peak |"
+        "| size | total / active params | train tok/s nanoseek | transformers | speedup | fwd ms nanoseek "
+        "| transformers | speedup | MFU nanoseek | transformers | ceiling | fp32 peak |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
@@ -230,8 +245,8 @@ def main() -> None:
         r = bench_size(name, args.batch, args.seq, args.steps, args.warmup)
         print(
             f"| {r['size']} | {r['total'] / 1e6:.1f}M / {r['active'] / 1e6:.1f}M "
-            f"| {r['ours_tok_s']:.0f} | {r['hf_tok_s']:.0f} | {r['ours_tok_s'] / r['hf_tok_s']:.2f}x "
-            f"| {r['ours_fwd_ms']:.1f} | {r['hf_fwd_ms']:.1f} | {r['hf_fwd_ms'] / r['ours_fwd_ms']:.2f}x "
+            f"| {r['ours_tok_s']:.0f} | {r['hf_tok_s']:.0f} | {r['speedup']:.2f}x "
+            f"| {r['ours_fwd_ms']:.1f} | {r['hf_fwd_ms']:.1f} | {r['fwd_speedup']:.2f}x "
             f"| {percent(r['mfu'])} | {percent(r['hf_mfu'])} | {r['ceiling']:.2f}x | {r['peak'] / 1e9:.1f} GFLOP/s |",
             flush=True,
         )
