@@ -90,8 +90,8 @@ class Parsed(Exception):
     """Raised by argparse once the outermost parse of a command line succeeded."""
 
 
-@pytest.fixture
-def stop_after_parsing(monkeypatch):
+def stop_after_parsing(monkeypatch) -> None:
+    """Make argparse raise `Parsed` when the outermost parse of a command line succeeds."""
     depth = {"n": 0}
 
     def wrap(original):
@@ -163,14 +163,16 @@ def test_the_docs_show_commands():
 
 
 @pytest.mark.parametrize(("doc", "command"), ALL, ids=[f"{d}: {c[:60]}" for d, c in ALL])
-def test_command_runs_as_written(doc, command, scratch, stop_after_parsing, monkeypatch):
+def test_command_runs_as_written(doc, command, scratch, monkeypatch):
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     argv = argv_of(command)
     check_recipes(argv)
     real = any(f" {marker}" in f" {' '.join(argv[1:])}" for marker in RUN_FOR_REAL)
+    if not real:
+        stop_after_parsing(monkeypatch)
     try:
         run(argv)
     except Parsed:
-        assert not real or "--help" in argv, f"{command}: stopped at parsing, expected to run"
+        pass
     except SystemExit as e:
         assert e.code in (0, None), f"{doc}: `{command}` exited with {e.code}"
