@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_engine import greedy, ragged_prompts, random_model, run, tiny_config
 
-from nanoseek.engine import Engine
+from nanoseek.engine import Engine, decode
 from nanoseek.engine.decode import FastDecoder
 from nanoseek.engine.naive import naive_generate
 from nanoseek.engine.quant import quantize_int8
@@ -46,7 +46,7 @@ def prefilled(model, lengths, slots):
     [([7], [3]), ([5, 9, 2, 9], [4, 0, 6, 1]), ([6, 6, 6], [2, 3, 4])],
     ids=["one", "ragged", "range"],
 )
-def test_fast_decode_equals_the_models_cached_forward(variant, int8, lengths, slots):
+def test_fast_decode_equals_the_models_cached_forward(variant, int8, lengths, slots, monkeypatch):
     model = random_model(tiny_config(**VARIANTS[variant]), seed=2)
     if int8:
         model = quantize_int8(model)
@@ -56,7 +56,8 @@ def test_fast_decode_equals_the_models_cached_forward(variant, int8, lengths, sl
         ref, _ = model.hidden_states(
             torch.tensor(tokens)[:, None], torch.tensor(lengths)[:, None], ref_cache, torch.tensor(slots)
         )
-    fast = FastDecoder(model)
+    monkeypatch.setattr(decode, "PREFETCH_MIN_BYTES", 0)  # exercise the prefetch reads on tiny weights
+    fast = FastDecoder(model, prefetch=len(lengths) != 3)
     assert fast.supports(fast_cache)
     h = fast.hidden(tokens, lengths, slots, fast_cache)
     torch.testing.assert_close(h, ref[:, 0], atol=2e-4, rtol=2e-4)
