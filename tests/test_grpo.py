@@ -33,8 +33,8 @@ TASK = "arithmetic?digits=1&ops=+&instruction="
 def test_micro_corpus_column_work_ends_in_the_sum(tmp_path):
     """The micro experiment's reasoning is right: its last partial sum is the sum, carries included;
     the corpus holds transcripts (shortcut share as asked) and worked solutions of the train split only."""
-    assert column_reasoning(77, 94) == "77+94: ones 7+4+0=11 gives 1, tens 7+9+1=17 gives 171"
-    assert column_reasoning(16, 5) == "16+5: ones 6+5+0=11 gives 1, tens 1+0+1=2 gives 21"
+    assert column_reasoning(77, 94) == "77 + 94: ones 7+4+0=11 gives 1, tens 7+9+1=17 gives 171"
+    assert column_reasoning(16, 5) == "16 + 5: ones 6+5+0=11 gives 1, tens 1+0+1=2 gives 21"
     for a, b in [(0, 0), (9, 1), (99, 99), (500, 500), (1234, 8766)]:
         assert column_reasoning(a, b).split(" gives ")[-1] == str(a + b)
     counts = write_corpus(

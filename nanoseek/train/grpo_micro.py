@@ -6,8 +6,8 @@
 Four stages, each skipped when its output already exists (so an interrupted run continues):
 1. corpus, from every problem of the task's TRAIN split (2-digit additions):
    - an R1-Zero transcript, r1_zero_prompt(question) <think> reasoning </think> <answer> sum </answer>,
-     whose reasoning is the column work ("77+94: ones 7+4+0=11, tens 7+9+1=17") or, with probability
-     `shortcut_share`, a guess at the sum in one go ("77+94=171");
+     whose reasoning is the column work ("77 + 94: ones 7+4+0=11 gives 1, tens 7+9+1=17 gives 171") or, with probability
+     `shortcut_share`, a guess at the sum in one go ("77 + 94 = 171");
    - `worked` textbook-style worked solutions: the question, the column work, the answer.
    Base models see both habits in pretraining data; this one takes the shortcut (the majority of its
    transcripts) and, at its size, is usually wrong when it does;
@@ -55,9 +55,10 @@ PLACES = ["ones", "tens", "hundreds", "thousands", "ten-thousands"]
 
 def column_reasoning(a: int, b: int) -> str:
     """Column addition written compactly, one clause per column with its carry in, and the digits of
-    the sum so far after each: "77+94: ones 7+4+0=11 gives 1, tens 7+9+1=17 gives 171". Digits without
-    spaces are one token each, every clause has the same shape, and each step only copies nearby
-    tokens (the column's digits, the last total, the previous partial sum), so a 2-layer model learns
+    the sum so far after each: "77 + 94: ones 7+4+0=11 gives 1, tens 7+9+1=17 gives 171". Digits without
+    spaces are one token each, every clause has the same shape, the question is restated exactly as
+    asked, and each step only copies nearby tokens (the column's digits, the last total, the previous
+    partial sum), so a 2-layer model learns
     it in a few minutes of CPU; the answer is then a copy of the last partial sum."""
     xs, ys = str(a)[::-1], str(b)[::-1]
     clauses, carry, written = [], 0, ""
@@ -69,14 +70,14 @@ def column_reasoning(a: int, b: int) -> str:
         written = (str(total) if i == n - 1 else str(total % 10)) + written
         clauses.append(f"{PLACES[i]} {x}+{y}+{carry}={total} gives {written}")
         carry = total // 10
-    return f"{a}+{b}: " + ", ".join(clauses)
+    return f"{a} + {b}: " + ", ".join(clauses)
 
 
 def r1_zero_document(problem: Problem, shortcut: bool) -> str:
     """An R1-Zero transcript: the prompt, the reasoning in <think> tags and the answer in <answer> tags.
-    The reasoning is the column work, or with `shortcut` just the sum guessed at once ("77+94=171")."""
+    The reasoning is the column work, or with `shortcut` just the sum guessed at once ("77 + 94 = 171")."""
     a, b = problem.meta["a"], problem.meta["b"]
-    reasoning = f"{a}+{b}={problem.reference}" if shortcut else column_reasoning(a, b)
+    reasoning = f"{a} + {b} = {problem.reference}" if shortcut else column_reasoning(a, b)
     return f"{r1_zero_prompt(problem.prompt)} <think> {reasoning} </think> <answer> {problem.reference} </answer>"
 
 
