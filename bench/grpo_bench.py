@@ -14,7 +14,8 @@ sides do the full update; `--verifier` uses the task's verifier instead), beta =
 (no reference model), mu = 1, micro-batches of 32 sequences, one AdamW step per batch of rollouts,
 fp32 on the CPU with the same number of threads. A step is everything: generation, scoring, forward,
 backward and the optimizer. The first --warmup steps of each are not timed; the median of the rest is
-reported. (Prompt token ids differ slightly: TRL's tokenizer turns the template's "<think>" text into the
+reported; nanoseek's steps are timed before and after TRL's, so a change in the machine's load during
+the run hits both sides. (Prompt token ids differ slightly: TRL's tokenizer turns the template's "<think>" text into the
 control token, nanoseek encodes it as plain text like the pretraining corpus.)
 """
 
@@ -53,7 +54,7 @@ def build_model(out: Path) -> Path:
     return model_dir
 
 
-def bench_nanoseek(model_dir: Path, out: Path, args) -> list[float]:
+def nanoseek_trainer(model_dir: Path, out: Path, args):
     from nanoseek.train.grpo import GRPOTrainer
     from nanoseek.train.grpo_config import load_grpo_config
 
@@ -71,15 +72,19 @@ def bench_nanoseek(model_dir: Path, out: Path, args) -> list[float]:
             "rollout.stop=[]",
             "grpo.micro_batch=32",
             "grpo.eps_high=0.28",
-            f"train.max_steps={args.warmup + args.steps}",
+            f"train.max_steps={args.warmup + 2 * args.steps}",
             "train.lr=1e-3",
             "eval.problems=1",
             f"reward.random={'false' if args.verifier else 'true'}",
         ],
     )
-    trainer = GRPOTrainer(cfg)
+    return GRPOTrainer(cfg)
+
+
+def bench_nanoseek(trainer, steps: int, warmup: int = 0) -> list[float]:
+    """Seconds of each of `steps` GRPO steps after `warmup` untimed ones."""
     times = []
-    for _ in range(args.warmup + args.steps):
+    for _ in range(warmup + steps):
         t0 = time.perf_counter()
         record = trainer.train_step()
         times.append(time.perf_counter() - t0)
@@ -88,7 +93,7 @@ def bench_nanoseek(model_dir: Path, out: Path, args) -> list[float]:
             f"generation {record['gen_seconds']:.2f}s, update {record['train_seconds']:.2f}s)",
             flush=True,
         )
-    return times[args.warmup :]
+    return times[warmup:]
 
 
 def bench_trl(model_dir: Path, out: Path, args) -> list[float]:
@@ -190,8 +195,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"model {model_dir}; {args.prompts} prompts x G={args.group}, <= {args.tokens} new tokens",
             flush=True,
         )
-        ours = bench_nanoseek(model_dir, out, args)
+        # nanoseek, TRL, nanoseek again: a change in the machine's load during the run hits both sides
+        trainer = nanoseek_trainer(model_dir, out, args)
+        ours = bench_nanoseek(trainer, args.steps, args.warmup)
         theirs = [] if args.skip_trl else bench_trl(model_dir, out, args)
+        ours += bench_nanoseek(trainer, args.steps)
     result = {
         "prompts": args.prompts,
         "group": args.group,

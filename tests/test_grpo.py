@@ -255,15 +255,28 @@ def test_prompts_for_both_templates(base, task_and_problems):
 
 
 def test_completion_logprobs_match_a_plain_forward(base):
+    """Prompts shared by several samples are forwarded once; log-probs and their gradient still equal
+    one plain forward of prompt + completion per row (ragged prompts and completions)."""
     model = DeepSeekV3.from_pretrained(base)
-    prompts, completions = [[0, 5, 6, 7], [0, 9]], [[11, 12], [13, 14, 15]]
+    prompts = [[0, 5, 6, 7], [0, 9], [0, 5, 6, 7], [0, 5, 6, 7]]
+    completions = [[11, 12], [13, 14, 15], [16], [11, 17, 18]]
     logp, entropy, mask = completion_logprobs(model, prompts, completions, pad_id=2)
-    assert mask.tolist() == [[True, True, False], [True, True, True]]
+    assert mask.tolist() == [[True, True, False], [True, True, True], [True, False, False], [True] * 3]
+    (logp * mask).sum().backward()
+    shared = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    total = 0
     for i, (p, c) in enumerate(zip(prompts, completions)):
         full = model(torch.tensor([p + c]))[0].log_softmax(-1)
-        want = [full[len(p) - 1 + j, t] for j, t in enumerate(c)]
-        assert logp[i, : len(c)].tolist() == pytest.approx([w.item() for w in want], abs=1e-5)
+        want = torch.stack([full[len(p) - 1 + j, t] for j, t in enumerate(c)])
+        assert logp[i, : len(c)].tolist() == pytest.approx(want.tolist(), abs=1e-5)
         assert (entropy[i, : len(c)] > 0).all()
+        total = total + want.sum()
+    total.backward()
+    plain = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert shared.keys() == plain.keys()
+    for name in plain:
+        torch.testing.assert_close(shared[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("aggregation", ["grpo", "dapo", "dr_grpo"])

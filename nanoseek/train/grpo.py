@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from nanoseek.engine import Engine
 from nanoseek.eval.config import parse_task_spec
-from nanoseek.model import DeepSeekV3, account
+from nanoseek.model import DeepSeekV3, LatentCache, account
 from nanoseek.tokenizer import Tokenizer
 from nanoseek.train import checkpointing as ckpt_io
 from nanoseek.train.config import ConfigError
@@ -68,25 +68,43 @@ def completion_logprobs(
     """logp (B, L) of each completion token given its prompt and the tokens before it, the policy's
     entropy (B, L) at those positions (no gradient), and the mask (B, L) of real completion tokens.
 
-    Rows are prompt + completion, right-padded to T; completion token j of row i sits at position
-    p_i + j and is predicted from the hidden state at p_i + j - 1, so the output head runs on the
-    (B, L) gathered states only, not on the prompt."""
+    The G samples of a group share their prompt, so the prompt is forwarded once (prefix sharing, as
+    the engine does when it samples): U distinct prompts, right-padded to P, run through the model
+    writing their latents into a cache; each row's cache is then its prompt's latents (a gather, so
+    gradients flow back into the shared prompt) followed by its own completion, right-padded to L, at
+    positions p_i .. p_i + L - 1. Completion token j is predicted from the hidden state at p_i + j - 1:
+    the prompt's last state for j = 0, the completion's state j - 1 after that, and the output head
+    runs on those (B, L) states only. Exact: the same attention as one forward of prompt + completion."""
     device = model.device
-    B = len(prompts)
+    dtype = next(model.parameters()).dtype
+    distinct: dict[tuple[int, ...], int] = {}
+    owner = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts])  # (B,)
+    B, U = len(prompts), len(distinct)
     p_len = torch.tensor([len(p) for p in prompts])
     c_len = torch.tensor([len(c) for c in completions])
-    T, L = int((p_len + c_len).max()), int(c_len.max())
-    ids = torch.full((B, T), pad_id, dtype=torch.long)
-    targets = torch.full((B, L), pad_id, dtype=torch.long)
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-        targets[i, : len(c)] = torch.tensor(c)
-    ids, targets = ids.to(device), targets.to(device)
-    h, _ = model.hidden_states(ids)  # (B, T, C)
-    where = (p_len[:, None] - 1 + torch.arange(L)[None, :]).clamp(max=T - 1).to(device)  # (B, L)
-    h = h.gather(1, where[..., None].expand(B, L, h.shape[-1]))  # (B, L, C)
+    P, L = int(p_len.max()), int(c_len.max())
+    prompt_ids = torch.full((U, P), pad_id, dtype=torch.long)
+    for p, u in distinct.items():
+        prompt_ids[u, : len(p)] = torch.tensor(p)
+    completion_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    for i, c in enumerate(completions):
+        completion_ids[i, : len(c)] = torch.tensor(c)
+    prompt_ids, completion_ids, owner = prompt_ids.to(device), completion_ids.to(device), owner.to(device)
+
+    # 1. the distinct prompts, once each: (U, P, C), their latents in cache slots 0 .. U-1
+    prefix = LatentCache(model.config, U, P, device=device, dtype=dtype)
+    positions = torch.arange(P, device=device).expand(U, P)
+    h_prompt, _ = model.hidden_states(prompt_ids, positions, prefix, torch.arange(U, device=device))
+    # 2. fork: row i's cache starts as its prompt's (U -> B rows), with room for its completion
+    rows = LatentCache(model.config, B, P + L, device=device, dtype=dtype)
+    rows.kv = [torch.cat([kv[owner], kv.new_zeros(B, L, kv.shape[-1])], dim=1) for kv in prefix.kv]
+    positions = p_len.to(device)[:, None] + torch.arange(L, device=device)[None, :]  # (B, L)
+    h_completion, _ = model.hidden_states(completion_ids, positions, rows, torch.arange(B, device=device))
+    # 3. the states that predict completion tokens 0 .. L-1
+    last = h_prompt[owner, p_len.to(device) - 1]  # (B, C)
+    h = torch.cat([last[:, None], h_completion[:, : L - 1]], dim=1)  # (B, L, C)
     logp_all = model.lm_head(model.norm(h)).float().log_softmax(-1)  # (B, L, V)
-    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)  # (B, L)
+    logp = logp_all.gather(-1, completion_ids[..., None]).squeeze(-1)  # (B, L)
     with torch.no_grad():
         entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, L)
     mask = (torch.arange(L)[None, :] < c_len[:, None]).to(device)
