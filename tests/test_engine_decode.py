@@ -93,3 +93,17 @@ def test_other_dtypes_take_the_models_path():
     assert engine.runner.fast is None
     prompts = ragged_prompts([4, 6], seed=8)
     assert run(engine, prompts, greedy(5)) == naive_generate(model, prompts, 5)
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_fast_logits_equal_the_models_head(int8, monkeypatch):
+    model = random_model(tiny_config(vocab_size=304), seed=9)  # int8 head chunks of 64 rows, the last short
+    if int8:
+        model = quantize_int8(model)
+    monkeypatch.setattr(decode, "HEAD_CHUNK", 64)
+    h = torch.randn(3, 2, model.config.hidden_size)
+    with torch.no_grad():
+        expected = model.lm_head(model.norm(h)).float()
+    got = FastDecoder(model, prefetch=True).logits(h)
+    assert got.shape == (3, 2, 304)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

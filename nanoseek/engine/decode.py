@@ -60,6 +60,7 @@ def _int8(x, xb, q, scale, scale_bf16, float_out: bool = True) -> torch.Tensor:
 
 
 PREFETCH_MIN_BYTES = 128 * 1024  # smaller weights are cheap enough to fetch on demand
+HEAD_CHUNK = 1024  # rows of an int8 output head per prefetched matmul (640 KiB at C = 640)
 
 
 def touch(t: torch.Tensor) -> None:
@@ -403,6 +404,8 @@ class FastDecoder:
         self.sources = [_sources(block) for block in model.layers]
         self.all_sources = [t for tensors in self.sources for t in tensors]
         self.key: tuple[int, int] | None = None
+        self.head_key: tuple[int, int] | None = None
+        self.head_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def supports(self, cache: LatentCache) -> bool:
         """fp32 models (weights int8 or fp32) with an fp32 cache; anything else takes the model's path."""
@@ -421,6 +424,27 @@ class FastDecoder:
             if self.keys[i] != block_key:
                 self.layers[i], self.keys[i] = LayerWeights(block, self.prefetch), block_key
         self.key = key
+
+    @torch.no_grad()
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (..., V) in fp32 of final hidden states (..., C). An int8 head with
+        prefetch runs in row chunks of HEAD_CHUNK tokens, each read once before its matmul (the
+        same per-token arithmetic; ~1.2x at batch 1, up to 2x at batch 16 for d10's 16k x 640 head)."""
+        model = self.model
+        x, head = model.norm(h), model.lm_head
+        xb = _bf16(x) if self.prefetch and isinstance(head, Int8Linear) else None
+        if xb is None:
+            return head(x).float()
+        key = (head.qweight.data_ptr(), head.scale_bf16.data_ptr())
+        if self.head_key != key:
+            self.head_chunks = list(zip(head.qweight.split(HEAD_CHUNK), head.scale_bf16.split(HEAD_CHUNK)))
+            self.head_key = key
+        xb = xb.reshape(-1, x.shape[-1])
+        outs = []
+        for q, scale in self.head_chunks:
+            touch(q)
+            outs.append(torch._weight_int8pack_mm(xb, q, scale))
+        return torch.cat(outs, dim=1).float().view(*x.shape[:-1], -1)
 
     @torch.no_grad()
     def hidden(

@@ -95,6 +95,8 @@ class ModelRunner:
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Next-token logits (..., V) of final hidden states (..., C)."""
+        if self.fast is not None:
+            return self.fast.logits(h)
         return self.model.lm_head(self.model.norm(h)).float()
 
     def mtp_hidden(
