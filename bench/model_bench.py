@@ -1,7 +1,7 @@
 """Model benchmark: nanoseek's DeepSeekV3 against transformers' DeepseekV3ForCausalLM, same config,
 same weights, same batch, in one process.
 
-    OMP_NUM_THREADS=1 python bench/model_bench.py                 # ~5M, ~17M, ~90M (presets d4, d6, d10)
+    OMP_NUM_THREADS=1 python bench/model_bench.py                 # ~5M, ~15M, ~85M (presets d4, d6, d10)
     OMP_NUM_THREADS=1 python bench/model_bench.py --sizes d4 --steps 5 --warmup 1   # quicker
     OMP_NUM_THREADS=1 python bench/model_bench.py --sizes d4 --profile              # where the time goes
 

@@ -436,3 +436,19 @@ def test_initial_loss_is_uniform_and_training_reduces_it():
         opt.step()
         model.update_router_biases()
     assert model(ids, targets=targets).lm.item() < 0.6 * math.log(cfg.vocab_size)
+
+
+def test_training_step_runs_under_bf16_autocast_and_in_bf16():
+    """The hand-written expert, norm and loss backwards follow autocast's dtype (and a bf16 model's)."""
+    model = random_model(tiny_config()).train()
+    ids = torch.randint(0, 300, (2, 140))
+    targets = torch.roll(ids, -1, dims=1)
+    fp32 = model(ids, targets=targets).total.item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(ids, targets=targets)
+    losses.total.backward()
+    assert losses.total.item() == pytest.approx(fp32, rel=0.05)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    bf16 = random_model(tiny_config()).to(torch.bfloat16).train()
+    bf16(ids, targets=targets).total.backward()
+    assert all(p.grad.dtype == torch.bfloat16 for p in bf16.parameters() if p.grad is not None)

@@ -4,10 +4,11 @@
     y = linear(x, attn.o_proj)                                        # one layer
     z = matmul_nt(a, w)                                               # a @ w^T, a (M, K), w (N, K)
 
-Why: on this project's CPUs (fp32, AVX-512) oneDNN's linear measured 5-20% (at times 2x) faster
-than the MKL sgemm that F.linear and torch.mm call, for the training shapes forward (x W^T) and
-grad-input (dy W); MKL stays for the weight gradient (dy^T x), where the two were even. `_Linear`
-wires oneDNN into autograd:
+Why: on this project's CPU (AMD EPYC, fp32, one thread) oneDNN's linear measured 5-20% faster
+than the MKL sgemm that F.linear and torch.mm call on most of the training shapes, forward (x W^T)
+and grad-input (dy W) (slower on one, (2048, 640) x (640, 320)); MKL stays for the weight gradient
+(dy^T x), whose operands oneDNN's linear would need as transposed copies. `_Linear` wires oneDNN
+into autograd:
 
     forward   y  = x W^T        oneDNN          x (.., in), W (out, in)
     backward  dx = dy W         oneDNN (W^T as the weight)

@@ -103,9 +103,13 @@ class RoutedExperts(nn.Module):
             h = F.silu(_grouped_mm(xs, self.gate_proj, offsets)) * _grouped_mm(xs, self.up_proj, offsets)
             ys = _grouped_mm(h, self.down_proj, offsets)
         else:
-            ys = _ExpertsFFN.apply(xs, self.gate_proj, self.up_proj, self.down_proj, counts.tolist())
+            # under autocast compute in its dtype, as the matmuls the Function replaces would have
+            device = x.device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+            params = (w.to(dtype) for w in (self.gate_proj, self.up_proj, self.down_proj))
+            ys = _ExpertsFFN.apply(xs.to(dtype), *params, counts.tolist())
         ys = ys * weights.flatten()[order, None].to(ys.dtype)
-        return torch.zeros_like(x).index_add_(0, token_of, ys)
+        return torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
 
 
 class _ExpertsFFN(torch.autograd.Function):
