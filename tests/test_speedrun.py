@@ -57,14 +57,26 @@ def test_missing_benchmark_file_is_a_clear_error(tmp_path, capsys):
 def test_quick_speedrun_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "speedrun"
     cfg = load_speedrun_config(QUICK_RECIPE, ["run.progress=false"])
-    result = run_speedrun(cfg, out)
+    gsm8k, math500 = tmp_path / "gsm8k.jsonl", tmp_path / "math500.jsonl"
+    gsm8k.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} + 1?", "answer": f"so\n#### {i + 1}"}) + "\n"
+            for i in range(3)
+        )
+    )
+    math500.write_text(
+        "".join(json.dumps({"problem": f"Compute ${i} + 2$.", "answer": str(i + 2)}) + "\n" for i in range(3))
+    )
+    benchmarks = {"gsm8k": str(gsm8k), "math500": str(math500)}
+    result = run_speedrun(cfg, out, benchmarks)
 
     records = result["records"]
-    assert set(records) == {s.name for s in STAGES if s.name != "benchmarks"}
+    assert set(records) == {s.name for s in STAGES}
     report = (out / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| stage | params | active params | tokens | time | device-hours | $ |")
     assert "held-out pass@1" in table[0] and "cons@2" in table[0] and "mean response length" in table[0]
+    assert "gsm8k pass@1" in table[0] and "math500 pass@1" in table[0] and "near zero" in report
     for name in MODEL_STAGES:
         row = next(line for line in table if line.startswith(f"| {LABELS[name]} |"))
         assert row.count("%") >= 2  # pass@1 and cons@k
@@ -80,7 +92,7 @@ def test_quick_speedrun_end_to_end_and_resume(tmp_path, capsys):
 
     # a rerun skips every finished stage and rewrites the same table
     capsys.readouterr()
-    again = run_speedrun(cfg, out)
+    again = run_speedrun(cfg, out, benchmarks)
     err = capsys.readouterr().err
     assert err.count("done before, skipped") == len(records)
     assert again["records"]["grpo"] == records["grpo"]

@@ -108,7 +108,7 @@ class DistillSection:
     problems: int = 1000  # train problems the teacher (the GRPO model) solves
     k: int = 2  # teacher samples per problem; rejection sampling keeps one verified trace
     student_depth: int = 2  # a dense DeepSeek-V3 (no routed experts)
-    student_hidden: int = 128
+    student_hidden: int = 96
     steps: int = 400
     batch_size: int = 16
     lr: float = 3e-3

@@ -10,6 +10,7 @@ rollout length per step; mean held-out response length per stage).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,13 @@ from nanoseek.train.report import read_metrics
 
 V3_PARAMS = (671e9, 37e9)  # total, active per token (DeepSeek-V3 technical report)
 V3_TOKENS = 14.8e12  # pretraining tokens
+SHORT = {
+    "pretrain": "MoE base",
+    "student_base": "dense base",
+    "sft": "SFT",
+    "grpo": "GRPO",
+    "distill": "student",
+}
 
 
 def _pct(x: float | None) -> str:
@@ -68,7 +76,7 @@ def plots(ctx: Context, records: dict[str, Any]) -> list[Path]:
     a1.bar([x - 0.2 for x in xs], [records[f"eval_{s}"]["pass@1"] or 0 for s in stages], 0.4, label="pass@1")
     a1.bar([x + 0.2 for x in xs], [records[f"eval_{s}"].get(f"cons@{k}") or 0 for s in stages], 0.4,
            label=f"cons@{k}")  # fmt: skip
-    a1.set_xticks(list(xs), [LABELS[s] for s in stages], rotation=15)
+    a1.set_xticks(list(xs), [SHORT[s] for s in stages])
     a1.set(ylabel="held-out accuracy", ylim=(0, 1), title="held-out accuracy per stage")
     a1.legend()
     if grpo_eval:
@@ -83,7 +91,7 @@ def plots(ctx: Context, records: dict[str, Any]) -> list[Path]:
     a1.set(xlabel="GRPO step", ylabel="tokens", title="GRPO rollout response length")
     a1.grid(alpha=0.3)
     a2.bar(list(xs), [records[f"eval_{s}"]["mean_completion_tokens"] or 0 for s in stages])
-    a2.set_xticks(list(xs), [LABELS[s] for s in stages], rotation=15)
+    a2.set_xticks(list(xs), [SHORT[s] for s in stages])
     a2.set(ylabel="tokens", title="mean held-out response length")
     written.append(_save(fig, out / "response_length.png"))
     return written
@@ -119,13 +127,23 @@ def stage_table(ctx: Context, records: dict[str, Any]) -> str:
             row.append(_pct(result.get("pass@1")))
         rows.append(row)
     total = sum(r.get("stage_seconds", 0.0) for r in records.values())
-    hours = total / 3600
+    hours = total / 3600  # one machine
     rows.append(["**whole run** (all stages, evals included)", "", "", "", f"**{total / 60:.1f} min**",
                  f"{hours:.4f}", f"${hours * ctx.cfg.run.price_per_device_hour:.5f}", "", "", "",
                  *["" for _ in benches]])  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def load_note(records: dict[str, Any]) -> str:
+    loads = [r["load_average"] for r in records.values() if "load_average" in r]
+    if not loads:
+        return ""
+    return (
+        f" Machine load while it ran: 5-minute load average {min(loads):.1f} to {max(loads):.1f} on "
+        f"{os.cpu_count()} cores (other jobs share this machine; times scale with it)."
+    )
 
 
 def deepseek_table(ctx: Context, records: dict[str, Any]) -> str:
@@ -163,8 +181,15 @@ def deepseek_table(ctx: Context, records: dict[str, Any]) -> str:
 
 def next_commands(ctx: Context, records: dict[str, Any]) -> list[str]:
     """How to use the result: chat, serve, arena (the commands' real flags)."""
-    grpo = records.get("grpo", {}).get("model_dir", "MODEL")
-    student = records.get("distill", {}).get("model_dir", "STUDENT")
+
+    def model(name: str, missing: str) -> str:
+        rec = records.get(name)
+        if not rec:
+            return missing
+        latest = Path(rec["run_dir"]) / "model"  # the run directory's link to its newest model
+        return str(latest) if latest.exists() else rec["model_dir"]
+
+    grpo, student = model("grpo", "MODEL"), model("distill", "STUDENT")
     arena = ctx.out / "arena.toml"
     return [
         f"nanoseek chat --model {grpo}",
@@ -220,9 +245,10 @@ def write_report(ctx: Context, records: dict[str, Any]) -> Path:
         "format, so its row shows what pretraining alone gives under that protocol.\n",
         "## Every stage\n",
         stage_table(ctx, records),
-        "tokens: trained tokens (GRPO: generated rollout tokens); time: the stage's wall time; "
-        f"device-hours and $ at ${cfg.run.price_per_device_hour:g} per hour of this machine "
-        "(distill includes the teacher's trace generation). " + " ".join(notes) + "\n",
+        "tokens: trained tokens (GRPO: generated rollout tokens); time: the stage's wall time (the two bases "
+        f"train side by side, one process per core); device-hours and $ at ${cfg.run.price_per_device_hour:g} "
+        "per hour of one process (distill includes the teacher's trace generation); the whole-run row counts "
+        "the machine's wall time. " + " ".join(notes) + load_note(records) + "\n",
         "## Plots\n",
         *[f"![{p.stem}]({p.name})\n" for p in pngs],
     ]
@@ -233,8 +259,8 @@ def write_report(ctx: Context, records: dict[str, Any]) -> Path:
             f"- pretraining corpus: {p['documents']:,} documents ({p['shortcuts']:,} answer without the worked "
             "steps) from the train split\n"
             f"- cold-start SFT: {c['conversations']:,} conversations, {c['shortcuts']:,} of them with only the "
-            "conclusion as reasoning: the SFT model learns the format but mostly skips the work, which GRPO "
-            "can learn to do\n",
+            f"conclusion as reasoning, {cfg.sft.steps} steps: the model learns the chat format, not yet to solve "
+            "the task reliably; GRPO's reward does the rest\n",
         ]
     if records.get("distill", {}).get("fallback"):
         parts.append(f"- distillation: **{records['distill']['fallback']}**\n")

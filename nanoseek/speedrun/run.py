@@ -15,6 +15,7 @@ resumes from its own checkpoints (training) or sample files (evaluation).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,7 @@ def run_speedrun(
             say(f"interrupted in stage {stage.name}; rerun the same command to continue")
             raise
         record["stage_seconds"] = time.perf_counter() - t0
+        record["load_average"] = os.getloadavg()[1]  # 5 minutes: the timings are only as good as this
         path = out / "stages" / f"{stage.name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
