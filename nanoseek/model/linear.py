@@ -15,8 +15,8 @@ into autograd:
               dW = dy^T x       torch.mm        (out, in)
 
 Everywhere else (GPU, bf16 or autocast, no oneDNN) it is F.linear. Layers swapped for inference
-kernels (the engine's int8 and decode layers are not plain nn.Linear) run as themselves, so decoding
-is untouched. Parameters stay the separate HF-named layers: fusing concatenates weights per call.
+kernels (the engine's int8 layers; its decode layers outside autograd) run as themselves, so
+decoding is untouched. Parameters stay the separate HF-named layers: fusing concatenates weights per call.
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ class _Linear(torch.autograd.Function):
 
 
 def _plain(layer: nn.Module) -> bool:
-    return type(layer) is nn.Linear and layer.bias is None
+    # a bias-free nn.Linear; its inference subclasses (the engine's decode layers) only while training,
+    # when their forward is F.linear anyway, so a model the engine samples from trains at full speed
+    linear_ = type(layer) is nn.Linear or (isinstance(layer, nn.Linear) and torch.is_grad_enabled())
+    return linear_ and layer.bias is None
 
 
 def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
