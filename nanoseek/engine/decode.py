@@ -307,6 +307,8 @@ class LayerWeights:
             if self.experts_int8:
                 ys[start:end] = self.expert_down(e, a, float_out=False)
             else:
+                if self.prefetch:
+                    touch(self.dn[e])
                 torch.mm(a, self.dn[e], out=ys[start:end])
             start = end
         ys.mul_(weights.view(-1).index_select(0, order_t)[:, None])

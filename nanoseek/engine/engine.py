@@ -15,8 +15,8 @@ For a server (many threads submitting, one loop stepping):
     engine.stop()
 
 Each `step()` admits queued requests into free cache slots, prefills prompts within a token budget
-(chunked), decodes one token for every running sample in one batched forward (two with MTP
-speculation, see `speculative.py`), samples each row with its own generator (`sampling.py`), and
+(chunked), decodes one token for every running sample in one batched forward (the fused decode path,
+`decode.py`; two tokens with MTP speculation, see `speculative.py`), samples each row with its own generator (`sampling.py`), and
 retires finished samples, freeing their slots. A request with n samples prefills once and forks.
 
 The engine speeds the model up in place (`fast.prepare_for_inference`: same parameters, same
