@@ -20,8 +20,9 @@ on CPU `_ExpertsFFN`, a loop of plain matmuls with a hand-written backward (torc
 measured ~15x slower than the loop). The hand-written backward matters: autograd through
 `weight[e]` for each of E experts materializes a zero (E, C, I) gradient per expert and adds them up,
 O(E^2) memory traffic; `_ExpertsFFN` writes each expert's gradient into its slice of one buffer. Gate
-and up run as one (C, 2I) matmul per expert; SwiGLU runs once over all rows. Expert weights are stored
-stacked, (E, C, I) and (E, I, C); checkpoints split them into HF's per-expert keys.
+and up run as one (C, 2I) matmul per expert; SwiGLU runs once over all rows and takes the routing
+weights there, on (rows, I) rather than on the (rows, C) outputs. Expert weights are stored stacked,
+(E, C, I) and (E, I, C); checkpoints split them into HF's per-expert keys.
 """
 
 from __future__ import annotations
@@ -107,20 +108,23 @@ class RoutedExperts(nn.Module):
             device = x.device.type
             dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
             params = (w.to(dtype) for w in (self.gate_proj, self.up_proj, self.down_proj))
-            ys = _ExpertsFFN.apply(xs.to(dtype), *params, counts.tolist())
+            row_weights = weights.flatten()[order].to(dtype)  # (N*K,) in the sorted order
+            ys = _ExpertsFFN.apply(xs.to(dtype), *params, row_weights, counts.tolist())
+            return torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
         ys = ys * weights.flatten()[order, None].to(ys.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
 
 
 class _ExpertsFFN(torch.autograd.Function):
-    """SwiGLU experts over rows grouped by expert: xs (M, C), the first counts[0] rows for expert 0, ...
+    """Weighted SwiGLU experts over rows grouped by expert: xs (M, C), the first counts[0] rows for
+    expert 0, ...; w (M,) each row's routing weight, applied to h (M, I) rather than to ys (M, C).
 
         gu_e = xs_e [gate_e | up_e]        (n_e, 2I)   one matmul per expert
-        h    = silu(g) * u                 (M, I)      one elementwise pass over all rows
-        ys_e = h_e down_e                  (n_e, C)
+        hw   = w * silu(g) * u             (M, I)      one elementwise pass over all rows
+        ys_e = hw_e down_e                 (n_e, C)
 
-    Backward (per expert e, rows r_e; s = sigmoid(g)):
-        dh = dys_e down_e^T,  d down_e = h_e^T dys_e
+    Backward (per expert e, rows r_e; s = sigmoid(g), h = silu(g) * u):
+        dhw = dys_e down_e^T,  d down_e = hw_e^T dys_e,  dw = sum_I dhw * h,  dh = w * dhw
         dg = dh * u * s * (1 + g (1 - s)),  du = dh * silu(g)
         dxs_e = [dg | du] [gate_e | up_e]^T,  d[gate_e | up_e] = xs_e^T [dg | du]
     Each expert's weight gradient is written into its slice of one (E, ..) buffer; h is recomputed
@@ -128,34 +132,37 @@ class _ExpertsFFN(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, xs, gate, up, down, counts: list[int]):
+    def forward(ctx, xs, gate, up, down, w, counts: list[int]):
         gate_up = torch.cat([gate, up], dim=-1)  # (E, C, 2I)
         rows = _expert_rows(counts)
         gu = xs.new_empty(xs.shape[0], gate_up.shape[-1])
         for e, r in rows:
             torch.mm(xs[r], gate_up[e], out=gu[r])
         g, u = gu.chunk(2, dim=-1)
-        h = F.silu(g) * u
+        hw = (F.silu(g) * u).mul_(w[:, None])
         ys = xs.new_empty(xs.shape[0], down.shape[-1])
         for e, r in rows:
-            torch.mm(h[r], down[e], out=ys[r])
-        ctx.save_for_backward(xs, gate_up, down, gu)
+            torch.mm(hw[r], down[e], out=ys[r])
+        ctx.save_for_backward(xs, gate_up, down, gu, w)
         ctx.rows = rows
         return ys
 
     @staticmethod
     def backward(ctx, dys):
-        xs, gate_up, down, gu = ctx.saved_tensors
+        xs, gate_up, down, gu, w = ctx.saved_tensors
         rows, dys = ctx.rows, dys.contiguous()
         g, u = gu.chunk(2, dim=-1)
         s = torch.sigmoid(g)
         silu_g = g * s
         h = silu_g * u
-        dh = torch.empty_like(h)
+        hw = h * w[:, None]
+        dhw = torch.empty_like(h)
         d_down = torch.zeros_like(down)
         for e, r in rows:
-            torch.mm(dys[r], down[e].T, out=dh[r])
-            torch.mm(h[r].T, dys[r], out=d_down[e])
+            torch.mm(dys[r], down[e].T, out=dhw[r])
+            torch.mm(hw[r].T, dys[r], out=d_down[e])
+        dw = (dhw * h).sum(-1)
+        dh = dhw.mul_(w[:, None])
         dgu = torch.cat([dh * u * s * (1 + g * (1 - s)), dh * silu_g], dim=-1)  # (M, 2I)
         dxs = torch.empty_like(xs)
         d_gate_up = torch.zeros_like(gate_up)
@@ -163,7 +170,7 @@ class _ExpertsFFN(torch.autograd.Function):
             torch.mm(dgu[r], gate_up[e].T, out=dxs[r])
             torch.mm(xs[r].T, dgu[r], out=d_gate_up[e])
         d_gate, d_up = d_gate_up.chunk(2, dim=-1)
-        return dxs, d_gate.contiguous(), d_up.contiguous(), d_down, None
+        return dxs, d_gate.contiguous(), d_up.contiguous(), d_down, dw, None
 
 
 def _expert_rows(counts: list[int]) -> list[tuple[int, slice]]:
