@@ -1,6 +1,6 @@
 """Engine benchmark: decode speed against transformers, int8, and continuous batching, one run.
 
-    python bench/engine_bench.py                      # preset d10 (~90M), 1 thread, ~5 minutes
+    python bench/engine_bench.py                      # preset d10 (~90M), 1 thread, ~10 minutes
     python bench/engine_bench.py --preset d4 --repeats 2 --requests 16   # a quick look
 
 One model with random-but-fixed weights (seeded; every matrix random, so generation is not
@@ -90,6 +90,12 @@ def hf_decode_tps(hf, batch: list[list[int]], new_tokens: int) -> float:
     return len(batch) * (new_tokens - 1) / (tn - t1)
 
 
+def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Min, median and max of a[i] / b[i] over repeats i (a and b measured back to back)."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return min(ratios), statistics.median(ratios), max(ratios)
+
+
 def continuous_batching(engine: Engine, workload, concurrent: bool) -> tuple[float, float]:
     """Serve (arrival_s, prompt, new_tokens) requests; returns (aggregate tokens/s, median latency s).
     concurrent: all submitted at their arrival times to the background loop; else one after another."""
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument(
         "--arrival-window", type=float, default=10.0, help="seconds over which requests arrive"
@@ -170,11 +176,19 @@ def main(argv: list[str] | None = None) -> dict:
                 runs[name].append(engine_decode_tps(engine, batch, args.new_tokens))
         med = {name: statistics.median(v) for name, v in runs.items()}
         results["decode"][B] = med
-        print(f"\ndecode, batch {B}: tokens/s (median of {args.repeats})")
+        print(f"\ndecode, batch {B}: tokens/s (median of {args.repeats}; paired: median and range of the")
+        print("  per-repeat ratios, each measured back to back, which load swings on a shared machine spare)")
         for name, value in med.items():
-            ratio = f"  {value / med['transformers']:.2f}x transformers" if "transformers" in med else ""
+            ratio = ""
+            if "transformers" in med:
+                lo, mid, hi = paired(runs[name], runs["transformers"])
+                ratio = f"  {value / med['transformers']:.2f}x transformers (paired {mid:.2f}x [{lo:.2f}-{hi:.2f}])"
             print(f"  {name:<20} {value:8.1f}{ratio}")
-        print(f"  int8 / fp32: {med['engine int8'] / med['engine fp32']:.2f}x")
+        lo, mid, hi = paired(runs["engine int8"], runs["engine fp32"])
+        results["decode"][f"{B}_int8_over_fp32_paired"] = mid
+        print(
+            f"  int8 / fp32: {med['engine int8'] / med['engine fp32']:.2f}x (paired {mid:.2f}x [{lo:.2f}-{hi:.2f}])"
+        )
     spec = engines.get("engine fp32 + MTP")
     if spec is not None and spec.stats["drafted"]:
         rate = spec.stats["accepted"] / spec.stats["drafted"]
