@@ -44,7 +44,7 @@ def test_recipe_errors_name_the_key():
 def test_dry_run_lists_stages(capsys):
     assert nanoseek_main(["speedrun", "--quick", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "[grpo]" in out and "pretrain -> eval_pretrain -> sft" in out
+    assert "[grpo]" in out and "pretrain -> eval_pretrain -> eval_student_base -> sft" in out
 
 
 def test_missing_benchmark_file_is_a_clear_error(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """`nanoseek speedrun`: the whole R1 story end to end on this machine, in one command.
 
     nanoseek speedrun                                   # recipes/speedrun.toml -> runs/speedrun (~15 min)
-    nanoseek speedrun --quick --out runs/smoke          # recipes/speedrun_quick.toml (~2 min smoke run)
+    nanoseek speedrun --quick --out runs/smoke          # recipes/speedrun_quick.toml (~30 s smoke run)
     nanoseek speedrun --gsm8k gsm8k_test.jsonl --math500 math500.jsonl    # also those benchmarks
     nanoseek speedrun grpo.steps=40 distill.steps=400   # any recipe key as section.key=value
     nanoseek speedrun --dry-run                         # print the resolved recipe and the stages, run nothing
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
     p.add_argument("--out", default="runs/speedrun", help="run directory (default runs/speedrun)")
     p.add_argument("--recipe", default=None, help=f"recipe file (default {DEFAULT_RECIPE.name})")
-    p.add_argument("--quick", action="store_true", help=f"the ~2-minute smoke version ({QUICK_RECIPE.name})")
+    p.add_argument("--quick", action="store_true", help=f"the ~30-second smoke version ({QUICK_RECIPE.name})")
     p.add_argument(
         "--gsm8k", default=None, metavar="PATH", help="also evaluate every stage on this GSM8K file"
     )

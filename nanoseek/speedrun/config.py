@@ -2,7 +2,7 @@
 
     cfg = load_speedrun_config()                                   # recipes/speedrun.toml, the default
                                                                    # (= the dataclass defaults below)
-    cfg = load_speedrun_config(QUICK_RECIPE, ["grpo.steps=4"])     # the ~2-minute smoke version
+    cfg = load_speedrun_config(QUICK_RECIPE, ["grpo.steps=4"])     # the ~30-second smoke version
     cfg.pretrain.steps, cfg.grpo.group_size                        # plain dataclasses, typed
     Path("runs/speedrun/speedrun.toml").write_text(speedrun_to_toml(cfg))
 

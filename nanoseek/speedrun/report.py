@@ -159,7 +159,7 @@ def deepseek_table(ctx: Context, records: dict[str, Any]) -> str:
         ("training cost", f"${DEEPSEEK_V3['dollars'] / 1e6:.3f}M at $2/GPU-hour",
          f"${ours_usd:.5f} at ${ctx.cfg.run.price_per_device_hour:g}/device-hour",
          f"{ours_usd / DEEPSEEK_V3['dollars']:.1e}"),
-        ("parameters (total / active)", f"{human(V3_PARAMS[0])} / {human(V3_PARAMS[1])}",
+        ("parameters (total / active)", f"{V3_PARAMS[0] / 1e9:.0f}B / {V3_PARAMS[1] / 1e9:.0f}B",
          f"{human(base.get('params', 0))} / {human(base.get('active_params', 0))}",
          f"{base.get('params', 0) / V3_PARAMS[0]:.1e}"),
         ("pretraining tokens", f"{human(V3_TOKENS)}", f"{human(base.get('tokens', 0))}",

@@ -18,10 +18,11 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nanoseek.speedrun.config import SpeedrunConfig, speedrun_to_toml
+from nanoseek.speedrun.config import SpeedrunConfig, load_speedrun_config, speedrun_to_toml
 from nanoseek.speedrun.report import write_report
 from nanoseek.speedrun.stages import STAGES, Context
 
@@ -30,9 +31,14 @@ class SpeedrunError(RuntimeError):
     """A speedrun that cannot start or continue, with the reason."""
 
 
+def _identity(cfg: SpeedrunConfig) -> str:
+    """The recipe without the settings that change how fast and how verbosely it runs, not what."""
+    return speedrun_to_toml(replace(cfg, run=replace(cfg.run, threads=0, progress=True)))
+
+
 def _check_recipe(cfg: SpeedrunConfig, out: Path) -> None:
     path, text = out / "speedrun.toml", speedrun_to_toml(cfg)
-    if path.is_file() and path.read_text() != text:
+    if path.is_file() and _identity(load_speedrun_config(path)) != _identity(cfg):
         raise SpeedrunError(
             f"{out} holds a speedrun made with a different recipe ({path}); "
             "rerun with the same recipe and overrides to continue it, or pass another --out"
