@@ -1,17 +1,18 @@
 """The speedrun's data: a synthetic reasoning corpus for pretraining and a small cold-start chat set.
 
-    counts = write_pretrain_corpus(task, "runs/speedrun/data/pretrain.jsonl", shortcut_share=0.5)
-    counts = write_cold_start(task, "runs/speedrun/data/sft.jsonl", n=400, shortcut_share=0.75)
+    counts = write_pretrain_corpus(task, "runs/speedrun/data/pretrain.jsonl", shortcut_share=0.3)
+    counts = write_cold_start(task, "runs/speedrun/data/cold_start.jsonl", n=400, shortcut_share=0.25)
 
 Both come from the task's TRAIN split only (the test split is the held-out evaluation). Every problem
 has two ways to be written down (the idea of `nanoseek.train.grpo_micro`):
-- worked: the task's whole `solution_trace` (column by column, then "So 47 + 38 = 85.");
-- shortcut: only the trace's conclusion ("So 47 + 38 = 85."), the answer without the work.
+- worked: the task's whole `solution_trace` ("The smallest of 7, 9, 2, 2 is 2." ... "Sorted: 2, 2, 7, 9.");
+- shortcut: only the trace's conclusion ("Sorted: 2, 2, 7, 9."), the answer without the work.
 The pretraining corpus holds every train problem as `question \\n trace`, a share of them shortcuts.
 The cold-start SFT set (DeepSeek-R1's "small amount of long-CoT data") is a few hundred conversations
-in THE chat format, the reasoning in `reasoning_content` and the answer line as `content`, most of them
-shortcuts: the SFT model learns the format and answers, but usually without working it out, which at
-this size is often wrong. GRPO then has something to find: writing the steps earns more reward.
+in THE chat format, the reasoning in `reasoning_content` and the answer line as `content`, a share of
+them shortcuts. Trained briefly, the SFT model learns the format but not yet to solve the task
+reliably, with or without the steps; GRPO then has something to find: writing the steps correctly
+earns the reward.
 """
 
 from __future__ import annotations
