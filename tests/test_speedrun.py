@@ -97,6 +97,17 @@ def test_quick_speedrun_end_to_end_and_resume(tmp_path, capsys):
     assert err.count("done before, skipped") == len(records)
     assert again["records"]["grpo"] == records["grpo"]
 
+    # a run stopped inside the pipeline continues there: only the missing stages run again
+    for name in ("distill", "eval_distill", "serving"):
+        (out / "stages" / f"{name}.json").unlink()
+    capsys.readouterr()
+    resumed = run_speedrun(
+        load_speedrun_config(QUICK_RECIPE, ["run.progress=false", "run.threads=2"]), out, benchmarks
+    )
+    err = capsys.readouterr().err
+    assert err.count("done before, skipped") == len(records) - 3
+    assert resumed["records"]["distill"]["model_dir"] == records["distill"]["model_dir"]
+
     # another recipe in the same directory is refused
     with pytest.raises(SpeedrunError, match="different recipe"):
         run_speedrun(load_speedrun_config(QUICK_RECIPE, ["grpo.steps=3"]), out)
