@@ -162,6 +162,7 @@ def test_the_docs_show_commands():
     assert any(cmd.startswith("nanoseek speedrun") for _, cmd in ALL)
 
 
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules after import:RuntimeWarning")  # runpy, in-process
 @pytest.mark.parametrize(("doc", "command"), ALL, ids=[f"{d}: {c[:60]}" for d, c in ALL])
 def test_command_runs_as_written(doc, command, scratch, monkeypatch):
     monkeypatch.setattr(sys, "argv", list(sys.argv))
