@@ -77,7 +77,12 @@ def speedrun_main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_speedrun(cfg, args.out, benchmarks)
-    except (SpeedrunError, ConfigError, FileNotFoundError, ValueError) as e:
+    except KeyboardInterrupt:
+        print(
+            f"nanoseek speedrun: interrupted; run the same command to continue in {args.out}", file=sys.stderr
+        )
+        return 130
+    except (SpeedrunError, ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nanoseek speedrun: error: {e}", file=sys.stderr)
         return 2
     records = result["records"]

@@ -73,11 +73,7 @@ def run_speedrun(
             continue
         say(f"[{i}/{len(stages)}] {stage.name}: {stage.title}")
         t0 = time.perf_counter()
-        try:
-            record = stage.run(ctx)
-        except KeyboardInterrupt:
-            say(f"interrupted in stage {stage.name}; rerun the same command to continue")
-            raise
+        record = stage.run(ctx)
         record["stage_seconds"] = time.perf_counter() - t0
         record["load_average"] = os.getloadavg()[1]  # 5 minutes: the timings are only as good as this
         path = out / "stages" / f"{stage.name}.json"
