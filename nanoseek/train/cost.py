@@ -14,7 +14,8 @@ Definitions:
 - MFU = FLOPs / (compute seconds x peak FLOP/s per device x devices).
 - peak: the declared dense bf16 tensor-core peak of a known GPU (`KNOWN_PEAK_FLOPS`, by name), or on
   the CPU the fp32 matmul rate measured here (`measure_matmul_peak_flops`: the best of timed large
-  matmuls, cached in memory and in ~/.cache/nanoseek/peak_flops.json, or $NANOSEEK_CACHE_DIR).
+  matmuls, measured once per process; the best of all measurements is kept in
+  ~/.cache/nanoseek/peak_flops.json, or $NANOSEEK_CACHE_DIR, since load only ever lowers it).
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ def measure_matmul_peak_flops(
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int | None = None
 ) -> float:
     """The best FLOP/s of large square matmuls on `device` in `dtype`: the practical peak MFU is measured
-    against on hardware without a declared one. Cached per (device, dtype, threads, torch version)."""
+    against on hardware without a declared one. Measured once per process (under a second) and kept
+    as the best of every measurement so far per (device, dtype, threads, torch version): a busy
+    machine can only make a measurement low, so the running maximum converges to the real peak
+    instead of freezing a value measured under load."""
     device = torch.device(device)
     size = size or (8192 if device.type == "cuda" else 1024)
     key = f"{device_name(device)}|{dtype}|{size}|torch {torch.__version__}"
@@ -93,8 +97,6 @@ def measure_matmul_peak_flops(
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
         known = {}
-    if key in known:
-        return float(known[key])
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
@@ -106,7 +108,9 @@ def measure_matmul_peak_flops(
         _sync(device)
         if i:  # the first round warms up
             best = min(best, (time.perf_counter() - t0) / 4)
-    peak = 2 * size**3 / best
+    peak = max(2 * size**3 / best, float(known.get(key, 0.0)))
+    if known.get(key) == peak:
+        return peak
     known[key] = peak
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
