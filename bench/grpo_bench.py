@@ -14,8 +14,8 @@ sides do the full update; `--verifier` uses the task's verifier instead), beta =
 (no reference model), mu = 1, micro-batches of 32 sequences, one AdamW step per batch of rollouts,
 fp32 on the CPU with the same number of threads. A step is everything: generation, scoring, forward,
 backward and the optimizer. The first --warmup steps of each are not timed; the median of the rest is
-reported; nanoseek's steps are timed before and after TRL's, so a change in the machine's load during
-the run hits both sides. (Prompt token ids differ slightly: TRL's tokenizer turns the template's "<think>" text into the
+reported. The two alternate step by step (a TRL step, then a nanoseek step, from a TRL callback), so
+a change in the machine's load hits both; the speedup is the median of the per-pair ratios. (Prompt token ids differ slightly: TRL's tokenizer turns the template's "<think>" text into the
 control token, nanoseek encodes it as plain text like the pretraining corpus.)
 """
 
@@ -72,7 +72,7 @@ def nanoseek_trainer(model_dir: Path, out: Path, args):
             "rollout.stop=[]",
             "grpo.micro_batch=32",
             "grpo.eps_high=0.28",
-            f"train.max_steps={args.warmup + 2 * args.steps}",
+            f"train.max_steps={args.warmup + args.steps}",
             "train.lr=1e-3",
             "eval.problems=1",
             f"reward.random={'false' if args.verifier else 'true'}",
@@ -96,7 +96,7 @@ def bench_nanoseek(trainer, steps: int, warmup: int = 0) -> list[float]:
     return times[warmup:]
 
 
-def bench_trl(model_dir: Path, out: Path, args) -> list[float]:
+def bench_trl(model_dir: Path, out: Path, args, after_each_step=None) -> list[float]:
     from datasets import Dataset
     from transformers import DeepseekV3ForCausalLM, PreTrainedTokenizerFast, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -156,6 +156,8 @@ def bench_trl(model_dir: Path, out: Path, args) -> list[float]:
         def on_step_end(self, *a, **k):
             self.times.append(time.perf_counter() - self.t0)
             print(f"  TRL step {len(self.times)}: {self.times[-1]:.2f}s", flush=True)
+            if after_each_step is not None and len(self.times) > args.warmup:
+                after_each_step()
 
     timer = Timer()
     trainer = GRPOTrainer(
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--prompts", type=int, default=8, help="prompts per step")
     p.add_argument("--group", type=int, default=8, help="G, samples per prompt")
     p.add_argument("--tokens", type=int, default=64, help="max new tokens per sample")
-    p.add_argument("--steps", type=int, default=3, help="timed steps")
+    p.add_argument("--steps", type=int, default=5, help="timed steps of each")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=2, help="torch threads (both sides)")
     p.add_argument("--verifier", action="store_true", help="reward with the task's verifier, not at random")
@@ -195,11 +197,15 @@ def main(argv: list[str] | None = None) -> dict:
             f"model {model_dir}; {args.prompts} prompts x G={args.group}, <= {args.tokens} new tokens",
             flush=True,
         )
-        # nanoseek, TRL, nanoseek again: a change in the machine's load during the run hits both sides
+        # the two alternate step by step (a TRL step, then a nanoseek step, ...), so a change in the
+        # machine's load hits both sides; each pair gives one ratio
         trainer = nanoseek_trainer(model_dir, out, args)
-        ours = bench_nanoseek(trainer, args.steps, args.warmup)
-        theirs = [] if args.skip_trl else bench_trl(model_dir, out, args)
-        ours += bench_nanoseek(trainer, args.steps)
+        ours = bench_nanoseek(trainer, 0, args.warmup)
+        if args.skip_trl:
+            theirs = []
+            ours = bench_nanoseek(trainer, args.steps)
+        else:
+            theirs = bench_trl(model_dir, out, args, lambda: ours.extend(bench_nanoseek(trainer, 1)))
     result = {
         "prompts": args.prompts,
         "group": args.group,
@@ -209,11 +215,14 @@ def main(argv: list[str] | None = None) -> dict:
         "trl_s_per_step": statistics.median(theirs) if theirs else None,
     }
     if theirs:
-        result["speedup"] = result["trl_s_per_step"] / result["nanoseek_s_per_step"]
+        ratios = sorted(t / o for t, o in zip(theirs, ours))
+        result["speedup"] = statistics.median(ratios)
+        result["speedup_range"] = [ratios[0], ratios[-1]]
     print(
         f"nanoseek grpo: {result['nanoseek_s_per_step']:.2f} s/step"
         + (
-            f"; TRL GRPOTrainer: {result['trl_s_per_step']:.2f} s/step; speedup {result['speedup']:.1f}x"
+            f"; TRL GRPOTrainer: {result['trl_s_per_step']:.2f} s/step; speedup {result['speedup']:.1f}x "
+            f"(median of {len(ratios)} paired steps, range {ratios[0]:.1f}-{ratios[-1]:.1f}x)"
             if theirs
             else ""
         )

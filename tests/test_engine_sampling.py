@@ -41,7 +41,7 @@ def test_penalties_follow_openai_and_vllm():
     sampler = Sampler(vocab_size=5, num_slots=1)
     sampler.start(0, prompt_ids=[3])
     for token in [0, 0, 1]:
-        sampler.record(0, token)
+        sampler.record([0], [token])
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0]])
     params = SamplingParams(repetition_penalty=2.0, frequency_penalty=0.5, presence_penalty=0.25)
     out = sampler.apply_penalties(logits, [SampleRow(params, 0, None)])[0]

@@ -427,17 +427,17 @@ class Engine:
         """Sample one token per sequence from logits (B, V) and append it; returns the tokens."""
         rows = [SampleRow(s.params, s.slot, s.generator) for s in seqs]
         tokens, logprobs = self.sampler.sample(logits, rows)
+        self.sampler.record([s.slot for s in seqs], tokens)
         for seq, token, lp in zip(seqs, tokens, logprobs):
             self.append(seq, token, lp)
         return tokens
 
     # ------------------------------------------------------------------ tokens and endings
     def append(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> bool:
-        """Add a sampled token to a sequence: penalties, stop checks, text, streaming. Returns True
+        """Add a sampled token to a sequence (the sampler has counted it): stop checks, text, streaming. Returns True
         when the sequence finished."""
         params = seq.params
         seq.output.append(token)
-        self.sampler.record(seq.slot, token)
         if logprob is not None:
             seq.logprobs.append(logprob)
         self.stats["generated_tokens"] += 1

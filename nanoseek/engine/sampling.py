@@ -3,7 +3,7 @@
     sampler = Sampler(vocab_size, num_slots)
     sampler.start(slot, prompt_ids)                      # a sequence takes a cache slot
     tokens, logprobs = sampler.sample(logits, rows)      # logits (B, V); rows: a SampleRow per row
-    sampler.record(slot, token)                          # the token joins the penalty counts
+    sampler.record(slots, tokens)                        # the tokens join the penalty counts
 
 Processing order (as in vLLM), every step row-wise so a row's result never depends on its batch:
 
@@ -54,8 +54,9 @@ class Sampler:
         self.output_counts[dst] = self.output_counts[src]
         self.in_prompt[dst] = self.in_prompt[src]
 
-    def record(self, slot: int, token: int) -> None:
-        self.output_counts[slot, token] += 1
+    def record(self, slots: list[int], tokens: list[int]) -> None:
+        """Count each row's new token (one token per slot per call)."""
+        self.output_counts[slots, tokens] += 1
 
     @torch.no_grad()
     def sample(
@@ -72,17 +73,21 @@ class Sampler:
         sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
         if sampled:
             probs = truncated_probs(logits[sampled], [rows[i].params for i in sampled])  # (b, V)
+            noise = torch.empty_like(probs)  # (b, V): each row's draw from its own generator
             for j, i in enumerate(sampled):
-                noise = torch.empty_like(probs[j]).exponential_(1.0, generator=rows[i].generator)
-                tokens[i] = (probs[j] / noise).argmax()
+                noise[j].exponential_(1.0, generator=rows[i].generator)
+            tokens[sampled] = (probs / noise).argmax(-1)
         token_list = tokens.tolist()
+        if want_logprobs:
+            chosen = torch.tensor([token_list[i] for i in want_logprobs], device=logits.device)
+            chosen_logp = raw_logp.gather(1, chosen[:, None]).squeeze(1).tolist()  # (w,)
         for j, i in enumerate(want_logprobs):
-            logp, k = raw_logp[j], rows[i].params.top_logprobs
+            k = rows[i].params.top_logprobs
             top = []
             if k:
-                values, ids = logp.topk(min(k, self.vocab_size))
+                values, ids = raw_logp[j].topk(min(k, self.vocab_size))
                 top = list(zip(ids.tolist(), values.tolist()))
-            logprobs[i] = TokenLogprob(token_list[i], logp[token_list[i]].item(), top)
+            logprobs[i] = TokenLogprob(token_list[i], chosen_logp[j], top)
         return token_list, logprobs
 
     def apply_penalties(self, logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:

@@ -154,7 +154,7 @@ class GRPOTrainer:
         init_dir = ckpt_io.resolve_model_dir(cfg.model.init)
         self.tokenizer = Tokenizer.from_dir(init_dir)
         device = self.env.device
-        self.model = DeepSeekV3.from_pretrained(init_dir, device=device)
+        self.model = DeepSeekV3.from_pretrained(init_dir, device=device).eval()  # train() only in updates
         self.checkpoint = ckpt_io.load_checkpoint(found, self.env) if found is not None else None
         if self.checkpoint is not None:
             self.model.load_state_dict(self.checkpoint.model_state(self.model))
@@ -267,6 +267,7 @@ class GRPOTrainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             model.update_router_biases(self.cfg.grpo.router_bias_speed)
+        model.eval()  # sampling and evaluation next: no mode switch on every decode step
         stats["logp_mismatch"] = mismatch
         stats["active_sequences"] = len(plan.active)
         stats["advantage_abs"] = float(plan.adv.abs().mean())
