@@ -58,7 +58,7 @@ class DataSection:
     pretrain_shortcut_share: float = 0.3  # pretraining documents that skip the worked steps
     pretrain_copies: int = 1  # documents per train problem
     vocab_size: int = 512
-    sft_conversations: int = 400  # cold-start SFT conversations
+    sft_conversations: int = 100  # cold-start SFT conversations
     sft_shortcut_share: float = 0.25  # of them, answered without the worked steps
 
 
@@ -82,7 +82,7 @@ class PretrainSection:
 
 @dataclass
 class SFTSection:
-    steps: int = 60
+    steps: int = 100
     seq_len: int = 192  # the longest conversation kept
     batch_size: int = 16
     lr: float = 1e-3
