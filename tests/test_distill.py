@@ -21,8 +21,8 @@ from nanoseek.tokenizer import train_tokenizer
 STUDENT_SFT = [
     "run.device=cpu",
     "cost.peak_flops=1e11",
-    "train.max_steps=300",
-    "train.lr=1e-2",
+    "train.max_steps=400",
+    "train.lr=5e-3",
     "eval.num_samples=1",
 ]
 
@@ -158,13 +158,13 @@ def test_distilled_student_reaches_80_percent_of_the_teacher(tmp_path_factory, c
     assert len(conversations) == r["traces"]["kept"] > 100
     assert all(c[1]["reasoning_content"] and "\\boxed{" in c[1]["content"] for c in conversations)
     report = (out / "report.md").read_text()
-    for text in ("| teacher:", "| student:", "Rejection sampling", "student SFT (300 steps)", "API-price $"):
+    for text in ("| teacher:", "| student:", "Rejection sampling", "student SFT (400 steps)", "API-price $"):
         assert text in report
     assert json.loads((out / "distill.json").read_text())["ratio"] == pytest.approx(s["pass@1"] / t["pass@1"])
     # rerunning resumes: nothing is generated or trained again, the same result comes back
     lines = {p: len(p.read_text().splitlines()) for p in out.glob("*/samples.jsonl")}
     trained = train_records(out)
-    assert len(lines) == 3 and len(trained) == 300
+    assert len(lines) == 3 and len(trained) == 400
     argv = ["--teacher", str(teacher), "--task", TOY_TASK, "--out", str(out), "--problems", "300", "--k", "2"]
     argv += ["--max-new-tokens", "96", "--student-hidden", "48", "--eval-problems", "64", "--eval-k", "2"]
     assert distill_main([*argv, "--concurrency", "64", "--no-progress", *STUDENT_SFT]) == 0
