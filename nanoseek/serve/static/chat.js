@@ -156,7 +156,7 @@
       thinking.querySelector("summary").textContent = streaming && !m.content
         ? "Thinking…"
         : "Thought" + (m.seconds ? " for " + m.seconds.toFixed(1) + " s" : "");
-      if (streaming) thinking.open = !m.content; // open while thinking, folded once the answer starts
+      thinking.open = streaming && !m.content; // open while thinking, folded once the answer starts (or is done)
     }
     div.querySelector(".answer").innerHTML = window.renderMarkdown(m.content || "");
     div.classList.toggle("streaming", streaming);
