@@ -13,9 +13,9 @@ from nanoseek.eval.config import parse_task_spec
 from nanoseek.model import DeepSeekV3, ModelConfig
 from nanoseek.tasks import get_task
 from nanoseek.tokenizer import Tokenizer, render_prompt, train_tokenizer
-from nanoseek.train.config import ConfigError
+from nanoseek.train.config import ConfigError, to_toml
 from nanoseek.train.grpo import GRPOTrainer, completion_logprobs, parse_args
-from nanoseek.train.grpo_config import grpo_to_toml, load_grpo_config
+from nanoseek.train.grpo_config import load_grpo_config
 from nanoseek.train.grpo_loss import policy_loss
 from nanoseek.train.grpo_micro import column_reasoning, write_corpus
 from nanoseek.train.grpo_rollout import (
@@ -119,7 +119,7 @@ def test_config_errors_name_the_key(tmp_path):
         load_grpo_config(None, ["rollout.group_size=1"])
     cfg = load_grpo_config(None, ["grpo.beta=0.04", "reward.overlong=penalty", 'rollout.stop=["</answer>"]'])
     path = tmp_path / "c.toml"
-    path.write_text(grpo_to_toml(cfg))
+    path.write_text(to_toml(cfg))
     assert load_grpo_config(path) == cfg  # the written config is itself a recipe
 
 

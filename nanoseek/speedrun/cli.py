@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from nanoseek.speedrun.config import DEFAULT_RECIPE, QUICK_RECIPE, load_speedrun_config, speedrun_to_toml
-from nanoseek.train.config import ConfigError
+from nanoseek.speedrun.config import DEFAULT_RECIPE, QUICK_RECIPE, load_speedrun_config
+from nanoseek.train.config import ConfigError, to_toml
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def speedrun_main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         from nanoseek.speedrun.stages import STAGES
 
-        print(speedrun_to_toml(cfg))
+        print(to_toml(cfg))
         print(
             "stages: "
             + " -> ".join(s.name for s in STAGES if s.name != "benchmarks" or any(benchmarks.values()))

@@ -4,7 +4,7 @@
                                                                    # (= the dataclass defaults below)
     cfg = load_speedrun_config(QUICK_RECIPE, ["grpo.steps=4"])     # the ~30-second smoke version
     cfg.pretrain.steps, cfg.grpo.group_size                        # plain dataclasses, typed
-    Path("runs/speedrun/speedrun.toml").write_text(speedrun_to_toml(cfg))
+    Path("runs/speedrun/speedrun.toml").write_text(to_toml(cfg))
 
 Sections: [run] [task] [data] [model] [pretrain] [sft] [grpo] [distill] [serve] [benchmarks]. The value
 syntax and the error messages (`grpo.step: unknown key (did you mean grpo.steps?)`) are those of the
@@ -16,13 +16,11 @@ distill's student SFT), for the knobs this file does not name.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from nanoseek.train.config import ConfigError, _coerce, _suggest, _toml_value
+from nanoseek.train.config import ConfigError, get_value, read_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 DEFAULT_RECIPE = RECIPES / "speedrun.toml"
@@ -156,59 +154,9 @@ def load_speedrun_config(
     cfg = SpeedrunConfig()
     if recipe is not None and Path(recipe) == DEFAULT_RECIPE and not DEFAULT_RECIPE.is_file():
         recipe = None  # installed without the repository's recipes/: the defaults here are that recipe
-    if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise ConfigError(f"no recipe file at {path}")
-        try:
-            table = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: invalid TOML: {e}") from None
-        for name, values in table.items():
-            if name not in SECTIONS:
-                raise ConfigError(f"{path}: {name}: unknown section{_suggest(name, SECTIONS)}")
-            if not isinstance(values, dict):
-                raise ConfigError(f"{path}: {name}: expected a [{name}] table")
-            for key, value in values.items():
-                set_value(cfg, f"{name}.{key}", value, where=str(path))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or "." not in key:
-            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. grpo.steps=10")
-        try:
-            value = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text.strip()  # a bare word: a string
-        if _hint(key.strip()) is str and not isinstance(value, str):
-            value = text.strip()
-        set_value(cfg, key.strip(), value, where="override")
+    read_recipe(cfg, recipe, overrides)
     validate(cfg)
     return cfg
-
-
-def _hint(key: str):
-    section, _, name = key.partition(".")
-    return typing.get_type_hints(SECTIONS[section]).get(name) if section in SECTIONS else None
-
-
-def set_value(cfg: SpeedrunConfig, key: str, value: Any, where: str = "override") -> None:
-    section_name, _, name = key.partition(".")
-    if section_name not in SECTIONS:
-        raise ConfigError(
-            f"{where}: {key}: unknown section {section_name!r}{_suggest(section_name, SECTIONS)}"
-        )
-    section = getattr(cfg, section_name)
-    hints = typing.get_type_hints(type(section))
-    if name not in hints:
-        raise ConfigError(
-            f"{where}: {key}: unknown key{_suggest(key, [f'{section_name}.{k}' for k in hints])}"
-        )
-    setattr(section, name, _coerce(value, hints[name], f"{where}: {key}"))
-
-
-def get_value(cfg: SpeedrunConfig, key: str) -> Any:
-    section, _, name = key.partition(".")
-    return getattr(getattr(cfg, section), name)
 
 
 def validate(cfg: SpeedrunConfig) -> None:
@@ -230,17 +178,3 @@ def validate(cfg: SpeedrunConfig) -> None:
         raise ConfigError("grpo.group_size: GRPO compares samples within a group; need at least 2")
     if cfg.model.heads < 1 or (64 * cfg.model.depth) % cfg.model.heads:
         raise ConfigError(f"model.heads: must divide the hidden size {64 * cfg.model.depth}")
-
-
-def speedrun_to_dict(cfg: SpeedrunConfig) -> dict[str, dict[str, Any]]:
-    return dataclasses.asdict(cfg)
-
-
-def speedrun_to_toml(cfg: SpeedrunConfig) -> str:
-    """The resolved config as TOML; `load_speedrun_config` reads it back to an equal config."""
-    lines = []
-    for section, values in speedrun_to_dict(cfg).items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
-        lines.append("")
-    return "\n".join(lines)

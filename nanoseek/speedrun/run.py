@@ -22,9 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nanoseek.speedrun.config import SpeedrunConfig, load_speedrun_config, speedrun_to_toml
+from nanoseek.speedrun.config import SpeedrunConfig, load_speedrun_config
 from nanoseek.speedrun.report import write_report
 from nanoseek.speedrun.stages import STAGES, Context
+from nanoseek.train.config import to_toml
 
 
 class SpeedrunError(RuntimeError):
@@ -33,11 +34,11 @@ class SpeedrunError(RuntimeError):
 
 def _identity(cfg: SpeedrunConfig) -> str:
     """The recipe without the settings that change how fast and how verbosely it runs, not what."""
-    return speedrun_to_toml(replace(cfg, run=replace(cfg.run, threads=0, progress=True)))
+    return to_toml(replace(cfg, run=replace(cfg.run, threads=0, progress=True)))
 
 
 def _check_recipe(cfg: SpeedrunConfig, out: Path) -> None:
-    path, text = out / "speedrun.toml", speedrun_to_toml(cfg)
+    path, text = out / "speedrun.toml", to_toml(cfg)
     if path.is_file() and _identity(load_speedrun_config(path)) != _identity(cfg):
         raise SpeedrunError(
             f"{out} holds a speedrun made with a different recipe ({path}); "

@@ -135,6 +135,22 @@ CHOICES = {
 def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """A recipe file (or the defaults when None) with `section.key=value` overrides applied, validated."""
     cfg = TrainConfig()
+    read_recipe(cfg, recipe, overrides)
+    validate(cfg)
+    return cfg
+
+
+# The helpers below work on any config made of dataclass sections (TrainConfig, GRPOConfig,
+# SpeedrunConfig): a section is a field of the config, a key a field of its section.
+
+
+def sections(cfg: Any) -> dict[str, type]:
+    """Section name -> section class of a config dataclass."""
+    return {f.name: type(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def read_recipe(cfg: Any, recipe: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> None:
+    """Set `cfg` from a TOML recipe file (none when None), then from `section.key=value` overrides."""
     if recipe is not None:
         path = Path(recipe)
         if not path.is_file():
@@ -146,27 +162,26 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[s
         apply_table(cfg, table, where=str(path))
     for item in overrides:
         apply_override(cfg, item)
-    validate(cfg)
-    return cfg
 
 
-def apply_table(cfg: TrainConfig, table: dict[str, Any], where: str = "recipe") -> None:
+def apply_table(cfg: Any, table: dict[str, Any], where: str = "recipe") -> None:
+    known = sections(cfg)
     for name, values in table.items():
-        if name not in SECTIONS:
-            raise ConfigError(f"{where}: {name}: unknown section{_suggest(name, SECTIONS)}")
+        if name not in known:
+            raise ConfigError(f"{where}: {name}: unknown section{_suggest(name, known)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: {name}: expected a [{name}] table, got {_show(values)}")
         for key, value in values.items():
             set_value(cfg, f"{name}.{key}", value, where)
 
 
-def apply_override(cfg: TrainConfig, item: str) -> None:
-    """Apply one `section.key=value` override."""
+def apply_override(cfg: Any, item: str) -> None:
+    """Apply one `section.key=value` override (the value is read as TOML, a bare word as a string)."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or "." not in key:
         raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.max_steps=50")
-    hint = _field_type(key)
+    hint = _field_type(cfg, key)
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -176,25 +191,24 @@ def apply_override(cfg: TrainConfig, item: str) -> None:
     set_value(cfg, key, value, where="override")
 
 
-def set_value(cfg: TrainConfig, key: str, value: Any, where: str = "override") -> None:
+def set_value(cfg: Any, key: str, value: Any, where: str = "override") -> None:
     section_name, _, name = key.partition(".")
-    if section_name not in SECTIONS:
-        raise ConfigError(
-            f"{where}: {key}: unknown section {section_name!r}{_suggest(section_name, SECTIONS)}"
-        )
-    section = getattr(cfg, section_name)
-    hints = typing.get_type_hints(type(section))
+    known = sections(cfg)
+    if section_name not in known:
+        raise ConfigError(f"{where}: {key}: unknown section {section_name!r}{_suggest(section_name, known)}")
+    hints = typing.get_type_hints(known[section_name])
     if name not in hints:
         keys = [f"{section_name}.{k}" for k in hints]
         raise ConfigError(f"{where}: {key}: unknown key{_suggest(key, keys)}")
-    setattr(section, name, _coerce(value, hints[name], f"{where}: {key}"))
+    setattr(getattr(cfg, section_name), name, _coerce(value, hints[name], f"{where}: {key}"))
 
 
-def _field_type(key: str):
+def _field_type(cfg: Any, key: str):
     section_name, _, name = key.partition(".")
-    if section_name not in SECTIONS:
+    known = sections(cfg)
+    if section_name not in known:
         return None
-    return typing.get_type_hints(SECTIONS[section_name]).get(name)
+    return typing.get_type_hints(known[section_name]).get(name)
 
 
 def _base_type(hint):
@@ -299,7 +313,7 @@ def validate(cfg: TrainConfig) -> None:
             )
 
 
-def get_value(cfg: TrainConfig, key: str) -> Any:
+def get_value(cfg: Any, key: str) -> Any:
     section, _, name = key.partition(".")
     return getattr(getattr(cfg, section), name)
 
@@ -307,12 +321,12 @@ def get_value(cfg: TrainConfig, key: str) -> Any:
 # ---------------------------------------------------------------------------------------- writing
 
 
-def to_dict(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
+def to_dict(cfg: Any) -> dict[str, dict[str, Any]]:
     return dataclasses.asdict(cfg)
 
 
-def to_toml(cfg: TrainConfig) -> str:
-    """The resolved config as TOML (a recipe: `load_config` reads it back to an equal config).
+def to_toml(cfg: Any) -> str:
+    """The resolved config as TOML (a recipe: its loader reads it back to an equal config).
     Fields left at None (derived defaults) are omitted, since TOML has no null."""
     lines = []
     for section, values in to_dict(cfg).items():

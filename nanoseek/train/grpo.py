@@ -46,10 +46,10 @@ from nanoseek.eval.config import parse_task_spec
 from nanoseek.model import DeepSeekV3, LatentCache, account
 from nanoseek.tokenizer import Tokenizer
 from nanoseek.train import checkpointing as ckpt_io
-from nanoseek.train.config import ConfigError
+from nanoseek.train.config import ConfigError, set_value, to_dict, to_toml
 from nanoseek.train.cost import CostMeter, human
 from nanoseek.train.distributed import setup
-from nanoseek.train.grpo_config import GRPOConfig, grpo_to_dict, grpo_to_toml, load_grpo_config, set_value
+from nanoseek.train.grpo_config import GRPOConfig, load_grpo_config
 from nanoseek.train.grpo_loss import group_advantages, policy_loss
 from nanoseek.train.grpo_report import plot_grpo, write_grpo_report
 from nanoseek.train.grpo_rollout import RolloutBatch, RolloutSampler, evaluate, prompt_ids
@@ -144,7 +144,7 @@ class GRPOTrainer:
             raise ConfigError(
                 "nanoseek grpo runs in one process (torchrun data parallelism is not supported yet)"
             )
-        (self.run_dir / "config.toml").write_text(grpo_to_toml(cfg))
+        (self.run_dir / "config.toml").write_text(to_toml(cfg))
         torch.manual_seed(cfg.run.seed)
 
         if not cfg.model.init:
@@ -377,7 +377,7 @@ class GRPOTrainer:
             "cursor": self.cursor,
             "last_eval": self.last_eval,
             "first_eval": self.first_eval,
-            "config": grpo_to_dict(self.cfg),
+            "config": to_dict(self.cfg),
         }
         path = ckpt_io.save_checkpoint(
             self.run_dir,

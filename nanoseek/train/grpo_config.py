@@ -2,7 +2,7 @@
 
     cfg = load_grpo_config("recipes/r1_zero_micro.toml", ["grpo.beta=0.04", "run.out=runs/x"])
     cfg.rollout.group_size, cfg.grpo.eps_high, cfg.reward.random       # plain dataclasses, typed
-    Path("runs/x/config.toml").write_text(grpo_to_toml(cfg))            # the resolved config, a recipe
+    Path("runs/x/config.toml").write_text(to_toml(cfg))            # the resolved config, a recipe
 
 Sections: [run] [model] [task] [rollout] [reward] [grpo] [train] [eval] [checkpoint] [cost]. The value
 syntax, the error messages (`grpo.eps_hgh: unknown key (did you mean grpo.eps_high?)`) and the TOML
@@ -21,14 +21,10 @@ The variants people use, as settings (defaults: DeepSeekMath's GRPO with beta = 
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from nanoseek.train.config import ConfigError, _coerce, _suggest, _toml_value
+from nanoseek.train.config import ConfigError, get_value, read_recipe
 
 
 @dataclass
@@ -143,7 +139,6 @@ class GRPOConfig:
     cost: CostSection = field(default_factory=CostSection)
 
 
-SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(GRPOConfig)}  # type: ignore[misc]
 CHOICES = {
     "run.device": ("auto", "cpu", "cuda"),
     "rollout.template": ("r1_zero", "chat"),
@@ -193,67 +188,9 @@ def load_grpo_config(
 ) -> GRPOConfig:
     """A recipe file (or the defaults when None) with `section.key=value` overrides applied, validated."""
     cfg = GRPOConfig()
-    if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise ConfigError(f"no recipe file at {path}")
-        try:
-            table = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: invalid TOML: {e}") from None
-        for name, values in table.items():
-            if name not in SECTIONS:
-                raise ConfigError(f"{path}: {name}: unknown section{_suggest(name, SECTIONS)}")
-            if not isinstance(values, dict):
-                raise ConfigError(f"{path}: {name}: expected a [{name}] table")
-            for key, value in values.items():
-                set_value(cfg, f"{name}.{key}", value, where=str(path))
-    for item in overrides:
-        apply_override(cfg, item)
+    read_recipe(cfg, recipe, overrides)
     validate(cfg)
     return cfg
-
-
-def apply_override(cfg: GRPOConfig, item: str) -> None:
-    """Apply one `section.key=value` override (the value is read as TOML, a bare word as a string)."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or "." not in key:
-        raise ConfigError(f"override {item!r}: expected section.key=value, e.g. grpo.beta=0.04")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    if _hint(key) is str and not isinstance(value, str):
-        value = text.strip()
-    set_value(cfg, key, value, where="override")
-
-
-def _hint(key: str):
-    section, _, name = key.partition(".")
-    if section not in SECTIONS:
-        return None
-    return typing.get_type_hints(SECTIONS[section]).get(name)
-
-
-def set_value(cfg: GRPOConfig, key: str, value: Any, where: str = "override") -> None:
-    section_name, _, name = key.partition(".")
-    if section_name not in SECTIONS:
-        raise ConfigError(
-            f"{where}: {key}: unknown section {section_name!r}{_suggest(section_name, SECTIONS)}"
-        )
-    section = getattr(cfg, section_name)
-    hints = typing.get_type_hints(type(section))
-    if name not in hints:
-        raise ConfigError(
-            f"{where}: {key}: unknown key{_suggest(key, [f'{section_name}.{k}' for k in hints])}"
-        )
-    setattr(section, name, _coerce(value, hints[name], f"{where}: {key}"))
-
-
-def get_value(cfg: GRPOConfig, key: str) -> Any:
-    section, _, name = key.partition(".")
-    return getattr(getattr(cfg, section), name)
 
 
 def validate(cfg: GRPOConfig) -> None:
@@ -285,17 +222,3 @@ def validate(cfg: GRPOConfig) -> None:
     for key in ("train.beta1", "train.beta2"):
         if not 0 <= get_value(cfg, key) < 1:
             raise ConfigError(f"{key}: must be in [0, 1), got {get_value(cfg, key)!r}")
-
-
-def grpo_to_dict(cfg: GRPOConfig) -> dict[str, dict[str, Any]]:
-    return dataclasses.asdict(cfg)
-
-
-def grpo_to_toml(cfg: GRPOConfig) -> str:
-    """The resolved config as TOML; `load_grpo_config` reads it back to an equal config."""
-    lines = []
-    for section, values in grpo_to_dict(cfg).items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
-        lines.append("")
-    return "\n".join(lines)
