@@ -97,7 +97,8 @@ def completion_logprobs(
     h_prompt, _ = model.hidden_states(prompt_ids, positions, prefix, torch.arange(U, device=device))
     # 2. fork: row i's cache starts as its prompt's (U -> B rows), with room for its completion
     rows = LatentCache(model.config, B, P + L, device=device, dtype=dtype)
-    rows.kv = [torch.cat([kv[owner], kv.new_zeros(B, L, kv.shape[-1])], dim=1) for kv in prefix.kv]
+    for row_kv, prompt_kv in zip(rows.kv, prefix.kv):
+        row_kv[:, :P] = prompt_kv[owner]  # a differentiable copy: gradients reach the shared prompt
     positions = p_len.to(device)[:, None] + torch.arange(L, device=device)[None, :]  # (B, L)
     h_completion, _ = model.hidden_states(completion_ids, positions, rows, torch.arange(B, device=device))
     # 3. the states that predict completion tokens 0 .. L-1
