@@ -48,23 +48,23 @@ def make_handler(api: FakeAPI):
                 failure = api.failures.pop(0) if api.failures else None
                 api.in_flight += 1
                 api.max_in_flight = max(api.max_in_flight, api.in_flight)
-            try:
-                if failure == "sleep":
-                    time.sleep(0.5)  # longer than the client's timeout
-                    return self.send_json(200, {})
-                if failure is not None:
-                    return self.send_json(
-                        failure,
-                        {"error": {"message": f"scripted {failure}", "type": "x"}},
-                        {"Retry-After": "0"},
-                    )
-                time.sleep(api.delay)
-                if body.get("stream"):
-                    return self.stream(body)
-                return self.send_json(200, self.answer(body))
+            try:  # the request counts as in flight until its answer is ready, not until it is written:
+                # the client may send its next request as soon as it has read this one's answer
+                time.sleep(0.5 if failure == "sleep" else 0.0 if failure is not None else api.delay)
             finally:
                 with api.lock:
                     api.in_flight -= 1
+            if failure == "sleep":  # slept longer than the client's timeout
+                return self.send_json(200, {})
+            if failure is not None:
+                return self.send_json(
+                    failure,
+                    {"error": {"message": f"scripted {failure}", "type": "x"}},
+                    {"Retry-After": "0"},
+                )
+            if body.get("stream"):
+                return self.stream(body)
+            return self.send_json(200, self.answer(body))
 
         def answer(self, body: dict) -> dict:
             n = body.get("n", 1)
