@@ -193,7 +193,12 @@ def test_stream_disconnect_frees_the_slot(slow_server):
 def test_non_stream_disconnect_frees_the_slots(slow_server):
     http = httpx.Client(base_url=slow_server.url, timeout=60)
     before = disconnects(http)
-    body = {"messages": HI, "ignore_eos": True, "n": 3}
+    body = {
+        "messages": HI,
+        "ignore_eos": True,
+        "n": 3,
+        "max_completion_tokens": 200,
+    }  # 2 s: well past the timeout
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(slow_server.url + CHAT, json=body, timeout=0.5)
     health = wait_until_idle(http)
