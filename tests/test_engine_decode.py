@@ -95,15 +95,19 @@ def test_other_dtypes_take_the_models_path():
     assert run(engine, prompts, greedy(5)) == naive_generate(model, prompts, 5)
 
 
+@pytest.mark.parametrize("rows", [2, 6], ids=["chunks-or-gemv", "packed"])
 @pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
-def test_fast_logits_equal_the_models_head(int8, monkeypatch):
+def test_fast_logits_equal_the_models_head(int8, rows, monkeypatch):
     model = random_model(tiny_config(vocab_size=304), seed=9)  # int8 head chunks of 64 rows, the last short
     if int8:
         model = quantize_int8(model)
     monkeypatch.setattr(decode, "HEAD_CHUNK", 64)
-    h = torch.randn(3, 2, model.config.hidden_size)
+    h = torch.randn(rows // 2, 2, model.config.hidden_size)
     with torch.no_grad():
         expected = model.lm_head(model.norm(h)).float()
-    got = FastDecoder(model, prefetch=True).logits(h)
-    assert got.shape == (3, 2, 304)
+    fast = FastDecoder(model, prefetch=True)
+    got = fast.logits(h)
+    assert got.shape == (rows // 2, 2, 304)
+    packed = not int8 and rows >= decode.PACKED_MIN_ROWS and decode.ONEDNN_PACK
+    assert (fast.packed_head_weight is not None) == packed
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -22,6 +22,10 @@ as the same function of the same weights, with far fewer (and larger) operations
   matmul's alpha; with more rows, pairs sorted by expert on the host (one `tolist`), one gather, and one
   matmul pair per used expert.
 
+From PACKED_MIN_ROWS rows on (batched decode), fp32 matmuls and the output head run on oneDNN's packed
+copies of the weights instead (`pack`, built on first use; routed experts, ~4 rows each at batch 16, stay
+on MKL, which is as fast there).
+
 fp32 weights are kept transposed, (in, out), which MKL's few-row matmuls stream fastest; int8 weights
 stay (out, in) rows with per-row scales for `torch._weight_int8pack_mm`. Row-wise fusion and reordering
 keep every output channel's weights and scale, so int8 results are the per-layer results. The fused
@@ -60,6 +64,24 @@ def _int8(x, xb, q, scale, scale_bf16, float_out: bool = True) -> torch.Tensor:
 
 
 PREFETCH_MIN_BYTES = 128 * 1024  # smaller weights are cheap enough to fetch on demand
+# From this many rows on, an fp32 matmul runs on oneDNN's packed copy of the weight: 1.3-1.9x MKL's
+# at 4-16 rows on d10's shapes, slower at 1-2 rows, where the prefetched MKL gemv stays.
+PACKED_MIN_ROWS = 3
+ONEDNN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+def pack(w: torch.Tensor) -> torch.Tensor | None:
+    """w (out, in) fp32 -> oneDNN's blocked copy for `packed_matmul`; None where there is no oneDNN."""
+    if not ONEDNN_PACK or w.device.type != "cpu" or w.dtype != torch.float32:
+        return None
+    return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 16)  # 16: the rows it is tuned for
+
+
+def packed_matmul(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """x (N, in) @ W^T -> (N, out), W packed by `pack`."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
 HEAD_CHUNK = 1024  # rows of an int8 output head per prefetched matmul (640 KiB at C = 640)
 
 
@@ -77,8 +99,17 @@ class Mat:
     concatenated), optionally with the output rows reordered. fp32: W^T kept (in, out); int8: rows
     (out, in) and per-row scales."""
 
-    def __init__(self, layers: list[nn.Module], rows: torch.Tensor | None = None, prefetch: bool = False):
-        if all(isinstance(m, Int8Linear) for m in layers):
+    def __init__(
+        self,
+        layers: list[nn.Module],
+        rows: torch.Tensor | None = None,
+        prefetch: bool = False,
+        wt: torch.Tensor | None = None,
+    ):
+        """wt: an fp32 W^T (in, out) fused elsewhere, instead of layers."""
+        if wt is not None:
+            self.wt = wt
+        elif all(isinstance(m, Int8Linear) for m in layers):
             q = torch.cat([m.qweight for m in layers])  # (out, in) int8
             scale = torch.cat([m.scale for m in layers])
             if rows is not None:
@@ -94,9 +125,24 @@ class Mat:
             raise TypeError("fuse bias-free nn.Linear layers, or Int8Linear layers, not a mix")
         w = self.wt if self.wt is not None else self.q
         self.prefetch = prefetch and w.numel() * w.element_size() >= PREFETCH_MIN_BYTES
+        self._packed: torch.Tensor | None = None
+        self._packed_built = False
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor | None:
+        """oneDNN's packed fp32 weight when x has enough rows to use it (built on first use), else
+        None. int8 weights stay on the int8 kernel: its bf16 outputs would round differently from any
+        other kernel's, and int8 decoding is held to the int8 model's own outputs token for token."""
+        if self.wt is None or x.shape[0] < PACKED_MIN_ROWS:
+            return None
+        if not self._packed_built:
+            self._packed = pack(self.wt.t())
+            self._packed_built = True
+        return self._packed
 
     def __call__(self, x: torch.Tensor, xb: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, in) -> (N, out); xb: x in bfloat16 when the caller has it (int8 only)."""
+        if (packed := self.packed(x)) is not None:
+            return packed_matmul(x, packed)
         if self.prefetch:
             touch(self.wt if self.wt is not None else self.q)
         if self.wt is not None:
@@ -105,6 +151,8 @@ class Mat:
 
     def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """residual + x W^T, (N, out)."""
+        if (packed := self.packed(x)) is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, packed, None, "add")
         if self.prefetch:
             touch(self.wt if self.wt is not None else self.q)
         if self.wt is not None:
@@ -174,16 +222,15 @@ class LayerWeights:
         self.bias = mlp.gate.e_score_correction_bias
         shared = mlp.shared_experts
         self.shared: tuple[Mat, Mat] | None = None
-        self.router_shared: torch.Tensor | None = None  # fp32: [router^T | shared gate^T | shared up^T]
+        self.router_shared: Mat | None = None  # fp32: [router^T | shared gate^T | shared up^T]
         if shared is not None:
             self.shared = (
                 Mat([shared.gate_proj, shared.up_proj], prefetch=prefetch),
                 Mat([shared.down_proj], prefetch=prefetch),
             )
             if isinstance(shared.gate_proj, nn.Linear) and self.shared[0].wt is not None:
-                self.router_shared = torch.cat(
-                    [self.router.float().t(), self.shared[0].wt], dim=1
-                ).contiguous()
+                wt = torch.cat([self.router.float().t(), self.shared[0].wt], dim=1).contiguous()
+                self.router_shared = Mat([], prefetch=prefetch, wt=wt)
         experts = mlp.experts
         if isinstance(experts, Int8Experts):  # per expert (q, scale, scale_bf16), listed once
             ex = experts
@@ -263,9 +310,7 @@ class LayerWeights:
             return self.down.add_to(h, F.silu(gu[:, :i]) * gu[:, i:])
         E = self.cfg.n_routed_experts
         if self.router_shared is not None:
-            if self.prefetch:
-                touch(self.router_shared)
-            both = x @ self.router_shared  # (N, E + 2 I_shared)
+            both = self.router_shared(x)  # (N, E + 2 I_shared)
             logits, shared_gu = both[:, :E], both[:, E:]
         else:
             logits, shared_gu = x @ self.router.t(), None
@@ -408,6 +453,8 @@ class FastDecoder:
         self.key: tuple[int, int] | None = None
         self.head_key: tuple[int, int] | None = None
         self.head_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.packed_head_key: tuple[int, int] | None = None
+        self.packed_head_weight: torch.Tensor | None = None
 
     def supports(self, cache: LatentCache) -> bool:
         """fp32 models (weights int8 or fp32) with an fp32 cache; anything else takes the model's path."""
@@ -427,13 +474,26 @@ class FastDecoder:
                 self.layers[i], self.keys[i] = LayerWeights(block, self.prefetch), block_key
         self.key = key
 
+    def packed_head(self) -> torch.Tensor | None:
+        """oneDNN's packed copy of an fp32 output head, rebuilt when the weight changes."""
+        w = self.model.lm_head.weight
+        if self.packed_head_key != _version(w):
+            self.packed_head_weight = pack(w.detach())
+            self.packed_head_key = _version(w)
+        return self.packed_head_weight
+
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (..., V) in fp32 of final hidden states (..., C). An int8 head with
-        prefetch runs in row chunks of HEAD_CHUNK tokens, each read once before its matmul (the
-        same per-token arithmetic; ~1.2x at batch 1, up to 2x at batch 16 for d10's 16k x 640 head)."""
+        """Next-token logits (..., V) in fp32 of final hidden states (..., C). From PACKED_MIN_ROWS
+        rows on, an fp32 head runs on oneDNN's packed weight (~1.7x at 16 rows for d10's 16k x 640
+        head); an int8 head with prefetch runs fewer rows in row chunks of HEAD_CHUNK
+        tokens, each read once before its matmul (the same per-token arithmetic; ~1.2x at batch 1)."""
         model = self.model
         x, head = model.norm(h), model.lm_head
+        rows = x.numel() // x.shape[-1]
+        fp32_head = isinstance(head, nn.Linear) and head.bias is None and head.weight.dtype == torch.float32
+        if fp32_head and rows >= PACKED_MIN_ROWS and (packed := self.packed_head()) is not None:
+            return packed_matmul(x.reshape(rows, -1), packed).view(*x.shape[:-1], -1)
         xb = _bf16(x) if self.prefetch and isinstance(head, Int8Linear) else None
         if xb is None:
             return head(x).float()
