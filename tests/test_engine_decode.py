@@ -1,13 +1,14 @@
 """The fused decode path (`nanoseek.engine.decode.FastDecoder`) against the model's own cached forward:
 same hidden states and cache rows for full-rank and low-rank queries, fp32 and int8, with and without
 shared experts and expert groups, one row or many (ragged positions, slots in any order); and greedy
-decoding through the engine equal to full recompute for those variants."""
+decoding through the engine equal to full recompute for those variants. Each test runs with the C
+decode kernel and with torch's matmuls (the fallback)."""
 
 import pytest
 import torch
 from test_engine import greedy, ragged_prompts, random_model, run, tiny_config
 
-from nanoseek.engine import Engine, decode
+from nanoseek.engine import Engine, decode, kernels
 from nanoseek.engine.decode import FastDecoder
 from nanoseek.engine.naive import naive_generate
 from nanoseek.engine.quant import quantize_int8
@@ -28,6 +29,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(params=["kernel", "torch"], autouse=True)
+def matmuls(request):
+    """Every test twice: with the decode kernel (one- and two-row fp32 matmuls in C) and with torch's
+    matmuls, what runs where no C compiler is available."""
+    kernels.reset(enabled=request.param == "kernel")
+    if request.param == "kernel" and not kernels.available():
+        pytest.skip("no C compiler for the decode kernel")
+    yield request.param
+    kernels.reset()
+
+
 def prefilled(model, lengths, slots):
     """A cache with random prompts of the given lengths prefilled into the given slots."""
     cache = model.new_cache(8, 40)
@@ -46,7 +58,7 @@ def prefilled(model, lengths, slots):
     [([7], [3]), ([5, 9, 2, 9], [4, 0, 6, 1]), ([6, 6, 6], [2, 3, 4])],
     ids=["one", "ragged", "range"],
 )
-def test_fast_decode_equals_the_models_cached_forward(variant, int8, lengths, slots, monkeypatch):
+def test_fast_decode_equals_the_models_cached_forward(variant, int8, lengths, slots, monkeypatch, matmuls):
     model = random_model(tiny_config(**VARIANTS[variant]), seed=2)
     if int8:
         model = quantize_int8(model)
@@ -60,6 +72,8 @@ def test_fast_decode_equals_the_models_cached_forward(variant, int8, lengths, sl
     fast = FastDecoder(model, prefetch=len(lengths) != 3)
     assert fast.supports(fast_cache)
     h = fast.hidden(tokens, lengths, slots, fast_cache)
+    if not int8:  # fp32 weights kept (out, in) for the kernel, else (in, out) for MKL
+        assert (fast.layers[0].qkv.w is not None) == (matmuls == "kernel")
     torch.testing.assert_close(h, ref[:, 0], atol=2e-4, rtol=2e-4)
     for a, b in zip(fast_cache.kv, ref_cache.kv):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -10,7 +10,8 @@
 Modules: `protocol` (SamplingParams, GenerationRequest, Completion, Delta, Generator), `engine`
 (Engine: continuous batching, streaming, abort), `scheduler` (slots, queue, token budget),
 `runner` (model + latent cache), `sampling`, `detok` (streamed text, stop strings, thinking split),
-`speculative` (MTP draft-and-verify), `fast` (decode fast paths), `quant` (int8 weights),
+`speculative` (MTP draft-and-verify), `fast` and `decode` (decode fast paths), `kernels` (the C
+matmul of one- and two-row decode steps, built on first use), `quant` (int8 weights),
 `naive` (reference generation, perplexity), `remote` (OpenAI-compatible HTTP), `cli`.
 """
 

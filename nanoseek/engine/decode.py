@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoseek.engine import kernels
 from nanoseek.engine.quant import HAS_INT8PACK, Int8Experts, Int8Linear, int8_matmul
 from nanoseek.model.attention import LatentCache
 from nanoseek.model.moe import MoE, RoutedExperts
@@ -96,35 +97,40 @@ def touch(t: torch.Tensor) -> None:
 
 class Mat:
     """y = x W^T for x (N, in), from one or more bias-free linear layers fused row-wise (their outputs
-    concatenated), optionally with the output rows reordered. fp32: W^T kept (in, out); int8: rows
-    (out, in) and per-row scales."""
+    concatenated), optionally with the output rows reordered. fp32: W (out, in) for the decode kernel
+    (`kernels`) and oneDNN, or, where the kernel is not available, W^T (in, out), which MKL's few-row
+    matmuls stream fastest; int8: rows (out, in) and per-row scales."""
 
     def __init__(
         self,
         layers: list[nn.Module],
         rows: torch.Tensor | None = None,
         prefetch: bool = False,
-        wt: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+        packable: bool = True,
     ):
-        """wt: an fp32 W^T (in, out) fused elsewhere, instead of layers."""
-        if wt is not None:
-            self.wt = wt
-        elif all(isinstance(m, Int8Linear) for m in layers):
+        """weight: an fp32 W (out, in) fused elsewhere, instead of layers; packable: use oneDNN's packed
+        copy for 3+ rows (off for routed experts: ~4 rows each at batch 16, where it gains nothing)."""
+        self.q = self.w = self.wt = None
+        if weight is None and all(isinstance(m, Int8Linear) for m in layers):
             q = torch.cat([m.qweight for m in layers])  # (out, in) int8
             scale = torch.cat([m.scale for m in layers])
             if rows is not None:
                 q, scale = q[rows], scale[rows]
             self.q, self.scale, self.scale_bf16 = q.contiguous(), scale, scale.to(torch.bfloat16)
-            self.wt = None
-        elif all(isinstance(m, nn.Linear) and m.bias is None for m in layers):
-            w = torch.cat([m.weight.detach() for m in layers])  # (out, in)
+        elif weight is None and all(isinstance(m, nn.Linear) and m.bias is None for m in layers):
+            weight = torch.cat([m.weight.detach() for m in layers])  # (out, in)
             if rows is not None:
-                w = w[rows]
-            self.wt = w.t().contiguous()  # (in, out)
-        else:
+                weight = weight[rows]
+        elif weight is None:
             raise TypeError("fuse bias-free nn.Linear layers, or Int8Linear layers, not a mix")
-        w = self.wt if self.wt is not None else self.q
-        self.prefetch = prefetch and w.numel() * w.element_size() >= PREFETCH_MIN_BYTES
+        if weight is not None and weight.device.type == "cpu" and kernels.available():
+            self.w = weight.contiguous()
+        elif weight is not None:
+            self.wt = weight.t().contiguous()
+        stored = next(t for t in (self.w, self.wt, self.q) if t is not None)
+        self.prefetch = prefetch and stored.numel() * stored.element_size() >= PREFETCH_MIN_BYTES
+        self.packable = packable
         self._packed: torch.Tensor | None = None
         self._packed_built = False
 
@@ -132,32 +138,45 @@ class Mat:
         """oneDNN's packed fp32 weight when x has enough rows to use it (built on first use), else
         None. int8 weights stay on the int8 kernel: its bf16 outputs would round differently from any
         other kernel's, and int8 decoding is held to the int8 model's own outputs token for token."""
-        if self.wt is None or x.shape[0] < PACKED_MIN_ROWS:
+        if self.q is not None or not self.packable or x.shape[0] < PACKED_MIN_ROWS:
             return None
         if not self._packed_built:
-            self._packed = pack(self.wt.t())
+            self._packed = pack(self.w if self.w is not None else self.wt.t())
             self._packed_built = True
         return self._packed
 
+    def _fp32(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w is not None and x.shape[0] < PACKED_MIN_ROWS:
+            return kernels.matmul(x, self.w)  # streams W itself: no prefetch
+        if self.prefetch:
+            touch(self.w if self.w is not None else self.wt)
+        return F.linear(x, self.w) if self.w is not None else x @ self.wt
+
     def __call__(self, x: torch.Tensor, xb: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, in) -> (N, out); xb: x in bfloat16 when the caller has it (int8 only)."""
-        if (packed := self.packed(x)) is not None:
-            return packed_matmul(x, packed)
+        if self.q is None:
+            packed = self.packed(x)
+            return packed_matmul(x, packed) if packed is not None else self._fp32(x)
         if self.prefetch:
-            touch(self.wt if self.wt is not None else self.q)
-        if self.wt is not None:
-            return x @ self.wt
+            touch(self.q)
         return _int8(x, _bf16(x) if xb is None else xb, self.q, self.scale, self.scale_bf16)
 
-    def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """residual + x W^T, (N, out)."""
-        if (packed := self.packed(x)) is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, packed, None, "add")
+    def add_to(self, residual: torch.Tensor, x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """residual + alpha x W^T, (N, out); may update residual in place."""
+        if self.q is None:
+            if alpha == 1.0 and (packed := self.packed(x)) is not None:
+                return torch.ops.mkldnn._linear_pointwise.binary(x, residual, packed, None, "add")
+            if self.w is not None and x.shape[0] < PACKED_MIN_ROWS and residual.is_contiguous():
+                return kernels.matmul(x, self.w, out=residual, alpha=alpha)
+            if self.w is not None:
+                return residual.add_(self._fp32(x), alpha=alpha)
+            if self.prefetch:
+                touch(self.wt)
+            return torch.addmm(residual, x, self.wt, alpha=alpha)
         if self.prefetch:
-            touch(self.wt if self.wt is not None else self.q)
-        if self.wt is not None:
-            return torch.addmm(residual, x, self.wt)
-        return residual.add_(_int8(x, _bf16(x), self.q, self.scale, self.scale_bf16, float_out=False))
+            touch(self.q)
+        y = _int8(x, _bf16(x), self.q, self.scale, self.scale_bf16, float_out=False)
+        return residual.add_(y, alpha=alpha)
 
 
 def _sources(module: nn.Module) -> list[torch.Tensor]:
@@ -228,9 +247,13 @@ class LayerWeights:
                 Mat([shared.gate_proj, shared.up_proj], prefetch=prefetch),
                 Mat([shared.down_proj], prefetch=prefetch),
             )
-            if isinstance(shared.gate_proj, nn.Linear) and self.shared[0].wt is not None:
-                wt = torch.cat([self.router.float().t(), self.shared[0].wt], dim=1).contiguous()
-                self.router_shared = Mat([], prefetch=prefetch, wt=wt)
+            if isinstance(shared.gate_proj, nn.Linear) and isinstance(shared.up_proj, nn.Linear):
+                fused = [
+                    self.router.float(),
+                    shared.gate_proj.weight.detach(),
+                    shared.up_proj.weight.detach(),
+                ]
+                self.router_shared = Mat([], prefetch=prefetch, weight=torch.cat(fused))
         experts = mlp.experts
         if isinstance(experts, Int8Experts):  # per expert (q, scale, scale_bf16), listed once
             ex = experts
@@ -239,28 +262,33 @@ class LayerWeights:
                 zip(ex.gate_up_q.unbind(0), ex.gate_up_scale.unbind(0), ex.gate_up_scale_bf16.unbind(0))
             )
             self.dn = list(zip(ex.down_q.unbind(0), ex.down_scale.unbind(0), ex.down_scale_bf16.unbind(0)))
-        elif isinstance(experts, RoutedExperts):
+        elif isinstance(experts, RoutedExperts):  # per expert a Mat: gate-up (2I, C), down (C, I)
             self.experts_int8 = False
             gu = torch.cat([experts.gate_proj.detach(), experts.up_proj.detach()], dim=-1)  # (E, C, 2I)
-            self.gu, self.dn = gu.unbind(0), experts.down_proj.detach().unbind(0)  # E x (C, 2I), E x (I, C)
+            mat = lambda w: Mat([], prefetch=prefetch, weight=w.t(), packable=False)  # noqa: E731
+            self.gu = [mat(w) for w in gu.unbind(0)]
+            self.dn = [mat(w) for w in experts.down_proj.detach().unbind(0)]  # (I, C) each
         else:
             raise TypeError(f"unknown experts module {type(experts).__name__}")
 
     # ------------------------------------------------------------------ MLPs
     def expert_up(self, e: int, x: torch.Tensor, xb: torch.Tensor | None) -> torch.Tensor:
         """silu(gate) * up of expert e on rows x (n, C) (xb: their bfloat16 copy, int8) -> (n, I)."""
-        if self.prefetch:
-            touch(self.gu[e][0] if self.experts_int8 else self.gu[e])
-        gu = _int8(x, xb, *self.gu[e]) if self.experts_int8 else x @ self.gu[e]
+        if self.experts_int8:
+            if self.prefetch:
+                touch(self.gu[e][0])
+            gu = _int8(x, xb, *self.gu[e])
+        else:
+            gu = self.gu[e](x)
         i = gu.shape[-1] // 2
         return F.silu(gu[:, :i]) * gu[:, i:]
 
     def expert_down(self, e: int, a: torch.Tensor, float_out: bool = True) -> torch.Tensor:
+        if not self.experts_int8:
+            return self.dn[e](a)
         if self.prefetch:
-            touch(self.dn[e][0] if self.experts_int8 else self.dn[e])
-        if self.experts_int8:
-            return _int8(a, _bf16(a), *self.dn[e], float_out=float_out)
-        return a @ self.dn[e]
+            touch(self.dn[e][0])
+        return _int8(a, _bf16(a), *self.dn[e], float_out=float_out)
 
     def route(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Router logits (N, E) -> expert ids (N, K), weights (N, K): `moe.Router.forward`'s selection."""
@@ -329,9 +357,7 @@ class LayerWeights:
                 if self.experts_int8:
                     out.add_(self.expert_down(e, a, float_out=False), alpha=w)
                 else:
-                    if self.prefetch:
-                        touch(self.dn[e])
-                    out.addmm_(a, self.dn[e], alpha=w)
+                    out = self.dn[e].add_to(out, a, alpha=w)
             return out
         ids, weights = self.route(logits)
         K = ids.shape[1]
@@ -349,12 +375,7 @@ class LayerWeights:
             while end < len(order) and flat[order[end]] == e:
                 end += 1
             a = self.expert_up(e, xs[start:end], xsb[start:end] if xsb is not None else None)
-            if self.experts_int8:
-                ys[start:end] = self.expert_down(e, a, float_out=False)
-            else:
-                if self.prefetch:
-                    touch(self.dn[e])
-                torch.mm(a, self.dn[e], out=ys[start:end])
+            ys[start:end] = self.expert_down(e, a, float_out=False)
             start = end
         ys.mul_(weights.view(-1).index_select(0, order_t)[:, None])
         return out.index_add_(0, token_of, ys)
@@ -486,7 +507,7 @@ class FastDecoder:
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Next-token logits (..., V) in fp32 of final hidden states (..., C). From PACKED_MIN_ROWS
         rows on, an fp32 head runs on oneDNN's packed weight (~1.7x at 16 rows for d10's 16k x 640
-        head); an int8 head with prefetch runs fewer rows in row chunks of HEAD_CHUNK
+        head), fewer rows on the decode kernel; an int8 head with prefetch runs fewer rows in row chunks of HEAD_CHUNK
         tokens, each read once before its matmul (the same per-token arithmetic; ~1.2x at batch 1)."""
         model = self.model
         x, head = model.norm(h), model.lm_head
@@ -494,6 +515,8 @@ class FastDecoder:
         fp32_head = isinstance(head, nn.Linear) and head.bias is None and head.weight.dtype == torch.float32
         if fp32_head and rows >= PACKED_MIN_ROWS and (packed := self.packed_head()) is not None:
             return packed_matmul(x.reshape(rows, -1), packed).view(*x.shape[:-1], -1)
+        if fp32_head and head.weight.is_contiguous() and x.device.type == "cpu" and kernels.available():
+            return kernels.matmul(x.reshape(rows, -1), head.weight.detach()).view(*x.shape[:-1], -1)
         xb = _bf16(x) if self.prefetch and isinstance(head, Int8Linear) else None
         if xb is None:
             return head(x).float()
