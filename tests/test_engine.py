@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from nanoseek.engine import Engine, GenerationRequest, SamplingParams
+from nanoseek.engine import Engine, GenerationRequest, SamplingParams, kernels
 from nanoseek.engine.naive import naive_generate, perplexity
 from nanoseek.engine.quant import Int8Linear, quantize_int8, weight_bytes
 from nanoseek.model import DeepSeekV3, ModelConfig
@@ -132,8 +132,18 @@ def test_greedy_equals_full_recompute_batch_1_and_ragged_batch_8(model, prompts,
     assert run(engine, prompts, greedy(10)) == reference
 
 
+@pytest.fixture(params=["kernel", "torch-int8"])
+def int8_matmuls(request):
+    """nanoseek's int8 kernel, or torch's where no C compiler is available."""
+    kernels.reset(enabled=request.param == "kernel")
+    if request.param == "kernel" and not kernels.available():
+        pytest.skip("no C compiler for the decode kernels")
+    yield
+    kernels.reset()
+
+
 @pytest.mark.parametrize("speculative", [False, True], ids=["plain", "mtp"])
-def test_int8_greedy_equals_int8_full_recompute(prompts, speculative):
+def test_int8_greedy_equals_int8_full_recompute(prompts, speculative, int8_matmuls):
     model = quantize_int8(random_model(tiny_config(), seed=4))
     assert isinstance(model.lm_head, Int8Linear) and model.lm_head.qweight.dtype == torch.int8
     reference = naive_generate(model, prompts, 8)

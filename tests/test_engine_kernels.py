@@ -1,5 +1,5 @@
-"""The decode kernel (`nanoseek.engine.kernels`): the C matmul against torch's, its in-place
-accumulate, its build cache, and the fallback when it cannot be built."""
+"""The decode kernels (`nanoseek.engine.kernels`): the C fp32 and int8 matmuls against torch, their
+in-place accumulate, batch independence, the build cache, and the fallback when they cannot be built."""
 
 import os
 
@@ -42,6 +42,54 @@ def test_a_row_does_not_depend_on_the_others(kernel):
     assert torch.equal(kernels.matmul(x, w)[:, 100:], kernels.matmul(x, w[100:].contiguous()))
 
 
+@pytest.mark.parametrize("rows", [1, 3, 4, 9])
+@pytest.mark.parametrize("shape", [(640, 1152), (37, 5), (1728, 64), (160, 640)], ids=str)
+def test_int8_matmul_equals_the_dequantized_product(kernel, rows, shape):
+    K, M = shape
+    g = torch.Generator().manual_seed(rows + K)
+    x = torch.randn(rows, K, generator=g)
+    q = torch.randint(-127, 128, (M, K), generator=g, dtype=torch.int8)
+    scale = torch.rand(M, generator=g) / 100
+    exact = (x.double() @ q.double().T * scale.double()).float()
+    y = kernels.matmul_int8(x, q, scale)
+    # activations rounded to 16 bits per row: ~2^-16 of the row's largest product per term
+    assert (y - exact).abs().max() <= 1e-4 * exact.abs().max()
+    residual = torch.randn(rows, M, generator=g)
+    expected = residual + 0.5 * y
+    assert kernels.matmul_int8(x, q, scale, out=residual, alpha=0.5) is residual
+    torch.testing.assert_close(residual, expected)
+
+
+def test_int8_results_do_not_depend_on_the_batch_or_the_fusion(kernel):
+    """Exact integer sums: a row's outputs are the same bits alone or in any batch, and with the
+    weight rows split or reordered, which is why the engine's int8 decode equals the model's forward."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 640, generator=g)
+    q = torch.randint(-127, 128, (300, 640), generator=g, dtype=torch.int8)
+    scale = torch.rand(300, generator=g)
+    full = kernels.matmul_int8(x, q, scale)
+    for r in range(7):
+        assert torch.equal(kernels.matmul_int8(x[r : r + 1], q, scale)[0], full[r])
+    perm = torch.randperm(300, generator=g)
+    assert torch.equal(kernels.matmul_int8(x, q[perm].contiguous(), scale[perm].contiguous()), full[:, perm])
+
+
+def test_int8_rows_with_inf_or_nan_give_nan_and_zero_rows_give_zero(kernel):
+    x = torch.randn(4, 32)
+    x[1, 5], x[2, 0], x[3] = float("nan"), float("inf"), 0.0
+    y = kernels.matmul_int8(x, torch.ones(3, 32, dtype=torch.int8), torch.ones(3))
+    assert torch.isfinite(y[0]).all() and y[1].isnan().all() and y[2].isnan().all()
+    assert torch.equal(y[3], torch.zeros(3))
+
+
+def test_int8_layers_use_the_kernel(kernel):
+    from nanoseek.engine.quant import Int8Linear
+
+    layer = Int8Linear(torch.nn.Linear(64, 24, bias=False))
+    x = torch.randn(5, 64)
+    assert torch.equal(layer(x), kernels.matmul_int8(x, layer.qweight, layer.scale))
+
+
 def test_matmul_rejects_what_it_cannot_compute(kernel):
     with pytest.raises(ValueError, match="w"):
         kernels.matmul(torch.randn(1, 8), torch.randn(4, 9))
@@ -51,6 +99,10 @@ def test_matmul_rejects_what_it_cannot_compute(kernel):
         kernels.matmul(torch.randn(1, 8), torch.randn(8, 4).T)
     with pytest.raises(ValueError, match="out"):
         kernels.matmul(torch.randn(1, 8), torch.randn(4, 8), out=torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="int8"):
+        kernels.matmul_int8(torch.randn(1, 8), torch.randn(4, 8), torch.ones(4))
+    with pytest.raises(ValueError, match="scale"):
+        kernels.matmul_int8(torch.randn(1, 8), torch.ones(4, 8, dtype=torch.int8), torch.ones(3))
 
 
 def test_the_build_is_cached_per_source_and_machine(kernel, tmp_path, monkeypatch):

@@ -50,9 +50,11 @@ def _version(t: torch.Tensor) -> tuple[int, int]:
 
 
 def _bf16(x: torch.Tensor) -> torch.Tensor | None:
-    """x in bfloat16 where `quant.int8_matmul` would use the int8 kernel (so one cast serves every
-    int8 matmul that reads x), else None."""
-    return x.to(torch.bfloat16) if HAS_INT8PACK and x.device.type == "cpu" and x.shape[-1] % 16 == 0 else None
+    """x in bfloat16 where `quant.int8_matmul` would use torch's int8 kernel (so one cast serves every
+    int8 matmul that reads x), else None (nanoseek's kernel reads fp32)."""
+    if kernels.available() or not HAS_INT8PACK or x.device.type != "cpu" or x.shape[-1] % 16:
+        return None
+    return x.to(torch.bfloat16)
 
 
 def _int8(x, xb, q, scale, scale_bf16, float_out: bool = True) -> torch.Tensor:
@@ -129,7 +131,10 @@ class Mat:
         elif weight is not None:
             self.wt = weight.t().contiguous()
         stored = next(t for t in (self.w, self.wt, self.q) if t is not None)
-        self.prefetch = prefetch and stored.numel() * stored.element_size() >= PREFETCH_MIN_BYTES
+        streams = self.q is not None and kernels.available()  # the int8 kernel needs no prefetch
+        self.prefetch = (
+            prefetch and not streams and stored.numel() * stored.element_size() >= PREFETCH_MIN_BYTES
+        )
         self.packable = packable
         self._packed: torch.Tensor | None = None
         self._packed_built = False
@@ -173,6 +178,8 @@ class Mat:
             if self.prefetch:
                 touch(self.wt)
             return torch.addmm(residual, x, self.wt, alpha=alpha)
+        if kernels.available() and residual.is_contiguous():
+            return kernels.matmul_int8(x, self.q, self.scale, out=residual, alpha=alpha)
         if self.prefetch:
             touch(self.q)
         y = _int8(x, _bf16(x), self.q, self.scale, self.scale_bf16, float_out=False)
@@ -196,6 +203,7 @@ class LayerWeights:
     def __init__(self, block: nn.Module, prefetch: bool = False):
         attn, cfg = block.self_attn, block.self_attn.cfg
         self.prefetch = prefetch
+        self.prefetch_int8 = prefetch and not kernels.available()  # the int8 kernel streams by itself
         H, Dn, Dr, R, Dv = (
             cfg.num_attention_heads,
             cfg.qk_nope_head_dim,
@@ -275,7 +283,7 @@ class LayerWeights:
     def expert_up(self, e: int, x: torch.Tensor, xb: torch.Tensor | None) -> torch.Tensor:
         """silu(gate) * up of expert e on rows x (n, C) (xb: their bfloat16 copy, int8) -> (n, I)."""
         if self.experts_int8:
-            if self.prefetch:
+            if self.prefetch_int8:
                 touch(self.gu[e][0])
             gu = _int8(x, xb, *self.gu[e])
         else:
@@ -286,7 +294,7 @@ class LayerWeights:
     def expert_down(self, e: int, a: torch.Tensor, float_out: bool = True) -> torch.Tensor:
         if not self.experts_int8:
             return self.dn[e](a)
-        if self.prefetch:
+        if self.prefetch_int8:
             touch(self.dn[e][0])
         return _int8(a, _bf16(a), *self.dn[e], float_out=float_out)
 
@@ -354,7 +362,9 @@ class LayerWeights:
         if N == 1:  # one token: its K experts, weighted into the residual one by one
             for e, w in zip(*self.route_one(logits)):
                 a = self.expert_up(e, x, xb)
-                if self.experts_int8:
+                if self.experts_int8 and kernels.available():
+                    out = kernels.matmul_int8(a, *self.dn[e][:2], out=out, alpha=w)
+                elif self.experts_int8:
                     out.add_(self.expert_down(e, a, float_out=False), alpha=w)
                 else:
                     out = self.dn[e].add_to(out, a, alpha=w)

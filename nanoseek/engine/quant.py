@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoseek.engine import kernels
 from nanoseek.engine.fast import run_experts
 from nanoseek.model.moe import RoutedExperts
 
@@ -42,7 +43,11 @@ def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def int8_matmul(
     x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, scale_bf16: torch.Tensor
 ) -> torch.Tensor:
-    """x (N, in) float, q (out, in) int8, scale (out,) -> (N, out) in x's dtype."""
+    """x (N, in) float, q (out, in) int8, scale (out,) -> (N, out) in x's dtype. On CPU: nanoseek's
+    kernel (`kernels.matmul_int8`: 16-bit integer activations, exact integer sums) where it is built,
+    else torch's `_weight_int8pack_mm` (bfloat16 activations)."""
+    if x.device.type == "cpu" and kernels.available():
+        return kernels.matmul_int8(x.float(), q, scale).to(x.dtype)
     if HAS_INT8PACK and x.device.type == "cpu" and x.shape[-1] % 16 == 0:  # the kernel's K granularity
         return torch._weight_int8pack_mm(x.to(torch.bfloat16), q, scale_bf16).to(x.dtype)
     return F.linear(x, q.to(x.dtype)) * scale.to(x.dtype)
