@@ -36,6 +36,14 @@ def test_matmul_equals_torch(kernel, rows, shape):
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 2])
+def test_bmatmul_equals_torch_per_head(kernel, rows):
+    x, w = torch.randn(10, rows, 64), torch.randn(10, 160, 64)  # heads, rows, in; heads, out, in
+    torch.testing.assert_close(kernels.bmatmul(x, w), torch.bmm(x, w.transpose(1, 2)), atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="bmatmul"):
+        kernels.bmatmul(x, w[:9])
+
+
 def test_a_row_does_not_depend_on_the_others(kernel):
     x, w = torch.randn(2, 640), torch.randn(300, 640)
     assert torch.equal(kernels.matmul(x, w)[1], kernels.matmul(x[1:], w)[0])

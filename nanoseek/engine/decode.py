@@ -233,6 +233,9 @@ class LayerWeights:
             )
         w_uk, w_uv = attn.absorbed_weights()  # (H, Dn, R), (H, Dv, R)
         self.w_uk, self.w_uv_t = w_uk, w_uv.transpose(1, 2).contiguous()  # (H, Dn, R), (H, R, Dv)
+        # the decode kernel's layout, (out, in) per head: W_uk^T (H, R, Dn), W_uv (H, Dv, R)
+        self.w_uk_k = w_uk.transpose(1, 2).contiguous() if kernels.available() else None
+        self.w_uv_k = w_uv.contiguous() if kernels.available() else None
         self.o = Mat([attn.o_proj], prefetch=prefetch)
         self.scale = attn.scale
         norms = (block.input_layernorm, block.post_attention_layernorm, attn.kv_a_layernorm)
@@ -410,15 +413,22 @@ class LayerWeights:
         latent = F.rms_norm(a[:, -R:], (R,), w_kv, eps)  # (N, R)
         kv.index_put_(step.where, torch.cat([latent, roped[:, H]], dim=-1))
         rows = step.rows(kv)  # (N, S, R + Dr)
-        if self.prefetch:
-            touch(self.w_uk)
-        q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk)  # (H, N, R)
+        few = self.w_uk_k is not None and N < PACKED_MIN_ROWS and q_nope.device.type == "cpu"
+        if few:
+            q_latent = kernels.bmatmul(q_nope.transpose(0, 1), self.w_uk_k)  # (H, N, R)
+        else:
+            if self.prefetch:
+                touch(self.w_uk)
+            q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk)
         q = torch.cat([q_latent.transpose(0, 1), roped[:, :H]], dim=-1)  # (N, H, R + Dr)
         scores = torch.baddbmm(step.mask, q, rows.transpose(1, 2), alpha=self.scale)  # (N, H, S)
         out_latent = torch.bmm(scores.softmax(-1), rows[..., :R])  # (N, H, R)
-        if self.prefetch:
-            touch(self.w_uv_t)
-        out = torch.bmm(out_latent.transpose(0, 1), self.w_uv_t)  # (H, N, Dv)
+        if few:
+            out = kernels.bmatmul(out_latent.transpose(0, 1), self.w_uv_k)  # (H, N, Dv)
+        else:
+            if self.prefetch:
+                touch(self.w_uv_t)
+            out = torch.bmm(out_latent.transpose(0, 1), self.w_uv_t)
         return self.o.add_to(h, out.transpose(0, 1).reshape(N, H * Dv))
 
     def forward(self, h: torch.Tensor, step: DecodeStep, kv: torch.Tensor) -> torch.Tensor:

@@ -125,3 +125,10 @@ int matmul_i8(const float *x, const int8_t *q, const float *ws, float *y, long r
     free(xs);
     return 0;
 }
+
+/* fp32, one matrix per batch entry: y[b] = x[b] @ w[b]^T for x (batch, rows, in), w (batch, out, in),
+ * y (batch, rows, out), contiguous (the absorbed attention weights, one matrix per head). */
+void bmatmul_f32(const float *x, const float *w, float *y, long batch, long rows, long in, long out) {
+    for (long b = 0; b < batch; b++)
+        matmul_f32(x + b * rows * in, w + b * out * in, y + b * rows * out, rows, in, out, 1.0f, 0);
+}

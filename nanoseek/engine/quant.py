@@ -10,10 +10,12 @@ Each output channel (row of W, shape (out, in)) gets a symmetric scale:
     y   = x W^T ~ (x Q^T) * s                     the scale comes out of the sum over i
 
 Weights take a quarter of fp32's memory and memory traffic, which is what bounds decoding on a CPU.
-On CPU the matmul is `torch._weight_int8pack_mm` (int8 weights, bf16 activations, fp32 in and out
-of the layer; it needs `in` to be a multiple of 16); elsewhere the weight is dequantized per matmul. Kept in full precision: embeddings
-(a lookup), norms, the MoE router (routing is sensitive and tiny), and kv_b_proj (its halves are the
-absorbed attention weights, see `MLA.absorbed_weights`; 2% of the parameters).
+On CPU the matmul is nanoseek's `kernels.matmul_int8` where it is built (activations rounded to
+16-bit integers per row, products summed exactly in integers), else `torch._weight_int8pack_mm`
+(bf16 activations; it needs `in` to be a multiple of 16); elsewhere the weight is dequantized per
+matmul. Kept in full precision: embeddings (a lookup), norms, the MoE router (routing is sensitive
+and tiny), and kv_b_proj (its halves are the absorbed attention weights, see `MLA.absorbed_weights`;
+2% of the parameters).
 
 A quantized model is for inference: its state_dict holds int8 tensors and it cannot be trained or
 saved as a Hugging Face checkpoint. Quantize a freshly loaded model.
