@@ -4,6 +4,7 @@ CORS only when configured; and cancelling: a client that disconnects frees its c
 """
 
 import json
+import socket
 import threading
 import time
 
@@ -193,14 +194,16 @@ def test_stream_disconnect_frees_the_slot(slow_server):
 def test_non_stream_disconnect_frees_the_slots(slow_server):
     http = httpx.Client(base_url=slow_server.url, timeout=60)
     before = disconnects(http)
-    body = {
-        "messages": HI,
-        "ignore_eos": True,
-        "n": 3,
-        "max_completion_tokens": 200,
-    }  # 2 s: well past the timeout
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(slow_server.url + CHAT, json=body, timeout=0.5)
+    body = json.dumps({"messages": HI, "ignore_eos": True, "n": 3, "max_completion_tokens": 200}).encode()
+    head = f"POST {CHAT} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    url = httpx.URL(slow_server.url)
+    with socket.create_connection((url.host, url.port)) as client:  # a client that hangs up ...
+        client.sendall(head.encode() + body)
+        deadline = time.monotonic() + 20
+        while http.get("/health").json()["busy_slots"] < 3:  # ... once its 3 samples run (>= 2 s)
+            assert time.monotonic() < deadline, "the request was never admitted"
+            time.sleep(0.01)
     health = wait_until_idle(http)
     assert health["busy_slots"] == 0 and health["active"] == 0
     assert disconnects(http) == before + 1

@@ -70,6 +70,9 @@ PREFETCH_MIN_BYTES = 128 * 1024  # smaller weights are cheap enough to fetch on 
 # From this many rows on, an fp32 matmul runs on oneDNN's packed copy of the weight: 1.3-1.9x MKL's
 # at 4-16 rows on d10's shapes, slower at 1-2 rows, where the prefetched MKL gemv stays.
 PACKED_MIN_ROWS = 3
+# Unpacked fp32 weights (routed experts) go to the decode kernel up to this many rows: 1.3-1.9x
+# MKL's prefetched matmul at 3-6 rows on the experts' shapes, break-even at 8.
+KERNEL_MAX_ROWS = 8
 ONEDNN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
@@ -150,8 +153,15 @@ class Mat:
             self._packed_built = True
         return self._packed
 
+    def kernel(self, x: torch.Tensor) -> bool:
+        """Whether the decode kernel takes these rows: up to 2 (then oneDNN's packed weight), or up to
+        KERNEL_MAX_ROWS for weights that are not packed (routed experts: ~4 rows each at batch 16)."""
+        return self.w is not None and x.shape[0] <= (
+            KERNEL_MAX_ROWS if not self.packable else PACKED_MIN_ROWS - 1
+        )
+
     def _fp32(self, x: torch.Tensor) -> torch.Tensor:
-        if self.w is not None and x.shape[0] < PACKED_MIN_ROWS:
+        if self.kernel(x):
             return kernels.matmul(x, self.w)  # streams W itself: no prefetch
         if self.prefetch:
             touch(self.w if self.w is not None else self.wt)
@@ -171,7 +181,7 @@ class Mat:
         if self.q is None:
             if alpha == 1.0 and (packed := self.packed(x)) is not None:
                 return torch.ops.mkldnn._linear_pointwise.binary(x, residual, packed, None, "add")
-            if self.w is not None and x.shape[0] < PACKED_MIN_ROWS and residual.is_contiguous():
+            if self.kernel(x) and residual.is_contiguous():
                 return kernels.matmul(x, self.w, out=residual, alpha=alpha)
             if self.w is not None:
                 return residual.add_(self._fp32(x), alpha=alpha)

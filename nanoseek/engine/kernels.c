@@ -14,26 +14,61 @@
 /* fp32: y[m, j] = (accumulate ? y[m, j] : 0) + alpha * sum_i x[m, i] * w[j, i]
  *
  * x (rows, in), w (out, in), y (rows, out): float32, row-major, contiguous. One output j at a time:
- * its weight row is read once, front to back, and used for every row of x (a second row reads it
- * from L1). Sixteen partial sums per row, one vector register wide, so -O3 vectorizes the inner loop
- * without reassociating anything: the result does not depend on `rows` or on where j sits in w. */
+ * its weight row is read once, front to back, and used for every row of x, four rows at a time
+ * (each weight loaded once for the four). Sixteen partial sums per row, one vector register wide, so
+ * -O3 vectorizes the inner loops without reassociating anything: a row's result is the same bits
+ * whatever `rows` is, whichever group of four it falls in, and wherever j sits in w. */
+enum { LANES = 16 };
+
+static float finish(float partial[LANES], float sum_tail, float y, float alpha, int accumulate) {
+    float sum = 0.0f;
+    for (int l = 0; l < LANES; l++) sum += partial[l];
+    sum += sum_tail;
+    return accumulate ? y + alpha * sum : alpha * sum;
+}
+
+static void dot_f32_1(const float *x, const float *wj, long in, float *y, float alpha, int accumulate) {
+    float p[LANES] = {0}, tail = 0.0f;
+    long i = 0;
+    for (; i + LANES <= in; i += LANES)
+        for (int l = 0; l < LANES; l++) p[l] += x[i + l] * wj[i + l];
+    for (; i < in; i++) tail += x[i] * wj[i];
+    *y = finish(p, tail, *y, alpha, accumulate);
+}
+
+static void dot_f32_4(const float *x, long in, const float *wj, float *y, long out, float alpha,
+                      int accumulate) {
+    const float *x0 = x, *x1 = x + in, *x2 = x + 2 * in, *x3 = x + 3 * in;
+    float p0[LANES] = {0}, p1[LANES] = {0}, p2[LANES] = {0}, p3[LANES] = {0};
+    float t0 = 0.0f, t1 = 0.0f, t2 = 0.0f, t3 = 0.0f;
+    long i = 0;
+    for (; i + LANES <= in; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float v = wj[i + l];
+            p0[l] += x0[i + l] * v;
+            p1[l] += x1[i + l] * v;
+            p2[l] += x2[i + l] * v;
+            p3[l] += x3[i + l] * v;
+        }
+    for (; i < in; i++) {
+        t0 += x0[i] * wj[i];
+        t1 += x1[i] * wj[i];
+        t2 += x2[i] * wj[i];
+        t3 += x3[i] * wj[i];
+    }
+    y[0] = finish(p0, t0, y[0], alpha, accumulate);
+    y[out] = finish(p1, t1, y[out], alpha, accumulate);
+    y[2 * out] = finish(p2, t2, y[2 * out], alpha, accumulate);
+    y[3 * out] = finish(p3, t3, y[3 * out], alpha, accumulate);
+}
+
 void matmul_f32(const float *x, const float *w, float *y, long rows, long in, long out, float alpha,
                 int accumulate) {
-    enum { LANES = 16 };
     for (long j = 0; j < out; j++) {
         const float *wj = w + j * in;
-        for (long m = 0; m < rows; m++) {
-            const float *xm = x + m * in;
-            float partial[LANES] = {0};
-            long i = 0;
-            for (; i + LANES <= in; i += LANES)
-                for (int l = 0; l < LANES; l++) partial[l] += xm[i + l] * wj[i + l];
-            float sum = 0.0f;
-            for (int l = 0; l < LANES; l++) sum += partial[l];
-            for (; i < in; i++) sum += xm[i] * wj[i];
-            float *yj = y + m * out + j;
-            *yj = accumulate ? *yj + alpha * sum : alpha * sum;
-        }
+        long m = 0;
+        for (; m + 4 <= rows; m += 4) dot_f32_4(x + m * in, in, wj, y + m * out + j, out, alpha, accumulate);
+        for (; m < rows; m++) dot_f32_1(x + m * in, wj, in, y + m * out + j, alpha, accumulate);
     }
 }
 

@@ -163,8 +163,8 @@ def matmul(
     x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None, alpha: float = 1.0
 ) -> torch.Tensor:
     """x (N, in) @ w^T for w (out_features, in), both fp32, CPU, w contiguous -> (N, out_features).
-    With `out` (N, out_features): out += alpha * x @ w^T in place, and returns out. Meant for N of 1
-    or 2 (decode rows); each further row costs a pass over w from cache."""
+    With `out` (N, out_features): out += alpha * x @ w^T in place, and returns out. Meant for the
+    few rows of a decode step (up to ~8): w is read once, rows go four at a time."""
     lib = _lib or _lib_or_raise()
     y = _result("matmul", x, w, F32, out)
     x = x.contiguous()
