@@ -17,20 +17,19 @@ as the same function of the same weights, with far fewer (and larger) operations
   contiguous range) with one score matmul, [q W_uk | q_rope] . [c | k_r], and a per-step mask that
   all layers share;
 - the dense MLP's gate and up are one matmul, and so (fp32) are the MoE router and the shared expert's
-  gate and up; residual adds ride on the output matmuls (`addmm`);
+  gate and up; residual adds ride on the output matmuls (accumulated in place);
 - routed experts: with one row, its K experts one after another with the routing weight as the
   matmul's alpha; with more rows, pairs sorted by expert on the host (one `tolist`), one gather, and one
   matmul pair per used expert.
 
-From PACKED_MIN_ROWS rows on (batched decode), fp32 matmuls and the output head run on oneDNN's packed
-copies of the weights instead (`pack`, built on first use; routed experts, ~4 rows each at batch 16, stay
-on MKL, which is as fast there).
-
-fp32 weights are kept transposed, (in, out), which MKL's few-row matmuls stream fastest; int8 weights
-stay (out, in) rows with per-row scales for `torch._weight_int8pack_mm`. Row-wise fusion and reordering
-keep every output channel's weights and scale, so int8 results are the per-layer results. The fused
-copies are rebuilt when a source weight changes (its in-place version counter), so a trainer can keep
-updating the model the engine samples from.
+Every matmul is a `Mat`. fp32, where the C decode kernels are built (`kernels`): W (out, in), one and
+two rows (routed experts: up to KERNEL_MAX_ROWS) on the kernel, more on oneDNN's packed copy of the
+weight (`pack`, built on first use; the output head too). Without the kernels: W^T (in, out), which
+MKL's few-row matmuls stream fastest, each weight read once right before its matmul (`touch`). int8
+weights stay (out, in) rows with per-row scales for `quant.int8_matmul`'s kernel. Row-wise fusion and
+reordering keep every output channel's weights and scale, so int8 results are the per-layer results.
+The fused copies are rebuilt when a source weight changes (its in-place version counter), so a trainer
+can keep updating the model the engine samples from.
 """
 
 from __future__ import annotations
@@ -112,16 +111,19 @@ class Mat:
         rows: torch.Tensor | None = None,
         prefetch: bool = False,
         weight: torch.Tensor | None = None,
+        int8: tuple[torch.Tensor, torch.Tensor] | None = None,
         packable: bool = True,
     ):
-        """weight: an fp32 W (out, in) fused elsewhere, instead of layers; packable: use oneDNN's packed
-        copy for 3+ rows (off for routed experts: ~4 rows each at batch 16, where it gains nothing)."""
+        """weight: an fp32 W (out, in) fused elsewhere, or int8: its (q, per-row scale), instead of
+        layers; packable: use oneDNN's packed copy for 3+ rows (off for routed experts: ~4 rows each
+        at batch 16, where the kernel is faster)."""
         self.q = self.w = self.wt = None
-        if weight is None and all(isinstance(m, Int8Linear) for m in layers):
-            q = torch.cat([m.qweight for m in layers])  # (out, in) int8
-            scale = torch.cat([m.scale for m in layers])
+        if int8 is None and weight is None and all(isinstance(m, Int8Linear) for m in layers):
+            int8 = torch.cat([m.qweight for m in layers]), torch.cat([m.scale for m in layers])  # (out, in)
             if rows is not None:
-                q, scale = q[rows], scale[rows]
+                int8 = int8[0][rows], int8[1][rows]
+        if int8 is not None:
+            q, scale = int8
             self.q, self.scale, self.scale_bf16 = q.contiguous(), scale, scale.to(torch.bfloat16)
         elif weight is None and all(isinstance(m, nn.Linear) and m.bias is None for m in layers):
             weight = torch.cat([m.weight.detach() for m in layers])  # (out, in)
@@ -213,7 +215,6 @@ class LayerWeights:
     def __init__(self, block: nn.Module, prefetch: bool = False):
         attn, cfg = block.self_attn, block.self_attn.cfg
         self.prefetch = prefetch
-        self.prefetch_int8 = prefetch and not kernels.available()  # the int8 kernel streams by itself
         H, Dn, Dr, R, Dv = (
             cfg.num_attention_heads,
             cfg.qk_nope_head_dim,
@@ -276,14 +277,12 @@ class LayerWeights:
                 ]
                 self.router_shared = Mat([], prefetch=prefetch, weight=torch.cat(fused))
         experts = mlp.experts
-        if isinstance(experts, Int8Experts):  # per expert (q, scale, scale_bf16), listed once
-            ex = experts
-            self.experts_int8 = True
-            self.gu = list(
-                zip(ex.gate_up_q.unbind(0), ex.gate_up_scale.unbind(0), ex.gate_up_scale_bf16.unbind(0))
-            )
-            self.dn = list(zip(ex.down_q.unbind(0), ex.down_scale.unbind(0), ex.down_scale_bf16.unbind(0)))
-        elif isinstance(experts, RoutedExperts):  # per expert a Mat: gate-up (2I, C), down (C, I)
+        if isinstance(experts, Int8Experts):  # per expert a Mat: gate-up (2I, C), down (C, I)
+            ex, self.experts_int8 = experts, True
+            mat = lambda q, s: Mat([], prefetch=prefetch, int8=(q, s), packable=False)  # noqa: E731
+            self.gu = [mat(q, s) for q, s in zip(ex.gate_up_q.unbind(0), ex.gate_up_scale.unbind(0))]
+            self.dn = [mat(q, s) for q, s in zip(ex.down_q.unbind(0), ex.down_scale.unbind(0))]
+        elif isinstance(experts, RoutedExperts):
             self.experts_int8 = False
             gu = torch.cat([experts.gate_proj.detach(), experts.up_proj.detach()], dim=-1)  # (E, C, 2I)
             mat = lambda w: Mat([], prefetch=prefetch, weight=w.t(), packable=False)  # noqa: E731
@@ -295,21 +294,9 @@ class LayerWeights:
     # ------------------------------------------------------------------ MLPs
     def expert_up(self, e: int, x: torch.Tensor, xb: torch.Tensor | None) -> torch.Tensor:
         """silu(gate) * up of expert e on rows x (n, C) (xb: their bfloat16 copy, int8) -> (n, I)."""
-        if self.experts_int8:
-            if self.prefetch_int8:
-                touch(self.gu[e][0])
-            gu = _int8(x, xb, *self.gu[e])
-        else:
-            gu = self.gu[e](x)
+        gu = self.gu[e](x, xb)
         i = gu.shape[-1] // 2
         return F.silu(gu[:, :i]) * gu[:, i:]
-
-    def expert_down(self, e: int, a: torch.Tensor, float_out: bool = True) -> torch.Tensor:
-        if not self.experts_int8:
-            return self.dn[e](a)
-        if self.prefetch_int8:
-            touch(self.dn[e][0])
-        return _int8(a, _bf16(a), *self.dn[e], float_out=float_out)
 
     def route(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Router logits (N, E) -> expert ids (N, K), weights (N, K): `moe.Router.forward`'s selection."""
@@ -374,13 +361,7 @@ class LayerWeights:
             out = h.clone()
         if N == 1:  # one token: its K experts, weighted into the residual one by one
             for e, w in zip(*self.route_one(logits)):
-                a = self.expert_up(e, x, xb)
-                if self.experts_int8 and kernels.available():
-                    out = kernels.matmul_int8(a, *self.dn[e][:2], out=out, alpha=w)
-                elif self.experts_int8:
-                    out.add_(self.expert_down(e, a, float_out=False), alpha=w)
-                else:
-                    out = self.dn[e].add_to(out, a, alpha=w)
+                out = self.dn[e].add_to(out, self.expert_up(e, x, xb), alpha=w)
             return out
         ids, weights = self.route(logits)
         K = ids.shape[1]
@@ -398,12 +379,21 @@ class LayerWeights:
             while end < len(order) and flat[order[end]] == e:
                 end += 1
             a = self.expert_up(e, xs[start:end], xsb[start:end] if xsb is not None else None)
-            ys[start:end] = self.expert_down(e, a, float_out=False)
+            ys[start:end] = self.dn[e](a)
             start = end
         ys.mul_(weights.view(-1).index_select(0, order_t)[:, None])
         return out.index_add_(0, token_of, ys)
 
     # ------------------------------------------------------------------ attention
+    def per_head(self, x: torch.Tensor, w_kernel: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor:
+        """x (H, N, in) times each head's absorbed matrix -> (H, N, out): the decode kernel on w_kernel
+        (H, out, in) for 1-2 rows, else bmm on w (H, in, out)."""
+        if w_kernel is not None and x.shape[1] < PACKED_MIN_ROWS and x.device.type == "cpu":
+            return kernels.bmatmul(x, w_kernel)
+        if self.prefetch:
+            touch(w)
+        return torch.bmm(x, w)
+
     def attention(self, h: torch.Tensor, x: torch.Tensor, step: DecodeStep, kv: torch.Tensor) -> torch.Tensor:
         """h + MLA(x): residual h (N, C), normalized input x (N, C); writes this token's cache row."""
         H, Dn, Dr, R, Dv = self.dims
@@ -423,22 +413,11 @@ class LayerWeights:
         latent = F.rms_norm(a[:, -R:], (R,), w_kv, eps)  # (N, R)
         kv.index_put_(step.where, torch.cat([latent, roped[:, H]], dim=-1))
         rows = step.rows(kv)  # (N, S, R + Dr)
-        few = self.w_uk_k is not None and N < PACKED_MIN_ROWS and q_nope.device.type == "cpu"
-        if few:
-            q_latent = kernels.bmatmul(q_nope.transpose(0, 1), self.w_uk_k)  # (H, N, R)
-        else:
-            if self.prefetch:
-                touch(self.w_uk)
-            q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk)
+        q_latent = self.per_head(q_nope.transpose(0, 1), self.w_uk_k, self.w_uk)  # (H, N, R)
         q = torch.cat([q_latent.transpose(0, 1), roped[:, :H]], dim=-1)  # (N, H, R + Dr)
         scores = torch.baddbmm(step.mask, q, rows.transpose(1, 2), alpha=self.scale)  # (N, H, S)
         out_latent = torch.bmm(scores.softmax(-1), rows[..., :R])  # (N, H, R)
-        if few:
-            out = kernels.bmatmul(out_latent.transpose(0, 1), self.w_uv_k)  # (H, N, Dv)
-        else:
-            if self.prefetch:
-                touch(self.w_uv_t)
-            out = torch.bmm(out_latent.transpose(0, 1), self.w_uv_t)
+        out = self.per_head(out_latent.transpose(0, 1), self.w_uv_k, self.w_uv_t)  # (H, N, Dv)
         return self.o.add_to(h, out.transpose(0, 1).reshape(N, H * Dv))
 
     def forward(self, h: torch.Tensor, step: DecodeStep, kv: torch.Tensor) -> torch.Tensor:
@@ -537,8 +516,8 @@ class FastDecoder:
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Next-token logits (..., V) in fp32 of final hidden states (..., C). From PACKED_MIN_ROWS
         rows on, an fp32 head runs on oneDNN's packed weight (~1.7x at 16 rows for d10's 16k x 640
-        head), fewer rows on the decode kernel; an int8 head with prefetch runs fewer rows in row chunks of HEAD_CHUNK
-        tokens, each read once before its matmul (the same per-token arithmetic; ~1.2x at batch 1)."""
+        head) and fewer on the decode kernel. An int8 head on torch's int8 kernel with prefetch runs in
+        row chunks of HEAD_CHUNK tokens, each read once before its matmul (~1.2x at batch 1)."""
         model = self.model
         x, head = model.norm(h), model.lm_head
         rows = x.numel() // x.shape[-1]
