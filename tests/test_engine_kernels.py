@@ -140,7 +140,7 @@ def test_a_failing_build_reports_the_compiler_error(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOSEEK_CACHE_DIR", str(tmp_path))
     broken = tmp_path / "broken.c"
     broken.write_text("this is not C\n")
-    monkeypatch.setattr(kernels, "SOURCE", broken)
+    monkeypatch.setattr(kernels, "SOURCES", [broken])
     if kernels.shutil.which(os.environ.get("CC") or "cc") is None:
         pytest.skip("no C compiler")
     with pytest.raises(RuntimeError, match="broken.c"):

@@ -18,9 +18,12 @@ activation row to 16-bit integers and sums the products exactly in integers (vpm
 against ~4e-3 for bf16 activations. Exact integer sums also make each int8 result independent of
 the batch it is computed in, so the int8 model's own forward and the engine's decode agree exactly.
 
-How: kernels.c is compiled once per machine with `cc -O3 -march=native -shared -fPIC` into
-$NANOSEEK_CACHE_DIR (default ~/.cache/nanoseek)/kernels/<hash of source, compiler and CPU>.so and
-loaded with ctypes, which releases the GIL for the call. No C compiler, a failed build, a non-x86/ARM
+decode_one.c, built into the same library, runs a whole batch-1 decode step on these matmuls (see
+decode_one.py).
+
+How: kernels.c and decode_one.c are compiled once per machine with `cc -O3 -march=native -shared
+-fPIC` into $NANOSEEK_CACHE_DIR (default ~/.cache/nanoseek)/kernels/<hash of sources, compiler and
+CPU>.so and loaded with ctypes, which releases the GIL for the call. No C compiler, a failed build, a non-x86/ARM
 CPU or NANOSEEK_KERNELS=0: `available()` is False (with one warning for a failed build) and the
 decode path uses torch's matmuls instead. Set CC to choose the compiler.
 """
@@ -40,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("kernels.c")
+SOURCES = [Path(__file__).with_name(name) for name in ("kernels.c", "decode_one.c")]
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 
 _lock = threading.Lock()
@@ -69,7 +72,7 @@ def build(compiler: str | None = None) -> Path:
     cc = shutil.which(compiler or os.environ.get("CC") or "cc")
     if cc is None:
         raise RuntimeError(f"no C compiler found (looked for {compiler or os.environ.get('CC') or 'cc'!r})")
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     key = hashlib.sha256(source + cc.encode() + " ".join(FLAGS).encode() + _cpu_id().encode()).hexdigest()
     target = cache_dir() / f"kernels-{key[:16]}.so"
     if target.exists():
@@ -78,10 +81,10 @@ def build(compiler: str | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # then an atomic rename: two processes
     os.close(fd)  # building at once (the speedrun's parallel stages) never load a half-written file
     try:
-        command = [cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"]
+        command = [cc, *FLAGS, *map(str, SOURCES), "-o", tmp, "-lm"]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            raise RuntimeError(f"{cc} failed on {SOURCE}:\n{done.stderr.strip()}")
+            raise RuntimeError(f"{cc} failed on {', '.join(map(str, SOURCES))}:\n{done.stderr.strip()}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -114,6 +117,10 @@ def _load() -> ctypes.CDLL | None:
         lib.bmatmul_f32.restype = None
         lib.matmul_i8.argtypes = [p, p, p, p, n, n, n, ctypes.c_float, ctypes.c_int]
         lib.matmul_i8.restype = ctypes.c_int
+        lib.decode_one.argtypes = [p, n, p, p, n, n, n, p, p, p]
+        lib.decode_one.restype = ctypes.c_int
+        lib.decode_one_work.argtypes = [p, n]
+        lib.decode_one_work.restype = n
         _lib = lib
         return _lib
 
@@ -130,6 +137,11 @@ def reset(enabled: bool | None = None) -> None:
         _lib, _tried = None, enabled is False
     if enabled:
         _load()
+
+
+def library() -> ctypes.CDLL:
+    """The loaded library (decode_one.py calls its `decode_one`); raises when it is not available."""
+    return _lib_or_raise()
 
 
 def _lib_or_raise() -> ctypes.CDLL:
