@@ -2,6 +2,7 @@
 in-place accumulate, batch independence, the build cache, and the fallback when they cannot be built."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,6 +85,47 @@ def test_int8_results_do_not_depend_on_the_batch_or_the_fusion(kernel):
         assert torch.equal(kernels.matmul_int8(x[r : r + 1], q, scale)[0], full[r])
     perm = torch.randperm(300, generator=g)
     assert torch.equal(kernels.matmul_int8(x, q[perm].contiguous(), scale[perm].contiguous()), full[:, perm])
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 6])
+def test_int8_sums_are_exact_at_their_largest(kernel, rows):
+    """Every product at its largest (32767 * 127), over more entries than one int32 piece holds and a
+    short last step: the sum must still be the exact integer, for the few-row and the blocked loops."""
+    K, M = 2 * 8192 + 45, 6
+    x = torch.full((rows, K), 3.0)
+    q = torch.full((M, K), 127, dtype=torch.int8)
+    q[1::2] = -127
+    scale = torch.rand(M) / 100
+    xs = torch.tensor(3.0) / 32767  # the kernel's row scale, float32
+    total = torch.tensor([K * 32767 * 127 * (-1) ** j for j in range(M)], dtype=torch.float64)
+    expected = (total * (xs.double() * scale.double())).float().expand(rows, M)
+    assert torch.equal(kernels.matmul_int8(x, q, scale), expected)
+
+
+def test_int8_vnni_and_portable_builds_agree_bit_for_bit(kernel, tmp_path, monkeypatch):
+    """CPUs with AVX-512 VNNI get hand-vectorized int8 loops; every other CPU the portable C. Both sum
+    exactly, so a build without VNNI must give the same bits (fresh and accumulated)."""
+    import ctypes
+
+    if "avx512_vnni" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    monkeypatch.setenv("NANOSEEK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(kernels, "FLAGS", [*kernels.FLAGS, "-mno-avx512vnni"])
+    portable = ctypes.CDLL(str(kernels.build()))
+    portable.matmul_i8.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_float, ctypes.c_int]
+    g = torch.Generator().manual_seed(3)
+    for rows, K, M in [(1, 640, 320), (2, 45, 7), (3, 160, 9), (5, 640, 13), (16, 1728, 64), (9, 8300, 6)]:
+        x = torch.randn(rows, K, generator=g)
+        q = torch.randint(-127, 128, (M, K), generator=g, dtype=torch.int8)
+        scale, residual = torch.rand(M, generator=g), torch.randn(rows, M, generator=g)
+        for accumulate in (0, 1):
+            y = residual.clone()
+            args = (x.data_ptr(), q.data_ptr(), scale.data_ptr(), y.data_ptr(), rows, K, M, 0.5, accumulate)
+            assert portable.matmul_i8(*args) == 0
+            reference = kernels.matmul_int8(
+                x, q, scale, out=residual.clone() if accumulate else None, alpha=0.5
+            )
+            assert torch.equal(y, reference), (rows, K, M, accumulate)
 
 
 def test_int8_rows_with_inf_or_nan_give_nan_and_zero_rows_give_zero(kernel):

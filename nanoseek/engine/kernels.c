@@ -75,11 +75,10 @@ void matmul_f32(const float *x, const float *w, float *y, long rows, long in, lo
 /* int8 weights: y[m, j] = (accumulate ? y[m, j] : 0) + alpha * xs[m] * ws[j] * sum_i xq[m, i] q[j, i]
  *
  * Each row of x is rounded to 16-bit integers, xq = round(x / xs) with xs = max|x| / 32767, and the
- * products with the int8 weights are summed exactly: int32 over blocks of 128 (|sum| < 128 * 32767 *
- * 127 < 2^31), int64 across blocks. So the sum is the same whatever the order, the blocking or the
- * other rows, and the only roundings are x's (relative 2^-16 of the row's largest entry, against
- * 2^-9 per entry for bfloat16) and the final scaling. A row with inf or nan gives nan. */
-enum { BLOCK = 128 };
+ * products with the int8 weights are summed exactly (in int32 pieces that cannot overflow, then
+ * int64). So the sum is the same whatever the order, the blocking or the other rows, and the only
+ * roundings are x's (relative 2^-16 of the row's largest entry, against 2^-9 per entry for bfloat16)
+ * and the final scaling. A row with inf or nan gives nan. */
 
 static void quantize_rows(const float *x, int16_t *xq, float *xs, long rows, long in) {
     for (long m = 0; m < rows; m++) {
@@ -96,45 +95,129 @@ static void quantize_rows(const float *x, int16_t *xq, float *xs, long rows, lon
     }
 }
 
-static int64_t dot1(const int16_t *a, const int8_t *b, long n) {
+/* total[r][c] = sum_i xq[r * in + i] * q[c * in + i] for NR rows of x against NC weight rows, exactly. */
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+/* AVX-512 VNNI: vpdpwssd adds a[2l] b[2l] + a[2l+1] b[2l+1] to int32 lane l, 32 products per
+ * instruction. A lane gains at most 2 * 32767 * 127 per instruction, so 256 of them (CHUNK entries)
+ * stay below 2^31; lanes are then summed in int64. The sums are exact, so the results are the
+ * portable loop's, bit for bit. */
+#include <immintrin.h>
+
+enum { CHUNK = 256 * 32, AHEAD = 2 }; /* AHEAD: blocks of weight rows prefetched ahead */
+
+static inline int64_t lanes(__m512i acc) {
+    __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
+    __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1));
+    return _mm512_reduce_add_epi64(_mm512_add_epi64(lo, hi));
+}
+
+/* Many rows: NR x NC (up to 4 x 4) accumulators share every load; each weight vector is widened
+ * once for NR rows and each row vector used for NC weight rows. The next blocks of weight rows are
+ * prefetched: with this much arithmetic per byte the hardware prefetcher falls behind. */
+static inline __attribute__((always_inline)) void dots(const int NR, const int NC, const int16_t *xq,
+                                                       const int8_t *q, long in, int64_t total[4][4]) {
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) total[r][c] = 0;
+    for (long i0 = 0; i0 < in; i0 += CHUNK) {
+        long i1 = i0 + CHUNK < in ? i0 + CHUNK : in, i = i0;
+        __m512i acc[4][4], w[4], x[4];
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_si512();
+        for (; i < i1; i += 32) {
+            __mmask32 k = i1 - i >= 32 ? 0xffffffffu : (1u << (i1 - i)) - 1; /* masked: zeros past the end */
+            for (int c = 0; c < NC; c++) {
+                _mm_prefetch((const char *)(q + (AHEAD * NC + c) * in + i), _MM_HINT_T0);
+                w[c] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(k, q + c * in + i));
+            }
+            for (int r = 0; r < NR; r++) x[r] = _mm512_maskz_loadu_epi16(k, xq + r * in + i);
+            for (int r = 0; r < NR; r++)
+                for (int c = 0; c < NC; c++) acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], x[r], w[c]);
+        }
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++) total[r][c] += lanes(acc[r][c]);
+    }
+}
+
+/* Few rows (1-3): one weight row at a time, read front to back (what streams fastest from memory),
+ * two accumulators per row so that consecutive vpdpwssd do not wait on each other. */
+static inline __attribute__((always_inline)) void dots_row(const int NR, const int16_t *xq, const int8_t *q,
+                                                           long in, int64_t total[4]) {
+    for (int r = 0; r < NR; r++) total[r] = 0;
+    for (long i0 = 0; i0 < in; i0 += CHUNK) {
+        long i1 = i0 + CHUNK < in ? i0 + CHUNK : in, i = i0;
+        __m512i acc[4][2];
+        for (int r = 0; r < NR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+        for (; i + 64 <= i1; i += 64) {
+            __m512i w0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q + i)));
+            __m512i w1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q + i + 32)));
+            for (int r = 0; r < NR; r++) {
+                acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], _mm512_loadu_si512(xq + r * in + i), w0);
+                acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], _mm512_loadu_si512(xq + r * in + i + 32), w1);
+            }
+        }
+        for (; i < i1; i += 32) {
+            __mmask32 k = i1 - i >= 32 ? 0xffffffffu : (1u << (i1 - i)) - 1;
+            __m512i w0 = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(k, q + i));
+            for (int r = 0; r < NR; r++)
+                acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], _mm512_maskz_loadu_epi16(k, xq + r * in + i), w0);
+        }
+        for (int r = 0; r < NR; r++) total[r] += lanes(acc[r][0]) + lanes(acc[r][1]);
+    }
+}
+#else
+/* Portable: int32 sums over blocks of 128 (|sum| < 128 * 32767 * 127 < 2^31), int64 across blocks;
+ * -O3 turns the inner loop into vpmaddwd / vpdpwssd where the CPU has them. */
+enum { BLOCK = 128 };
+
+static int64_t dot(const int16_t *a, const int8_t *b, long in) {
     int64_t total = 0;
-    for (long i0 = 0; i0 < n; i0 += BLOCK) {
-        long i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
-        int32_t s = 0;
-        for (long i = i0; i < i1; i++) s += (int32_t)a[i] * b[i];
-        total += s;
+    for (long i0 = 0; i0 < in; i0 += BLOCK) {
+        long i1 = i0 + BLOCK < in ? i0 + BLOCK : in;
+        int32_t sum = 0;
+        for (long i = i0; i < i1; i++) sum += (int32_t)a[i] * b[i];
+        total += sum;
     }
     return total;
 }
 
-/* four rows of x against one weight row: each weight is loaded and widened once for all four */
-static void dot4(const int16_t *a, long lda, const int8_t *b, long n, int64_t total[4]) {
-    const int16_t *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
-    total[0] = total[1] = total[2] = total[3] = 0;
-    for (long i0 = 0; i0 < n; i0 += BLOCK) {
-        long i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
-        int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        for (long i = i0; i < i1; i++) {
-            int32_t v = b[i];
-            s0 += a0[i] * v;
-            s1 += a1[i] * v;
-            s2 += a2[i] * v;
-            s3 += a3[i] * v;
-        }
-        total[0] += s0;
-        total[1] += s1;
-        total[2] += s2;
-        total[3] += s3;
-    }
+static inline void dots(const int NR, const int NC, const int16_t *xq, const int8_t *q, long in,
+                        int64_t total[4][4]) {
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) total[r][c] = dot(xq + r * in, q + c * in, in);
 }
+
+static inline void dots_row(const int NR, const int16_t *xq, const int8_t *q, long in, int64_t total[4]) {
+    for (int r = 0; r < NR; r++) total[r] = dot(xq + r * in, q, in);
+}
+#endif
 
 static void put(float *y, int64_t sum, double scale, float alpha, int accumulate) {
     float v = alpha * (float)((double)sum * scale);
     *y = accumulate ? *y + v : v;
 }
 
-/* x (rows, in) float32, q (out, in) int8, ws (out,) float32, y (rows, out) float32. Returns 0, or -1
- * when the row buffer cannot be allocated. */
+/* rows m.. (NR of them) against weight rows j.. (NC) into y */
+static inline __attribute__((always_inline)) void block_i8(const int NR, const int NC, const int16_t *xq,
+                                                           const float *xs, const int8_t *q, const float *ws,
+                                                           float *y, long m, long j, long in, long out,
+                                                           float alpha, int accumulate) {
+    int64_t total[4][4];
+    if (NC == 1 && NR < 4) {
+        dots_row(NR, xq + m * in, q + j * in, in, total[0]);
+        for (int r = 0; r < NR; r++)
+            put(y + (m + r) * out + j, total[0][r], (double)xs[m + r] * ws[j], alpha, accumulate);
+        return;
+    }
+    dots(NR, NC, xq + m * in, q + j * in, in, total);
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++)
+            put(y + (m + r) * out + j + c, total[r][c], (double)xs[m + r] * ws[j + c], alpha, accumulate);
+}
+
+/* x (rows, in) float32, q (out, in) int8, ws (out,) float32, y (rows, out) float32. From four rows of
+ * x on: blocks of four weight rows (read from memory once) against four rows of x at a time, then the
+ * remaining rows against the same, cached, weights. Fewer rows: one weight row at a time. Returns 0,
+ * or -1 when the row buffer cannot be allocated. */
 int matmul_i8(const float *x, const int8_t *q, const float *ws, float *y, long rows, long in, long out,
               float alpha, int accumulate) {
     int16_t *xq = malloc(sizeof(int16_t) * rows * in);
@@ -145,16 +228,19 @@ int matmul_i8(const float *x, const int8_t *q, const float *ws, float *y, long r
         return -1;
     }
     quantize_rows(x, xq, xs, rows, in);
-    for (long j = 0; j < out; j++) {
-        const int8_t *qj = q + j * in;
-        long m = 0;
-        for (; m + 4 <= rows; m += 4) {
-            int64_t total[4];
-            dot4(xq + m * in, in, qj, in, total);
-            for (int r = 0; r < 4; r++)
-                put(y + (m + r) * out + j, total[r], (double)xs[m + r] * ws[j], alpha, accumulate);
+    long j = 0;
+    if (rows >= 4)
+        for (; j + 4 <= out; j += 4) {
+            long m = 0;
+            for (; m + 4 <= rows; m += 4) block_i8(4, 4, xq, xs, q, ws, y, m, j, in, out, alpha, accumulate);
+            for (; m < rows; m++) block_i8(1, 4, xq, xs, q, ws, y, m, j, in, out, alpha, accumulate);
         }
-        for (; m < rows; m++) put(y + m * out + j, dot1(xq + m * in, qj, in), (double)xs[m] * ws[j], alpha, accumulate);
+    for (; j < out; j++) {
+        long m = 0;
+        for (; m + 4 <= rows; m += 4) block_i8(4, 1, xq, xs, q, ws, y, m, j, in, out, alpha, accumulate);
+        if (rows - m == 3) block_i8(3, 1, xq, xs, q, ws, y, m, j, in, out, alpha, accumulate);
+        if (rows - m == 2) block_i8(2, 1, xq, xs, q, ws, y, m, j, in, out, alpha, accumulate);
+        if (rows - m == 1) block_i8(1, 1, xq, xs, q, ws, y, m, j, in, out, alpha, accumulate);
     }
     free(xq);
     free(xs);
