@@ -5,9 +5,11 @@
         h = decoder.hidden(tokens, positions, slots, cache)   # (B,) ids, positions, slots -> (B, C)
 
 `ModelRunner.decode` uses it for every plain decode step (prefill, speculation and MTP go through the
-model's own forward). A single row, where the C kernels are built, runs through all layers in one C
-call (`decode_one`: the same formulas on the same fused weights, without ~70 torch calls a layer). It computes what `DeepSeekV3.hidden_states` computes with the absorbed MLA form,
-as the same function of the same weights, with far fewer (and larger) operations per layer:
+model's own forward). It computes what `DeepSeekV3.hidden_states` computes with the absorbed MLA form,
+as the same function of the same weights, with far fewer (and larger) operations per layer. Where the
+C kernels are built, the whole step runs through all layers in one C call (`decode_step`: the same
+formulas on the same fused weights, without ~70 torch calls a layer); the torch code here is the
+reference it is tested against, and the path where no C compiler is available:
 
 - queries and the latent come out of one matmul: [q_proj | kv_a_proj_with_mqa] (or [q_a | kv_a] with a
   low-rank query) fused row-wise, with rows reordered so the output reads
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.engine import kernels
-from nanoseek.engine.decode_one import OneTokenDecoder
+from nanoseek.engine.decode_step import CDecodeStep
 from nanoseek.engine.quant import HAS_INT8PACK, Int8Experts, Int8Linear, int8_matmul
 from nanoseek.model.attention import LatentCache
 from nanoseek.model.moe import MoE, RoutedExperts
@@ -464,9 +466,9 @@ class DecodeStep:
 class FastDecoder:
     """Decode-step forward over a DeepSeekV3's main layers with fused weights (see module docstring)."""
 
-    def __init__(self, model: nn.Module, prefetch: bool | None = None, one_call: bool = True):
-        """one_call: run a single row's step through all layers in one C call (`decode_one`) where the
-        kernels are built. prefetch: read each weight matrix of 128 KiB or more once, front to back, right before the
+    def __init__(self, model: nn.Module, prefetch: bool | None = None, c_step: bool = True):
+        """c_step: run the step through all layers in one C call (`decode_step`) where the kernels
+        are built (False: layer by layer in torch, the reference). prefetch: read each weight matrix of 128 KiB or more once, front to back, right before the
         matmul that uses it. MKL's few-row matmuls stall on weights that are not in cache; a plain
         streaming pass brings them in at memory speed first (measured 1.1-1.25x per decode step at d10
         on this project's CPU). Default: on for CPU models whose weights (~what a step streams) exceed
@@ -488,9 +490,9 @@ class FastDecoder:
         self.head_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.packed_head_key: tuple[int, int] | None = None
         self.packed_head_weight: torch.Tensor | None = None
-        self.one_call = one_call
-        self.one: OneTokenDecoder | None = None
-        self.one_key: tuple[int, int] | None = None
+        self.c_step = c_step
+        self.step: CDecodeStep | None = None
+        self.step_key: tuple[int, int] | None = None
 
     def supports(self, cache: LatentCache) -> bool:
         """fp32 models (weights int8 or fp32) with an fp32 cache; anything else takes the model's path."""
@@ -558,11 +560,11 @@ class FastDecoder:
         cos, sin = model.rotary(pos_t)  # (N, Dr/2)
         h = model.embed_tokens(torch.tensor(tokens, device=device))  # (N, C)
         self.refresh()
-        if len(tokens) == 1 and self.one_call:
-            if self.one_key != self.key:
-                self.one, self.one_key = OneTokenDecoder.build(self.layers), self.key
-            if self.one is not None:
-                return self.one.hidden(h, positions[0], slots[0], cache, cos, sin)
+        if self.c_step:
+            if self.step_key != self.key:
+                self.step, self.step_key = CDecodeStep.build(self.layers), self.key
+            if self.step is not None:
+                return self.step.hidden(h, positions, slots, cache, cos, sin)
         step = DecodeStep(positions, slots, cos, sin)
         for layer, kv in zip(self.layers, cache.kv):
             h = layer.forward(h, step, kv)

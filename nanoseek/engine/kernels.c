@@ -20,10 +20,11 @@
  * whatever `rows` is, whichever group of four it falls in, and wherever j sits in w. */
 enum { LANES = 16 };
 
-static float finish(float partial[LANES], float sum_tail, float y, float alpha, int accumulate) {
-    float sum = 0.0f;
-    for (int l = 0; l < LANES; l++) sum += partial[l];
-    sum += sum_tail;
+/* the 16 partial sums added pairwise (the same tree in every loop: a few vector adds, not 16 in a row) */
+static inline float finish(float partial[LANES], float sum_tail, float y, float alpha, int accumulate) {
+    for (int width = LANES / 2; width > 0; width /= 2)
+        for (int l = 0; l < width; l++) partial[l] += partial[l + width];
+    float sum = partial[0] + sum_tail;
     return accumulate ? y + alpha * sum : alpha * sum;
 }
 
@@ -32,7 +33,7 @@ static void dot_f32_1(const float *x, const float *wj, long in, float *y, float 
     long i = 0;
     for (; i + LANES <= in; i += LANES)
         for (int l = 0; l < LANES; l++) p[l] += x[i + l] * wj[i + l];
-    for (; i < in; i++) tail += x[i] * wj[i];
+    for (; i < in; i++) tail = fmaf(x[i], wj[i], tail);
     *y = finish(p, tail, *y, alpha, accumulate);
 }
 
@@ -51,10 +52,10 @@ static void dot_f32_4(const float *x, long in, const float *wj, float *y, long o
             p3[l] += x3[i + l] * v;
         }
     for (; i < in; i++) {
-        t0 += x0[i] * wj[i];
-        t1 += x1[i] * wj[i];
-        t2 += x2[i] * wj[i];
-        t3 += x3[i] * wj[i];
+        t0 = fmaf(x0[i], wj[i], t0);
+        t1 = fmaf(x1[i], wj[i], t1);
+        t2 = fmaf(x2[i], wj[i], t2);
+        t3 = fmaf(x3[i], wj[i], t3);
     }
     y[0] = finish(p0, t0, y[0], alpha, accumulate);
     y[out] = finish(p1, t1, y[out], alpha, accumulate);
@@ -62,8 +63,62 @@ static void dot_f32_4(const float *x, long in, const float *wj, float *y, long o
     y[3 * out] = finish(p3, t3, y[3 * out], alpha, accumulate);
 }
 
+#if defined(__AVX512F__)
+/* From four rows on, the arithmetic is bound by the multiply-adds, not the weights: blocks of NR rows
+ * x NC weight rows (up to 4 x 4) share every load. The lanes are the same 16 partial sums, each
+ * accumulated with the same fused multiply-adds in the same order, and finished by the same `finish`,
+ * so every row gets the bits the one-row loop gives it. */
+#include <immintrin.h>
+
+static inline __attribute__((always_inline)) void block_f32(const int NR, const int NC, const float *x,
+                                                            const float *w, float *y, long in, long out,
+                                                            float alpha, int accumulate) {
+    __m512 acc[4][4];
+    float tail[4][4] = {{0}}, partial[LANES];
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    long i = 0;
+    for (; i + LANES <= in; i += LANES) {
+        __m512 wv[4], xv[4];
+        for (int c = 0; c < NC; c++) wv[c] = _mm512_loadu_ps(w + c * in + i);
+        for (int r = 0; r < NR; r++) xv[r] = _mm512_loadu_ps(x + r * in + i);
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(xv[r], wv[c], acc[r][c]);
+    }
+    for (; i < in; i++)
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++) tail[r][c] = fmaf(x[r * in + i], w[c * in + i], tail[r][c]);
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) {
+            _mm512_storeu_ps(partial, acc[r][c]);
+            y[r * out + c] = finish(partial, tail[r][c], y[r * out + c], alpha, accumulate);
+        }
+}
+
+static void blocks_f32(const float *x, const float *w, float *y, long rows, long in, long out, float alpha,
+                       int accumulate) {
+    long j = 0;
+    for (; j + 4 <= out; j += 4) {
+        long m = 0;
+        for (; m + 4 <= rows; m += 4) block_f32(4, 4, x + m * in, w + j * in, y + m * out + j, in, out, alpha, accumulate);
+        for (; m < rows; m++) block_f32(1, 4, x + m * in, w + j * in, y + m * out + j, in, out, alpha, accumulate);
+    }
+    for (; j < out; j++) {
+        long m = 0;
+        for (; m + 4 <= rows; m += 4) block_f32(4, 1, x + m * in, w + j * in, y + m * out + j, in, out, alpha, accumulate);
+        for (; m < rows; m++) block_f32(1, 1, x + m * in, w + j * in, y + m * out + j, in, out, alpha, accumulate);
+    }
+}
+#endif
+
 void matmul_f32(const float *x, const float *w, float *y, long rows, long in, long out, float alpha,
                 int accumulate) {
+#if defined(__AVX512F__)
+    if (rows >= 4) {
+        blocks_f32(x, w, y, rows, in, out, alpha, accumulate);
+        return;
+    }
+#endif
     for (long j = 0; j < out; j++) {
         const float *wj = w + j * in;
         long m = 0;

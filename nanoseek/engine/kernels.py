@@ -18,10 +18,10 @@ activation row to 16-bit integers and sums the products exactly in integers (vpm
 against ~4e-3 for bf16 activations. Exact integer sums also make each int8 result independent of
 the batch it is computed in, so the int8 model's own forward and the engine's decode agree exactly.
 
-decode_one.c, built into the same library, runs a whole batch-1 decode step on these matmuls (see
-decode_one.py).
+decode_step.c, built into the same library, runs a whole decode step on these matmuls (see
+decode_step.py).
 
-How: kernels.c and decode_one.c are compiled once per machine with `cc -O3 -march=native -shared
+How: kernels.c and decode_step.c are compiled once per machine with `cc -O3 -march=native -shared
 -fPIC` into $NANOSEEK_CACHE_DIR (default ~/.cache/nanoseek)/kernels/<hash of sources, compiler and
 CPU>.so and loaded with ctypes, which releases the GIL for the call. No C compiler, a failed build, a non-x86/ARM
 CPU or NANOSEEK_KERNELS=0: `available()` is False (with one warning for a failed build) and the
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name(name) for name in ("kernels.c", "decode_one.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("kernels.c", "decode_step.c")]
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 
 _lock = threading.Lock()
@@ -117,10 +117,10 @@ def _load() -> ctypes.CDLL | None:
         lib.bmatmul_f32.restype = None
         lib.matmul_i8.argtypes = [p, p, p, p, n, n, n, ctypes.c_float, ctypes.c_int]
         lib.matmul_i8.restype = ctypes.c_int
-        lib.decode_one.argtypes = [p, n, p, p, n, n, n, p, p, p]
-        lib.decode_one.restype = ctypes.c_int
-        lib.decode_one_work.argtypes = [p, n]
-        lib.decode_one_work.restype = n
+        lib.decode_step.argtypes = [p, n, p, n, p, p, p, n, p, p, p]
+        lib.decode_step.restype = ctypes.c_int
+        lib.decode_step_work.argtypes = [p, n, n]
+        lib.decode_step_work.restype = n
         _lib = lib
         return _lib
 
@@ -140,7 +140,7 @@ def reset(enabled: bool | None = None) -> None:
 
 
 def library() -> ctypes.CDLL:
-    """The loaded library (decode_one.py calls its `decode_one`); raises when it is not available."""
+    """The loaded library (decode_step.py calls its `decode_step`); raises when it is not available."""
     return _lib_or_raise()
 
 

@@ -1,14 +1,16 @@
-"""The batch-1 decode step in one C call: one token through every layer (decode_one.c).
+"""A whole decode step in one C call: N tokens through every layer (decode_step.c).
 
-    one = OneTokenDecoder.build(fast_decoder.layers)   # None where it cannot run (see `build`)
-    h = one.hidden(h, position, slot, cache, cos, sin) # h (1, C) embedded token -> final hidden (1, C)
+    step = CDecodeStep.build(fast_decoder.layers)           # None where it cannot run (see `build`)
+    h = step.hidden(h, positions, slots, cache, cos, sin)   # (N, C) embedded tokens -> final hidden
 
-`FastDecoder.hidden` takes this path for a single row when the C kernels are built. At batch 1 the
-step's time is the weights streamed once plus ~70 small operations per layer (norms, rope, attention
-over the cache, routing, activations); as torch calls those cost ~4 ms per token at d10, a third of
-the step, and in C well under a millisecond. The C code follows `LayerWeights.forward` for one row
-formula by formula on the same fused weights (the same matmul kernels, so the same bits there); the
-other operations round differently from torch's in the last bits, as any two float implementations do.
+`FastDecoder.hidden` takes this path when the C kernels are built. A decode step's time is the
+weights streamed once plus ~70 small operations per layer (norms, rope, attention over the cache,
+routing, activations); as torch calls those cost ~4 ms per step at d10, a third of the batch-1 step,
+and in C well under a millisecond. The C code follows `LayerWeights.forward` formula by formula on
+the same fused weights and the same matmul kernels; the other operations round differently from
+torch's in the last bits, as any two float implementations do. Every row is computed alone (the
+matmul kernels give a row the same bits in any batch), so a request's tokens do not depend on what
+else is decoded with it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from nanoseek.model.attention import LatentCache
 
 P, N, F32, F64, I32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_double, ctypes.c_int
+LONG = ctypes.c_long
 
 
 class Weight(ctypes.Structure):
@@ -108,16 +111,16 @@ def _layer(lw: LayerWeights, keep: list) -> Layer:
     return L
 
 
-class OneTokenDecoder:
-    """FastDecoder's layers as C structs, and the call that runs one token through all of them."""
+class CDecodeStep:
+    """FastDecoder's layers as C structs, and the call that runs a decode step through all of them."""
 
     def __init__(self, layers: ctypes.Array, keep: list):
         self.layers, self.keep = layers, keep
         self.lib = kernels.library()
-        self.work, self.work_len = torch.empty(0), 0  # scratch for caches of work_len positions
+        self.work, self.work_for = torch.empty(0), (0, 0)  # scratch for (rows, cache length)
 
     @classmethod
-    def build(cls, layers: list[LayerWeights]) -> OneTokenDecoder | None:
+    def build(cls, layers: list[LayerWeights]) -> CDecodeStep | None:
         """None when the C kernels are not built or a weight is not in a form the C code reads
         (fp32 or int8 (out, in) on the CPU)."""
         if not kernels.available():
@@ -132,26 +135,31 @@ class OneTokenDecoder:
     def hidden(
         self,
         h: torch.Tensor,
-        position: int,
-        slot: int,
+        positions: list[int],
+        slots: list[int],
         cache: LatentCache,
         cos: torch.Tensor,
         sin: torch.Tensor,
     ) -> torch.Tensor:
-        """h (1, C) fp32, the embedded token at `position` of cache slot `slot`; cos, sin (1, Dr/2) its
-        rope factors. Writes each layer's cache row; returns the final hidden state (1, C)."""
-        kv = cache.kv
+        """h (N, C) fp32: the embedded tokens, row i at positions[i] of cache slot slots[i] (distinct
+        slots); cos, sin (N, Dr/2) their rope factors. Writes each layer's cache rows; returns the
+        final hidden states (N, C)."""
+        kv, N = cache.kv, h.shape[0]
         max_len = kv[0].shape[1]
         if not all(_fp32(t) for t in kv):
             raise ValueError("the C decode step needs contiguous fp32 cache tensors")
-        if self.work_len != max_len:
-            need = max(self.lib.decode_one_work(ctypes.addressof(layer), max_len) for layer in self.layers)
-            self.work, self.work_len = torch.empty(need), max_len
-        cos2, sin2 = torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
+        if self.work_for[0] < N or self.work_for[1] != max_len:
+            size = max(
+                self.lib.decode_step_work(ctypes.addressof(layer), N, max_len) for layer in self.layers
+            )
+            self.work, self.work_for = torch.empty(size), (N, max_len)
+        cos2 = torch.cat([cos, cos], dim=-1).contiguous()
+        sin2 = torch.cat([-sin, sin], dim=-1).contiguous()
         h = h.contiguous().clone()
         pointers = (P * len(kv))(*(t.data_ptr() for t in kv))
-        args = (ctypes.addressof(self.layers), len(self.layers), h.data_ptr(), ctypes.addressof(pointers))
-        args += (slot, position, max_len)
-        if self.lib.decode_one(*args, cos2.data_ptr(), sin2.data_ptr(), self.work.data_ptr()) != 0:
-            raise MemoryError("decode_one: an int8 matmul could not allocate its row buffer")
+        slot_array, position_array = (LONG * N)(*slots), (LONG * N)(*positions)
+        args = (ctypes.addressof(self.layers), len(self.layers), h.data_ptr(), N, ctypes.addressof(pointers))
+        args += (ctypes.addressof(slot_array), ctypes.addressof(position_array), max_len)
+        if self.lib.decode_step(*args, cos2.data_ptr(), sin2.data_ptr(), self.work.data_ptr()) != 0:
+            raise MemoryError(f"decode_step: no memory for the buffers of {N} rows")
         return h

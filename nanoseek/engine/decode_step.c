@@ -1,0 +1,308 @@
+/* A whole decode step in one call: N new tokens (one per cache slot) through every decoder layer.
+ *
+ * Built with kernels.c into one library and driven by decode_step.py (`CDecodeStep`), which fills the
+ * Layer structs below with pointers to FastDecoder's fused weights. A decode step is the weights
+ * streamed once (kernels.c's matmuls) plus ~70 small operations per layer (norms, rope, attention over
+ * the cache, routing, activations) that cost a few microseconds each as torch calls and well under
+ * one here. This file is those operations written out plainly, with the formulas of decode.py's
+ * `LayerWeights.forward`, row by row:
+ *
+ *   x = rms_norm(h)                              attention input, (N, C)
+ *   a = x Wqkv^T = [q_nope (H*Dn) | q_rope (H*Dr) | k_rope (Dr) | latent (R)]   (or via q_a, q_b)
+ *   cache[slot, pos] = [rms_norm(latent) | rope(k_rope)]
+ *   q[h] = [W_uk[h]^T q_nope[h] (R) | rope(q_rope[h]) (Dr)]                      absorbed query
+ *   p[h, t] = softmax_t(scale * q[h] . cache[slot, t]),  t <= pos
+ *   h += Wo [W_uv[h] sum_t p[h, t] cache[slot, t][:R]]_h
+ *   x = rms_norm(h);  h += dense SwiGLU(x), or shared expert(x) + sum_k w_k expert_k(x) (MoE)
+ *
+ * Rope dimensions arrive in [evens | odds] order (the fused rows were reordered that way), so rope is
+ * x * [cos | cos] + swap_halves(x) * [-sin | sin]. Routing follows `LayerWeights.route_one`: sigmoid
+ * scores, bias-corrected group-limited top-k, ties to the lower index, weights normalized in double.
+ * Each expert runs once on the rows routed to it, and a row adds its experts in expert order.
+ *
+ * Every row is computed the same way whatever the other rows are (the matmuls give a row the same
+ * bits in any batch, attention and routing are per row), so a request's tokens do not depend on what
+ * else is being decoded.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+void matmul_f32(const float *x, const float *w, float *y, long rows, long in, long out, float alpha,
+                int accumulate);
+int matmul_i8(const float *x, const int8_t *q, const float *ws, float *y, long rows, long in, long out,
+              float alpha, int accumulate);
+
+/* y = (accumulate ? y : 0) + alpha x W^T: fp32 W (out, in), or int8 q (out, in) with per-row scales.
+ * out == 0 means the matrix is absent. */
+typedef struct {
+    const float *w;
+    const int8_t *q;
+    const float *scale;
+    long out, in;
+} Weight;
+
+typedef struct {
+    long C, H, Dn, Dr, R, Dv, q_rank; /* q_rank 0: a full-rank query, qkv = [q | k_rope | latent] */
+    const float *norm_attn, *norm_mlp, *norm_kv, *norm_q;
+    float eps_attn, eps_mlp, eps_kv, eps_q;
+    Weight qkv, q_b, o;
+    const float *uk; /* (H, R, Dn): W_uk^T per head */
+    const float *uv; /* (H, Dv, R) */
+    float scale;
+    /* MLP: dense when E == 0 (gate_up (2I, C), down (C, I)); else MoE */
+    Weight gate_up, down;
+    long E, K, G, topk_group;
+    int norm_topk, shared_fused; /* shared_fused: router's rows E.. are the shared expert's gate, up */
+    double routed_scaling;
+    Weight router;                 /* (E [+ 2 I_shared], C), fp32 */
+    Weight shared_gu, shared_down; /* out == 0: no shared expert (or its gate, up fused into router) */
+    const float *bias;             /* (E,) e_score_correction_bias */
+    const Weight *experts_gu, *experts_down; /* E each: (2I, C), (C, I) */
+} Layer;
+
+enum { LANES = 16 };
+
+static int mm(const Weight *W, const float *x, float *y, long rows, float alpha, int accumulate) {
+    if (W->w != NULL) {
+        matmul_f32(x, W->w, y, rows, W->in, W->out, alpha, accumulate);
+        return 0;
+    }
+    return matmul_i8(x, W->q, W->scale, y, rows, W->in, W->out, alpha, accumulate);
+}
+
+static float dot(const float *a, const float *b, long n) {
+    float p[LANES] = {0}, sum = 0.0f;
+    long i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) p[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) sum += a[i] * b[i];
+    for (int l = 0; l < LANES; l++) sum += p[l];
+    return sum;
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w */
+static void rms_norm(const float *x, const float *w, float eps, float *y, long n) {
+    double squares = 0.0;
+    for (long i = 0; i < n; i++) squares += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(squares / n + eps));
+    for (long i = 0; i < n; i++) y[i] = x[i] * r * w[i];
+}
+
+/* x (Dr) in [evens | odds] order -> y = x * cos2 + swap_halves(x) * sin2 */
+static void rope(const float *x, const float *cos2, const float *sin2, float *y, long Dr) {
+    long half = Dr / 2;
+    for (long j = 0; j < Dr; j++) y[j] = x[j] * cos2[j] + x[(j + half) % Dr] * sin2[j];
+}
+
+/* act[i] = silu(gu[i]) * gu[I + i] */
+static void swiglu(const float *gu, float *act, long I) {
+    for (long i = 0; i < I; i++) act[i] = gu[i] / (1.0f + expf(-gu[i])) * gu[I + i];
+}
+
+/* For each head: y[n] (out) = W[head] x[n], x[n] = the head's `in` entries of row n of src (row stride
+ * ld_src, head stride in), written to row n of dst (row stride ld_dst, head stride hs_dst). gather and
+ * out are scratch of rows * in and rows * out floats. */
+static void per_head(const float *src, long ld_src, const float *W, long H, long in, long out, float *dst,
+                     long ld_dst, long hs_dst, long rows, float *gather, float *result) {
+    for (long hd = 0; hd < H; hd++) {
+        for (long n = 0; n < rows; n++) memcpy(gather + n * in, src + n * ld_src + hd * in, sizeof(float) * in);
+        matmul_f32(gather, W + hd * out * in, result, rows, in, out, 1.0f, 0);
+        for (long n = 0; n < rows; n++) memcpy(dst + n * ld_dst + hd * hs_dst, result + n * out, sizeof(float) * out);
+    }
+}
+
+/* One row's attention over its cache rows 0..S-1 (D = R + Dr each): q (H, D) -> out latent (H, R).
+ * p: scratch of H * S floats. */
+static void attend(const float *q, const float *cache, long S, long H, long R, long D, float scale, float *p,
+                   float *ol) {
+    for (long t = 0; t < S; t++) /* scores, each cache row read once for all heads */
+        for (long hd = 0; hd < H; hd++) p[hd * S + t] = scale * dot(q + hd * D, cache + t * D, D);
+    for (long hd = 0; hd < H; hd++) { /* softmax over t */
+        float *ph = p + hd * S, top = -INFINITY, total = 0.0f;
+        for (long t = 0; t < S; t++) top = fmaxf(top, ph[t]);
+        for (long t = 0; t < S; t++) total += ph[t] = expf(ph[t] - top);
+        for (long t = 0; t < S; t++) ph[t] /= total;
+    }
+    memset(ol, 0, sizeof(float) * H * R);
+    for (long t = 0; t < S; t++) /* sum_t p[h, t] cache[t][:R] */
+        for (long hd = 0; hd < H; hd++) {
+            float pt = p[hd * S + t], *olh = ol + hd * R;
+            const float *c = cache + t * D;
+            for (long i = 0; i < R; i++) olh[i] += pt * c[i];
+        }
+}
+
+/* Where each row's cache rows start, and the rope factors of its position. */
+typedef struct {
+    long N, max_len;
+    const long *slots, *positions;
+    const float *cos2, *sin2; /* (N, Dr) */
+} Rows;
+
+/* h (N, C) += MLA(x) for every row; writes each row's cache entry at its position. */
+static int attention(const Layer *L, const float *x, float *h, float *kv, const Rows *rows, float *work) {
+    long N = rows->N, H = L->H, Dn = L->Dn, Dr = L->Dr, R = L->R, Dv = L->Dv, D = R + Dr;
+    long A = L->qkv.out, B = L->q_b.out, wide = R > Dn ? (R > Dv ? R : Dv) : (Dn > Dv ? Dn : Dv);
+    float *a = work, *qn = a + N * A, *qb = qn + N * L->q_rank, *q = qb + N * B;
+    float *ol = q + N * H * D, *o_in = ol + N * H * R, *gather = o_in + N * H * Dv, *result = gather + N * wide;
+    float *p = result + N * wide; /* H * max_len */
+    if (mm(&L->qkv, x, a, N, 1.0f, 0)) return -1;
+    const float *q_src = a; /* q_nope then q_rope, row stride ld */
+    long ld = A;
+    if (L->q_rank) {
+        for (long n = 0; n < N; n++) rms_norm(a + n * A, L->norm_q, L->eps_q, qn + n * L->q_rank, L->q_rank);
+        if (mm(&L->q_b, qn, qb, N, 1.0f, 0)) return -1;
+        q_src = qb, ld = B;
+    }
+    for (long n = 0; n < N; n++) {
+        const float *an = a + n * A, *cos2 = rows->cos2 + n * Dr, *sin2 = rows->sin2 + n * Dr;
+        float *entry = kv + (rows->slots[n] * rows->max_len + rows->positions[n]) * D;
+        rms_norm(an + A - R, L->norm_kv, L->eps_kv, entry, R);
+        rope(an + A - R - Dr, cos2, sin2, entry + R, Dr);
+        for (long hd = 0; hd < H; hd++) rope(q_src + n * ld + H * Dn + hd * Dr, cos2, sin2, q + (n * H + hd) * D + R, Dr);
+    }
+    per_head(q_src, ld, L->uk, H, Dn, R, q, H * D, D, N, gather, result); /* q[n, h, :R] = W_uk[h]^T q_nope */
+    for (long n = 0; n < N; n++) {
+        const float *cache = kv + rows->slots[n] * rows->max_len * D;
+        attend(q + n * H * D, cache, rows->positions[n] + 1, H, R, D, L->scale, p, ol + n * H * R);
+    }
+    per_head(ol, H * R, L->uv, H, R, Dv, o_in, H * Dv, Dv, N, gather, result); /* o_in[n, h] = W_uv[h] ol */
+    return mm(&L->o, o_in, h, N, 1.0f, 1);
+}
+
+/* The K experts of one row's router logits (E): ids[k] and weights[k], as `route_one` picks them. */
+static void route(const Layer *L, const float *logits, long ids[], float weights[]) {
+    long E = L->E, G = L->G, n = E / G;
+    float s[E], b[E];
+    int allowed[E];
+    for (long e = 0; e < E; e++) {
+        s[e] = 1.0f / (1.0f + expf(-logits[e]));
+        b[e] = s[e] + L->bias[e];
+        allowed[e] = G <= 1;
+    }
+    if (G > 1) {
+        double group[G];
+        int taken[G];
+        for (long g = 0; g < G; g++) { /* a group's score: the sum of its two best biased scores */
+            const float *bg = b + g * n;
+            long first = 0;
+            for (long e = 1; e < n; e++) first = bg[e] > bg[first] ? e : first;
+            long second = first == 0 ? 1 : 0;
+            for (long e = 0; e < n; e++) second = e != first && bg[e] > bg[second] ? e : second;
+            group[g] = (double)bg[first] + bg[second];
+            taken[g] = 0;
+        }
+        for (long k = 0; k < L->topk_group; k++) {
+            long best = -1;
+            for (long g = 0; g < G; g++) best = !taken[g] && (best < 0 || group[g] > group[best]) ? g : best;
+            taken[best] = 1;
+            for (long e = best * n; e < (best + 1) * n; e++) allowed[e] = 1;
+        }
+    }
+    double w[L->K], total = 0.0;
+    for (long k = 0; k < L->K; k++) { /* best biased score first, the lower index on a tie */
+        long best = -1;
+        for (long e = 0; e < E; e++) best = allowed[e] && (best < 0 || b[e] > b[best]) ? e : best;
+        allowed[best] = 0;
+        ids[k] = best;
+        w[k] = s[best];
+        total += w[k];
+    }
+    for (long k = 0; k < L->K; k++)
+        weights[k] = (float)((L->norm_topk ? w[k] / (total + 1e-20) : w[k]) * L->routed_scaling);
+}
+
+/* h (N, C) += MLP(x): dense SwiGLU, or MoE: the shared expert, then each routed expert once on the rows
+ * routed to it (gathered), each row adding its experts' outputs in expert order. */
+static int mlp(const Layer *L, const float *x, float *h, long N, float *work) {
+    long C = L->C;
+    if (L->E == 0) {
+        long I = L->gate_up.out / 2;
+        float *gu = work, *act = gu + N * 2 * I;
+        if (mm(&L->gate_up, x, gu, N, 1.0f, 0)) return -1;
+        for (long n = 0; n < N; n++) swiglu(gu + n * 2 * I, act + n * I, I);
+        return mm(&L->down, act, h, N, 1.0f, 1);
+    }
+    long E = L->E, K = L->K, ldr = L->router.out, Is = L->shared_down.in;
+    float *logits = work, *shared_gu = logits + N * ldr, *shared_act = shared_gu + N * L->shared_gu.out;
+    float *xe = shared_act + N * Is, *ye = xe + N * C, *gu = ye + N * C; /* then act */
+    if (mm(&L->router, x, logits, N, 1.0f, 0)) return -1;
+    const float *sgu = logits + E; /* the shared expert's [gate | up], row stride lds */
+    long lds = ldr;
+    if (!L->shared_fused && L->shared_gu.out) {
+        if (mm(&L->shared_gu, x, shared_gu, N, 1.0f, 0)) return -1;
+        sgu = shared_gu, lds = L->shared_gu.out;
+    }
+    if (L->shared_down.out) {
+        for (long n = 0; n < N; n++) swiglu(sgu + n * lds, shared_act + n * Is, Is);
+        if (mm(&L->shared_down, shared_act, h, N, 1.0f, 1)) return -1;
+    }
+    long *ids = malloc(sizeof(long) * N * K * 2), *members = ids + N * K;
+    float *weights = malloc(sizeof(float) * N * K * 2), *member_weights = weights + N * K;
+    if (ids == NULL || weights == NULL) {
+        free(ids);
+        free(weights);
+        return -1;
+    }
+    for (long n = 0; n < N; n++) route(L, logits + n * ldr, ids + n * K, weights + n * K);
+    int status = 0;
+    for (long e = 0; e < E && status == 0; e++) {
+        long rows = 0;
+        for (long n = 0; n < N; n++)
+            for (long k = 0; k < K; k++)
+                if (ids[n * K + k] == e) {
+                    members[rows] = n, member_weights[rows] = weights[n * K + k];
+                    memcpy(xe + rows++ * C, x + n * C, sizeof(float) * C);
+                }
+        if (rows == 0) continue;
+        const Weight *up = L->experts_gu + e, *down = L->experts_down + e;
+        long I = down->in;
+        float *act = gu + rows * 2 * I;
+        status = mm(up, xe, gu, rows, 1.0f, 0);
+        for (long r = 0; r < rows && status == 0; r++) swiglu(gu + r * 2 * I, act + r * I, I);
+        if (status == 0) status = mm(down, act, ye, rows, 1.0f, 0);
+        for (long r = 0; r < rows && status == 0; r++) {
+            float *hn = h + members[r] * C, wr = member_weights[r];
+            for (long c = 0; c < C; c++) hn[c] += wr * ye[r * C + c];
+        }
+    }
+    free(ids);
+    free(weights);
+    return status;
+}
+
+/* Floats of scratch space a layer needs for N rows and caches of max_len positions. */
+long decode_step_work(const Layer *L, long N, long max_len) {
+    long wide = L->R > L->Dn ? (L->R > L->Dv ? L->R : L->Dv) : (L->Dn > L->Dv ? L->Dn : L->Dv);
+    long attn = N * (L->qkv.out + L->q_rank + L->q_b.out + L->H * (L->R + L->Dr) + L->H * L->R +
+                     L->H * L->Dv + 2 * wide) +
+                L->H * max_len;
+    long dense = N * (L->gate_up.out + L->gate_up.out / 2), expert = 0;
+    for (long e = 0; e < L->E; e++) {
+        long need = L->experts_gu[e].out + L->experts_gu[e].out / 2;
+        expert = need > expert ? need : expert;
+    }
+    long moe = N * (L->router.out + L->shared_gu.out + L->shared_down.in + 2 * L->C + expert);
+    long most = attn > dense ? attn : dense;
+    return (most > moe ? most : moe) + N * L->C;
+}
+
+/* h (N, C) += every layer's output for row n's token at positions[n] of cache slot slots[n]. Layer l's
+ * cache is kv[l], (slots, max_len, R + Dr) fp32 contiguous; cos2 = [cos | cos], sin2 = [-sin | sin]
+ * (N, Dr). work: at least decode_step_work(layer, N, max_len) floats for every layer. Returns 0, or -1
+ * when a buffer could not be allocated. */
+int decode_step(const Layer *layers, long n_layers, float *h, long N, float *const *kv, const long *slots,
+                const long *positions, long max_len, const float *cos2, const float *sin2, float *work) {
+    Rows rows = {N, max_len, slots, positions, cos2, sin2};
+    for (long l = 0; l < n_layers; l++) {
+        const Layer *L = layers + l;
+        float *x = work, *rest = work + N * L->C;
+        for (long n = 0; n < N; n++) rms_norm(h + n * L->C, L->norm_attn, L->eps_attn, x + n * L->C, L->C);
+        if (attention(L, x, h, kv[l], &rows, rest)) return -1;
+        for (long n = 0; n < N; n++) rms_norm(h + n * L->C, L->norm_mlp, L->eps_mlp, x + n * L->C, L->C);
+        if (mlp(L, x, h, N, rest)) return -1;
+    }
+    return 0;
+}
