@@ -48,10 +48,13 @@ def test_bmatmul_equals_torch_per_head(kernel, rows):
 def test_a_row_does_not_depend_on_the_others(kernel):
     """Rows go four at a time, with the same arithmetic per row as one at a time: a row's result is
     the same bits in any batch (the same seed samples the same text alone or in a busy batch)."""
-    x, w = torch.randn(7, 650), torch.randn(300, 650)
-    full = kernels.matmul(x, w)
+    x, w = torch.randn(7, 650), torch.randn(301, 650)  # rows and weight rows not multiples of 4
+    full, residual = kernels.matmul(x, w), torch.randn(7, 301)
+    accumulated = kernels.matmul(x, w, out=residual.clone(), alpha=0.3)
     for r in range(7):
         assert torch.equal(full[r], kernels.matmul(x[r : r + 1], w)[0])
+        alone = kernels.matmul(x[r : r + 1], w, out=residual[r : r + 1].clone(), alpha=0.3)
+        assert torch.equal(accumulated[r], alone[0])
     assert torch.equal(kernels.matmul(x, w)[:, 100:], kernels.matmul(x, w[100:].contiguous()))
 
 
@@ -102,30 +105,36 @@ def test_int8_sums_are_exact_at_their_largest(kernel, rows):
     assert torch.equal(kernels.matmul_int8(x, q, scale), expected)
 
 
-def test_int8_vnni_and_portable_builds_agree_bit_for_bit(kernel, tmp_path, monkeypatch):
-    """CPUs with AVX-512 VNNI get hand-vectorized int8 loops; every other CPU the portable C. Both sum
-    exactly, so a build without VNNI must give the same bits (fresh and accumulated)."""
+def test_avx512_and_portable_builds_agree_bit_for_bit(kernel, tmp_path, monkeypatch):
+    """CPUs with AVX-512 get hand-vectorized blocked loops (fp32, and int8 with VNNI); every other CPU
+    the portable C. They compute the same numbers in the same order, so a build without AVX-512 must
+    give the same bits, fresh and accumulated."""
     import ctypes
 
     if "avx512_vnni" not in Path("/proc/cpuinfo").read_text():
         pytest.skip("this CPU has no AVX-512 VNNI")
     monkeypatch.setenv("NANOSEEK_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(kernels, "FLAGS", [*kernels.FLAGS, "-mno-avx512vnni"])
+    monkeypatch.setattr(kernels, "FLAGS", [*kernels.FLAGS, "-mno-avx512f"])
     portable = ctypes.CDLL(str(kernels.build()))
-    portable.matmul_i8.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_float, ctypes.c_int]
+    p, n = ctypes.c_void_p, ctypes.c_long
+    portable.matmul_i8.argtypes = [p, p, p, p, n, n, n, ctypes.c_float, ctypes.c_int]
+    portable.matmul_f32.argtypes = [p, p, p, n, n, n, ctypes.c_float, ctypes.c_int]
     g = torch.Generator().manual_seed(3)
     for rows, K, M in [(1, 640, 320), (2, 45, 7), (3, 160, 9), (5, 640, 13), (16, 1728, 64), (9, 8300, 6)]:
         x = torch.randn(rows, K, generator=g)
         q = torch.randint(-127, 128, (M, K), generator=g, dtype=torch.int8)
+        w = torch.randn(M, K, generator=g)
         scale, residual = torch.rand(M, generator=g), torch.randn(rows, M, generator=g)
         for accumulate in (0, 1):
+            start = residual.clone() if accumulate else None
             y = residual.clone()
             args = (x.data_ptr(), q.data_ptr(), scale.data_ptr(), y.data_ptr(), rows, K, M, 0.5, accumulate)
             assert portable.matmul_i8(*args) == 0
-            reference = kernels.matmul_int8(
-                x, q, scale, out=residual.clone() if accumulate else None, alpha=0.5
-            )
-            assert torch.equal(y, reference), (rows, K, M, accumulate)
+            assert torch.equal(y, kernels.matmul_int8(x, q, scale, out=start, alpha=0.5)), (rows, K, M)
+            start = residual.clone() if accumulate else None
+            y = residual.clone()
+            portable.matmul_f32(x.data_ptr(), w.data_ptr(), y.data_ptr(), rows, K, M, 0.5, accumulate)
+            assert torch.equal(y, kernels.matmul(x, w, out=start, alpha=0.5)), (rows, K, M)
 
 
 def test_int8_rows_with_inf_or_nan_give_nan_and_zero_rows_give_zero(kernel):
