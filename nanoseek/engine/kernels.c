@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* fp32: y[m, j] = (accumulate ? y[m, j] : 0) + alpha * sum_i x[m, i] * w[j, i]
  *
@@ -154,15 +155,31 @@ void matmul_f32(const float *x, const float *w, float *y, long rows, long in, lo
 static void quantize_rows(const float *x, int16_t *xq, float *xs, long rows, long in) {
     for (long m = 0; m < rows; m++) {
         const float *xm = x + m * in;
-        float top = 0.0f, probe = 0.0f;  /* probe: nan once any entry is inf or nan (fmaxf skips nan) */
-        for (long i = 0; i < in; i++) {
-            top = fmaxf(top, fabsf(xm[i]));
+        /* probe: nan once any entry is inf or nan; 16 lanes of each, so that the loop vectorizes */
+        float tops[LANES] = {0}, probes[LANES] = {0}, top = 0.0f, probe = 0.0f;
+        long i = 0;
+        for (; i + LANES <= in; i += LANES)
+            for (int l = 0; l < LANES; l++) {
+                float a = fabsf(xm[i + l]);
+                tops[l] = a > tops[l] ? a : tops[l];
+                probes[l] += xm[i + l] * 0.0f;
+            }
+        for (; i < in; i++) {
+            top = fabsf(xm[i]) > top ? fabsf(xm[i]) : top;
             probe += xm[i] * 0.0f;
+        }
+        for (int l = 0; l < LANES; l++) {
+            top = tops[l] > top ? tops[l] : top;
+            probe += probes[l];
         }
         int finite = probe == 0.0f;
         float s = top > 0.0f && finite ? top / 32767.0f : 1.0f, inv = 1.0f / s;
         xs[m] = finite ? s : NAN;
-        for (long i = 0; i < in; i++) xq[m * in + i] = finite ? (int16_t)lrintf(xm[i] * inv) : 0;
+        if (!finite) {
+            memset(xq + m * in, 0, sizeof(int16_t) * in);
+            continue;
+        }
+        for (long i = 0; i < in; i++) xq[m * in + i] = (int16_t)rintf(xm[i] * inv); /* inlined, vectorized */
     }
 }
 
