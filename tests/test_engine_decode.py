@@ -129,6 +129,21 @@ def test_c_step_rows_do_not_depend_on_the_batch(int8, matmuls):
         assert torch.equal(alone[:, 0], together[:, i])
 
 
+def test_c_step_rejects_rows_outside_the_cache(matmuls):
+    """The C step writes cache rows by slot and position: out of range must be an error, not a write
+    past the tensor."""
+    if matmuls == "torch":
+        pytest.skip("no C step without the kernels")
+    model = random_model(tiny_config(), seed=13)
+    cache = prefilled(model, [3], [0])  # 8 slots of 40 positions
+    fast = FastDecoder(model)
+    with pytest.raises(ValueError, match="outside a cache of 40 positions"):
+        fast.hidden([5], [40], [0], cache)
+    with pytest.raises(ValueError, match="cache of 8 slots"):
+        fast.hidden([5, 6], [3, 3], [0, 8], cache)
+    assert fast.hidden([5], [39], [7], cache).shape == (1, model.config.hidden_size)
+
+
 @pytest.mark.parametrize("groups", [(4, 2), (1, 1)], ids=["expert-groups", "one-group"])
 def test_c_step_routing_breaks_ties_like_the_torch_step(groups, matmuls):
     """A router of zeros scores every expert alike: the C routing must pick the same experts (lower

@@ -26,17 +26,16 @@ if TYPE_CHECKING:
     from nanoseek.engine.decode import LayerWeights, Mat
     from nanoseek.model.attention import LatentCache
 
-P, N, F32, F64, I32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_double, ctypes.c_int
-LONG = ctypes.c_long
+P, LONG, F32, F64, I32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_double, ctypes.c_int
 
 
 class Weight(ctypes.Structure):
-    _fields_ = [("w", P), ("q", P), ("scale", P), ("out", N), ("in_", N)]
+    _fields_ = [("w", P), ("q", P), ("scale", P), ("out", LONG), ("in_", LONG)]
 
 
 class Layer(ctypes.Structure):
     _fields_ = [
-        *[(name, N) for name in ("C", "H", "Dn", "Dr", "R", "Dv", "q_rank")],
+        *[(name, LONG) for name in ("C", "H", "Dn", "Dr", "R", "Dv", "q_rank")],
         *[(name, P) for name in ("norm_attn", "norm_mlp", "norm_kv", "norm_q")],
         *[(name, F32) for name in ("eps_attn", "eps_mlp", "eps_kv", "eps_q")],
         ("qkv", Weight),
@@ -47,7 +46,7 @@ class Layer(ctypes.Structure):
         ("scale", F32),
         ("gate_up", Weight),
         ("down", Weight),
-        *[(name, N) for name in ("E", "K", "G", "topk_group")],
+        *[(name, LONG) for name in ("E", "K", "G", "topk_group")],
         ("norm_topk", I32),
         ("shared_fused", I32),
         ("routed_scaling", F64),
@@ -145,9 +144,13 @@ class CDecodeStep:
         slots); cos, sin (N, Dr/2) their rope factors. Writes each layer's cache rows; returns the
         final hidden states (N, C)."""
         kv, N = cache.kv, h.shape[0]
-        max_len = kv[0].shape[1]
-        if not all(_fp32(t) for t in kv):
-            raise ValueError("the C decode step needs contiguous fp32 cache tensors")
+        n_slots, max_len = kv[0].shape[:2]
+        if not all(_fp32(t) for t in kv) or h.dtype != torch.float32:
+            raise ValueError("the C decode step needs fp32 hidden states and contiguous fp32 caches")
+        if not (len(slots) == len(positions) == N and min(slots) >= 0 and max(slots) < n_slots):
+            raise ValueError(f"slots {slots} for {N} rows and a cache of {n_slots} slots")
+        if not (min(positions) >= 0 and max(positions) < max_len):
+            raise ValueError(f"positions {positions} outside a cache of {max_len} positions")
         if self.work_for[0] < N or self.work_for[1] != max_len:
             size = max(
                 self.lib.decode_step_work(ctypes.addressof(layer), N, max_len) for layer in self.layers
