@@ -62,7 +62,6 @@ typedef struct {
     const Weight *experts_gu, *experts_down; /* E each: (2I, C), (C, I) */
 } Layer;
 
-enum { LANES = 16 };
 
 static int mm(const Weight *W, const float *x, float *y, long rows, float alpha, int accumulate) {
     if (W->w != NULL) {
@@ -70,16 +69,6 @@ static int mm(const Weight *W, const float *x, float *y, long rows, float alpha,
         return 0;
     }
     return matmul_i8(x, W->q, W->scale, y, rows, W->in, W->out, alpha, accumulate);
-}
-
-static float dot(const float *a, const float *b, long n) {
-    float p[LANES] = {0}, sum = 0.0f;
-    long i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) p[l] += a[i + l] * b[i + l];
-    for (; i < n; i++) sum += a[i] * b[i];
-    for (int l = 0; l < LANES; l++) sum += p[l];
-    return sum;
 }
 
 /* y = x / sqrt(mean(x^2) + eps) * w */
@@ -117,8 +106,7 @@ static void per_head(const float *src, long ld_src, const float *W, long H, long
  * p: scratch of H * S floats. */
 static void attend(const float *q, const float *cache, long S, long H, long R, long D, float scale, float *p,
                    float *ol) {
-    for (long t = 0; t < S; t++) /* scores, each cache row read once for all heads */
-        for (long hd = 0; hd < H; hd++) p[hd * S + t] = scale * dot(q + hd * D, cache + t * D, D);
+    matmul_f32(q, cache, p, H, D, S, scale, 0); /* p[h, t] = scale * q[h] . cache[t], (H, S) */
     for (long hd = 0; hd < H; hd++) { /* softmax over t */
         float *ph = p + hd * S, top = -INFINITY, total = 0.0f;
         for (long t = 0; t < S; t++) top = fmaxf(top, ph[t]);
