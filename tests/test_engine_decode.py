@@ -6,7 +6,7 @@ decode kernel and with torch's matmuls (the fallback)."""
 
 import pytest
 import torch
-from test_engine import greedy, ragged_prompts, random_model, run, tiny_config
+from test_engine import greedy, predictable_model, ragged_prompts, random_model, run, tiny_config
 
 from nanoseek.engine import Engine, decode, kernels
 from nanoseek.engine.decode import FastDecoder
@@ -172,6 +172,20 @@ def test_engine_greedy_equals_full_recompute_for_each_variant(variant):
     engine = Engine(model, max_slots=4, token_budget=24, prefill_chunk=8)
     assert engine.runner.fast is not None
     assert run(engine, prompts, greedy(10)) == naive_generate(model, prompts, 10)
+
+
+def test_speculation_verifies_on_the_decode_path(matmuls, monkeypatch):
+    """Speculation's [pending, draft] pairs run through the decode path as two rows of one slot (the
+    C step, or the torch step without the kernels): each attends up to its own position, so greedy
+    output still equals full recompute, with drafts both accepted and rejected."""
+    model = predictable_model(tiny_config())
+    prompts = ragged_prompts([4, 11, 6], seed=2)
+    engine = Engine(model, max_slots=3, speculative=True)
+    slot_lists, original = [], engine.runner.fast.hidden
+    monkeypatch.setattr(engine.runner.fast, "hidden", lambda *a: slot_lists.append(a[2]) or original(*a))
+    assert run(engine, prompts, greedy(16)) == naive_generate(model, prompts, 16)
+    assert any(len(set(slots)) < len(slots) for slots in slot_lists)  # two tokens of a slot in one step
+    assert 0.5 < engine.stats["accepted"] / engine.stats["drafted"] < 1.0
 
 
 def test_fast_decode_follows_in_place_weight_updates():

@@ -92,6 +92,21 @@ class ModelRunner:
         with inference_mode(self.model):
             return self.fast.hidden(tokens, positions, slots, self.cache)
 
+    def decode_runs(self, ids: list[list[int]], starts: list[int], slots: list[int]) -> torch.Tensor:
+        """A few consecutive new tokens per row (row i: ids[i] from position starts[i] of slot
+        slots[i], every row the same length T): speculation's [pending, draft]. Through the fused
+        decode path as one row per token where the model allows (a row's tokens share its slot: each
+        attends to the cache up to its own position, its run's earlier tokens included); returns
+        (B, T, C)."""
+        if self.fast is None:
+            return self.hidden(ids, starts, slots)
+        T = len(ids[0])
+        tokens = [t for row in ids for t in row]
+        positions = [min(start + k, self.max_len) for start in starts for k in range(T)]
+        with inference_mode(self.model):
+            h = self.fast.hidden(tokens, positions, [slot for slot in slots for _ in range(T)], self.cache)
+        return h.view(len(ids), T, -1)
+
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Next-token logits (..., V) of final hidden states (..., C)."""

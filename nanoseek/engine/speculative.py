@@ -6,7 +6,7 @@ DeepSeek-V3 trains an MTP module that, from the main model's hidden state h_p at
 token t_{p+1}, predicts t_{p+2}. At inference it is a free drafter. One step for a sample whose
 pending token t_n (sampled, not yet in the cache) sits at position n and whose draft is d:
 
-    main model on [t_n, d] at positions [n, n+1]     -> logits_n, logits_{n+1}       (one forward, T=2)
+    main model on [t_n, d] at positions [n, n+1]     -> logits_n, logits_{n+1}       (one decode step)
     t_{n+1} = sample(logits_n)                        exactly what plain decoding would sample
     if t_{n+1} == d:  t_{n+2} = sample(logits_{n+1})  the draft was right: a second token for free
     MTP on [h_n, h_{n+1}] with [t_{n+1}, t_{n+2}]     -> the next draft (and the MTP layer's cache)
@@ -17,7 +17,11 @@ plain greedy output, and a seeded sample is the same text with or without specul
 costs compute, never correctness. A rejected draft's cache entries sit past the sample's length and
 are overwritten by the next step (attention only sees positions <= its own).
 
-Drafts are the MTP module's argmax; only the first MTP module (depth 1) is used.
+The pair runs through the decode path (`ModelRunner.decode_runs`) as two rows of the sample's slot:
+both cache entries are written before either attends, and each attends up to its own position. On a
+CPU a decode step costs what reading the weights costs, and two rows read them once, so a right
+draft is a nearly free token. Drafts are the MTP module's argmax; only the first MTP module (depth 1)
+is used.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def speculative_decode(engine: Engine, seqs: list[Sequence]) -> int:
     runner = engine.runner
     starts = [s.num_cached for s in seqs]  # position of each pending token
     slots = [s.slot for s in seqs]
-    h = runner.hidden([[s.output[-1], s.draft] for s in seqs], starts, slots)  # (B, 2, C)
+    h = runner.decode_runs([[s.output[-1], s.draft] for s in seqs], starts, slots)  # (B, 2, C)
     logits = runner.logits(h)  # (B, 2, V)
     for seq in seqs:
         seq.num_cached += 1  # the pending token is in the cache now
