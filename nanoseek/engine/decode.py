@@ -4,12 +4,13 @@
     if decoder.supports(cache):
         h = decoder.hidden(tokens, positions, slots, cache)   # (B,) ids, positions, slots -> (B, C)
 
-`ModelRunner.decode` uses it for every plain decode step (prefill, speculation and MTP go through the
-model's own forward). It computes what `DeepSeekV3.hidden_states` computes with the absorbed MLA form,
-as the same function of the same weights, with far fewer (and larger) operations per layer. Where the
-C kernels are built, the whole step runs through all layers in one C call (`decode_step`: the same
-formulas on the same fused weights, without ~70 torch calls a layer); the torch code here is the
-reference it is tested against, and the path where no C compiler is available:
+`ModelRunner.decode` uses it for every decode step, and speculation for its [pending, draft] pairs
+(two rows of one slot); prefill and the MTP module go through the model's own forward. It computes
+what `DeepSeekV3.hidden_states` computes with the absorbed MLA form, as the same function of the same
+weights, with far fewer (and larger) operations per layer. Where the C kernels are built, the whole
+step runs through all layers in one C call (`decode_step`: the same formulas on the same fused
+weights, without ~70 torch calls a layer); the torch code here is the reference it is tested
+against, and the path where no C compiler is available:
 
 - queries and the latent come out of one matmul: [q_proj | kv_a_proj_with_mqa] (or [q_a | kv_a] with a
   low-rank query) fused row-wise, with rows reordered so the output reads
@@ -468,11 +469,12 @@ class FastDecoder:
 
     def __init__(self, model: nn.Module, prefetch: bool | None = None, c_step: bool = True):
         """c_step: run the step through all layers in one C call (`decode_step`) where the kernels
-        are built (False: layer by layer in torch, the reference). prefetch: read each weight matrix of 128 KiB or more once, front to back, right before the
-        matmul that uses it. MKL's few-row matmuls stall on weights that are not in cache; a plain
-        streaming pass brings them in at memory speed first (measured 1.1-1.25x per decode step at d10
-        on this project's CPU). Default: on for CPU models whose weights (~what a step streams) exceed
-        64 MiB, which no cache holds; smaller models stay cached and skip the extra reads."""
+        are built (False: layer by layer in torch, the reference). prefetch (torch path): read each
+        weight matrix of 128 KiB or more once, front to back, right before the matmul that uses it.
+        MKL's few-row matmuls stall on weights that are not in cache; a plain streaming pass brings
+        them in at memory speed first (measured 1.1-1.25x per decode step at d10 on this project's
+        CPU). Default: on for CPU models whose weights (~what a step streams) exceed 64 MiB, which no
+        cache holds; smaller models stay cached and skip the extra reads."""
         self.model = model
         if prefetch is None:
             nbytes = sum(

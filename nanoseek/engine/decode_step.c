@@ -96,9 +96,11 @@ static void swiglu(const float *gu, float *act, long I) {
 static void per_head(const float *src, long ld_src, const float *W, long H, long in, long out, float *dst,
                      long ld_dst, long hs_dst, long rows, float *gather, float *result) {
     for (long hd = 0; hd < H; hd++) {
-        for (long n = 0; n < rows; n++) memcpy(gather + n * in, src + n * ld_src + hd * in, sizeof(float) * in);
+        for (long n = 0; n < rows; n++)
+            memcpy(gather + n * in, src + n * ld_src + hd * in, sizeof(float) * in);
         matmul_f32(gather, W + hd * out * in, result, rows, in, out, 1.0f, 0);
-        for (long n = 0; n < rows; n++) memcpy(dst + n * ld_dst + hd * hs_dst, result + n * out, sizeof(float) * out);
+        for (long n = 0; n < rows; n++)
+            memcpy(dst + n * ld_dst + hd * hs_dst, result + n * out, sizeof(float) * out);
     }
 }
 
@@ -134,8 +136,8 @@ static int attention(const Layer *L, const float *x, float *h, float *kv, const 
     long N = rows->N, H = L->H, Dn = L->Dn, Dr = L->Dr, R = L->R, Dv = L->Dv, D = R + Dr;
     long A = L->qkv.out, B = L->q_b.out, wide = R > Dn ? (R > Dv ? R : Dv) : (Dn > Dv ? Dn : Dv);
     float *a = work, *qn = a + N * A, *qb = qn + N * L->q_rank, *q = qb + N * B;
-    float *ol = q + N * H * D, *o_in = ol + N * H * R, *gather = o_in + N * H * Dv, *result = gather + N * wide;
-    float *p = result + N * wide; /* H * max_len */
+    float *ol = q + N * H * D, *o_in = ol + N * H * R, *gather = o_in + N * H * Dv;
+    float *result = gather + N * wide, *p = result + N * wide; /* p: H * max_len */
     if (mm(&L->qkv, x, a, N, 1.0f, 0)) return -1;
     const float *q_src = a; /* q_nope then q_rope, row stride ld */
     long ld = A;
@@ -149,7 +151,8 @@ static int attention(const Layer *L, const float *x, float *h, float *kv, const 
         float *entry = kv + (rows->slots[n] * rows->max_len + rows->positions[n]) * D;
         rms_norm(an + A - R, L->norm_kv, L->eps_kv, entry, R);
         rope(an + A - R - Dr, cos2, sin2, entry + R, Dr);
-        for (long hd = 0; hd < H; hd++) rope(q_src + n * ld + H * Dn + hd * Dr, cos2, sin2, q + (n * H + hd) * D + R, Dr);
+        for (long hd = 0; hd < H; hd++)
+            rope(q_src + n * ld + H * Dn + hd * Dr, cos2, sin2, q + (n * H + hd) * D + R, Dr);
     }
     per_head(q_src, ld, L->uk, H, Dn, R, q, H * D, D, N, gather, result); /* q[n, h, :R] = W_uk[h]^T q_nope */
     for (long n = 0; n < N; n++) {

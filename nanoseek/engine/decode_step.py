@@ -140,9 +140,11 @@ class CDecodeStep:
         cos: torch.Tensor,
         sin: torch.Tensor,
     ) -> torch.Tensor:
-        """h (N, C) fp32: the embedded tokens, row i at positions[i] of cache slot slots[i] (distinct
-        slots); cos, sin (N, Dr/2) their rope factors. Writes each layer's cache rows; returns the
-        final hidden states (N, C)."""
+        """h (N, C) fp32: the embedded tokens, row i at positions[i] of cache slot slots[i]; cos, sin
+        (N, Dr/2) their rope factors. Rows may share a slot at consecutive positions (speculation's
+        [pending, draft]): every row's cache entry is written before any row attends, and each
+        attends up to its own position. Writes each layer's cache rows; returns the final hidden
+        states (N, C)."""
         kv, N = cache.kv, h.shape[0]
         n_slots, max_len = kv[0].shape[:2]
         if not all(_fp32(t) for t in kv) or h.dtype != torch.float32:

@@ -107,7 +107,8 @@ static inline __attribute__((always_inline)) void block_f32(const int NR, const 
             for (int c = 0; c < NC; c++) tail[r][c] = fmaf(x[r * in + i], w[c * in + i], tail[r][c]);
     for (int r = 0; r < NR; r++)
         for (int c = 0; c < NC; c++) { /* `finish`'s pairwise tree, in registers */
-            __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(acc[r][c]), _mm512_extractf32x8_ps(acc[r][c], 1));
+            __m256 lo = _mm512_castps512_ps256(acc[r][c]), hi = _mm512_extractf32x8_ps(acc[r][c], 1);
+            __m256 s8 = _mm256_add_ps(lo, hi);
             __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
             __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
             float sum = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2))) + tail[r][c];
@@ -118,16 +119,18 @@ static inline __attribute__((always_inline)) void block_f32(const int NR, const 
 
 static void blocks_f32(const float *x, const float *w, float *y, long rows, long in, long out, float alpha,
                        int accumulate) {
-    long j = 0;
-    for (; j + 4 <= out; j += 4) {
-        long m = 0;
-        for (; m + 4 <= rows; m += 4) block_f32(4, 4, x + m * in, w + j * in, y + m * out + j, in, out, alpha, accumulate);
-        for (; m < rows; m++) block_f32(1, 4, x + m * in, w + j * in, y + m * out + j, in, out, alpha, accumulate);
-    }
-    for (; j < out; j++) {
-        long m = 0;
-        for (; m + 4 <= rows; m += 4) block_f32(4, 1, x + m * in, w + j * in, y + m * out + j, in, out, alpha, accumulate);
-        for (; m < rows; m++) block_f32(1, 1, x + m * in, w + j * in, y + m * out + j, in, out, alpha, accumulate);
+    for (long j = 0; j < out;) {
+        long m = 0, nc = out - j >= 4 ? 4 : 1; /* weight rows four at a time, the last few one by one */
+        const float *wj = w + j * in;
+        for (; m + 4 <= rows; m += 4) {
+            if (nc == 4) block_f32(4, 4, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
+            else block_f32(4, 1, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
+        }
+        for (; m < rows; m++) {
+            if (nc == 4) block_f32(1, 4, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
+            else block_f32(1, 1, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
+        }
+        j += nc;
     }
 }
 #endif
