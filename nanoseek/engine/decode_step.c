@@ -1,4 +1,6 @@
-/* A whole decode step in one call: N new tokens (one per cache slot) through every decoder layer.
+/* A whole decode step in one call: N new tokens, each at a position of a cache slot, through every
+ * decoder layer. Rows may share a slot at consecutive positions (speculation's [pending, draft]):
+ * every row's cache entry is written before any row attends, and each attends up to its position.
  *
  * Built with kernels.c into one library and driven by decode_step.py (`CDecodeStep`), which fills the
  * Layer structs below with pointers to FastDecoder's fused weights. A decode step is the weights
@@ -20,9 +22,9 @@
  * scores, bias-corrected group-limited top-k, ties to the lower index, weights normalized in double.
  * Each expert runs once on the rows routed to it, and a row adds its experts in expert order.
  *
- * Every row is computed the same way whatever the other rows are (the matmuls give a row the same
- * bits in any batch, attention and routing are per row), so a request's tokens do not depend on what
- * else is being decoded.
+ * Every row is computed the same way whatever the other sequences in the batch are (the matmuls give
+ * a row the same bits in any batch, attention and routing are per row), so a request's tokens do not
+ * depend on what else is being decoded.
  */
 #include <math.h>
 #include <stdint.h>
