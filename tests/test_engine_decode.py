@@ -188,6 +188,31 @@ def test_speculation_verifies_on_the_decode_path(matmuls, monkeypatch):
     assert 0.5 < engine.stats["accepted"] / engine.stats["drafted"] < 1.0
 
 
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_mtp_module_on_the_c_step_equals_the_models(int8, matmuls):
+    """The MTP module (the speculative drafter) with its block as a one-layer C step: the same hidden
+    states and MTP cache rows as the model's own `mtp_hidden`, for a run of tokens in one slot, on
+    the first call and on the cached step."""
+    model = random_model(tiny_config(), seed=16)
+    if int8:
+        model = quantize_int8(model)
+    L, C = model.config.num_hidden_layers, model.config.hidden_size
+    g = torch.Generator().manual_seed(17)
+    h, ids = torch.randn(1, 6, C, generator=g), torch.randint(2, 300, (1, 6), generator=g)
+    ref_cache, c_cache = (model.new_cache(4, 40, with_mtp=True) for _ in range(2))
+    with torch.no_grad():
+        ref = model.mtp_hidden(0, h, ids, torch.arange(6)[None], ref_cache, torch.tensor([2]))[0]
+    fast = FastDecoder(model)
+    for _ in range(2):
+        got = fast.mtp_hidden(0, h[0], ids[0].tolist(), list(range(6)), [2] * 6, c_cache)
+        if matmuls == "torch":
+            assert got is None  # the caller runs the model's own forward
+            return
+        tol = 1e-4 if int8 else 1e-5
+        torch.testing.assert_close(got, ref, atol=tol, rtol=tol)
+        torch.testing.assert_close(c_cache.kv[L], ref_cache.kv[L], atol=tol, rtol=tol)
+
+
 def test_fast_decode_follows_in_place_weight_updates():
     model = random_model(tiny_config(), seed=5)
     engine = Engine(model, max_slots=2)

@@ -495,6 +495,9 @@ class FastDecoder:
         self.c_step = c_step
         self.step: CDecodeStep | None = None
         self.step_key: tuple[int, int] | None = None
+        # the MTP modules' blocks, each its own one-layer C step, rebuilt when their weights change
+        self.mtp_sources = [_sources(m) for m in getattr(model, "mtp", [])]
+        self.mtp_steps: dict[int, tuple[tuple, CDecodeStep | None]] = {}
 
     def supports(self, cache: LatentCache) -> bool:
         """fp32 models (weights int8 or fp32) with an fp32 cache; anything else takes the model's path."""
@@ -551,6 +554,36 @@ class FastDecoder:
         return torch.cat(outs, dim=1).float().view(*x.shape[:-1], -1)
 
     @torch.no_grad()
+    def mtp_hidden(
+        self,
+        k: int,
+        h_prev: torch.Tensor,
+        next_tokens: list[int],
+        positions: list[int],
+        slots: list[int],
+        cache: LatentCache,
+    ) -> torch.Tensor | None:
+        """`DeepSeekV3.mtp_hidden` for one row per token: the depth-k MTP module combines h_prev (N, C),
+        the main model's hidden states at `positions`, with the tokens one step ahead, and runs its
+        block as a one-layer C step on its own cache (rows may share a slot, as in `hidden`). Returns
+        (N, C), or None where the C step cannot run (the caller then uses the model's own forward)."""
+        if not self.c_step or not kernels.available():
+            return None
+        model, module = self.model, self.model.mtp[k]
+        key = tuple(_version(t) for t in self.mtp_sources[k])
+        if k not in self.mtp_steps or self.mtp_steps[k][0] != key:
+            self.mtp_steps[k] = key, CDecodeStep.build([LayerWeights(module.block, self.prefetch)])
+        step = self.mtp_steps[k][1]
+        if step is None:
+            return None
+        device = model.embed_tokens.weight.device
+        emb = model.embed_tokens(torch.tensor(next_tokens, device=device))  # (N, C)
+        x = module.eh_proj(torch.cat([module.enorm(emb), module.hnorm(h_prev)], dim=-1))
+        cos, sin = model.rotary(torch.tensor(positions, device=device))
+        mtp_kv = [cache.kv[len(model.layers) + k]]
+        return step.hidden(x, positions, slots, mtp_kv, cos, sin)
+
+    @torch.no_grad()
     def hidden(
         self, tokens: list[int], positions: list[int], slots: list[int], cache: LatentCache
     ) -> torch.Tensor:
@@ -566,7 +599,7 @@ class FastDecoder:
             if self.step_key != self.key:
                 self.step, self.step_key = CDecodeStep.build(self.layers), self.key
             if self.step is not None:
-                return self.step.hidden(h, positions, slots, cache, cos, sin)
+                return self.step.hidden(h, positions, slots, cache.kv, cos, sin)
         step = DecodeStep(positions, slots, cos, sin)
         for layer, kv in zip(self.layers, cache.kv):
             h = layer.forward(h, step, kv)

@@ -24,7 +24,6 @@ from nanoseek.engine import kernels
 
 if TYPE_CHECKING:
     from nanoseek.engine.decode import LayerWeights, Mat
-    from nanoseek.model.attention import LatentCache
 
 P, LONG, F32, F64, I32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_double, ctypes.c_int
 
@@ -75,7 +74,9 @@ def _weight(mat: Mat | None) -> Weight:
 
 
 def _layer(lw: LayerWeights, keep: list) -> Layer:
-    """The C struct for one layer's fused weights; `keep` collects what must outlive it."""
+    """The C struct for one layer's fused weights; `keep` collects what must outlive it (the struct
+    holds raw pointers into lw's tensors: lw itself, and the copies made here)."""
+    keep.append(lw)
     H, Dn, Dr, R, Dv = lw.dims
     (w_attn, e_attn), (w_mlp, e_mlp), (w_kv, e_kv) = lw.norms
     w_q, e_q = lw.q_norm if lw.q_lora else (None, 0.0)
@@ -136,16 +137,17 @@ class CDecodeStep:
         h: torch.Tensor,
         positions: list[int],
         slots: list[int],
-        cache: LatentCache,
+        kv: list[torch.Tensor],
         cos: torch.Tensor,
         sin: torch.Tensor,
     ) -> torch.Tensor:
         """h (N, C) fp32: the embedded tokens, row i at positions[i] of cache slot slots[i]; cos, sin
         (N, Dr/2) their rope factors. Rows may share a slot at consecutive positions (speculation's
         [pending, draft]): every row's cache entry is written before any row attends, and each
-        attends up to its own position. Writes each layer's cache rows; returns the final hidden
-        states (N, C)."""
-        kv, N = cache.kv, h.shape[0]
+        attends up to its own position. kv: the layers' caches in order (`LatentCache.kv`; extra ones
+        after them are not touched). Writes each layer's cache rows; returns the final hidden states
+        (N, C)."""
+        N = h.shape[0]
         n_slots, max_len = kv[0].shape[:2]
         if not all(_fp32(t) for t in kv) or h.dtype != torch.float32:
             raise ValueError("the C decode step needs fp32 hidden states and contiguous fp32 caches")

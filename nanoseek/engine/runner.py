@@ -120,6 +120,15 @@ class ModelRunner:
         """The MTP module (depth 1) at the positions of h (B, T, C): it combines the main model's
         hidden state at position p with the token at p + 1 and predicts the token at p + 2. Writes
         the MTP layer's cache; returns its hidden states (B, T, C)."""
+        if self.fast is not None:  # one row per token on the C step, where it runs
+            B, T = h.shape[:2]
+            tokens = [t for row in next_ids for t in row]
+            positions = [min(start + k, self.max_len) for start in starts for k in range(T)]
+            with inference_mode(self.model):
+                rows = [slot for slot in slots for _ in range(T)]
+                out = self.fast.mtp_hidden(0, h.reshape(B * T, -1), tokens, positions, rows, self.cache)
+            if out is not None:
+                return out.view(B, T, -1)
         tokens, positions, slot_ids = self._batch(next_ids, starts, slots)
         with inference_mode(self.model):
             return self.model.mtp_hidden(0, h, tokens, positions, self.cache, slot_ids)
