@@ -5,12 +5,13 @@
         h = decoder.hidden(tokens, positions, slots, cache)   # (B,) ids, positions, slots -> (B, C)
 
 `ModelRunner.decode` uses it for every decode step, and speculation for its [pending, draft] pairs
-(two rows of one slot); prefill and the MTP module go through the model's own forward. It computes
-what `DeepSeekV3.hidden_states` computes with the absorbed MLA form, as the same function of the same
-weights, with far fewer (and larger) operations per layer. Where the C kernels are built, the whole
-step runs through all layers in one C call (`decode_step`: the same formulas on the same fused
-weights, without ~70 torch calls a layer); the torch code here is the reference it is tested
-against, and the path where no C compiler is available:
+(two rows of one slot) and its drafter (`mtp_hidden`: the MTP module's block as a one-layer C step);
+prefill goes through the model's own forward. It computes what `DeepSeekV3.hidden_states` computes
+with the absorbed MLA form, as the same function of the same weights, with far fewer (and larger)
+operations per layer. Where the C kernels are built, the whole step runs through all layers in one
+C call (`decode_step`: the same formulas on the same fused weights, without ~70 torch calls a
+layer); the torch code here is the reference it is tested against, and the path where no C
+compiler is available:
 
 - queries and the latent come out of one matmul: [q_proj | kv_a_proj_with_mqa] (or [q_a | kv_a] with a
   low-rank query) fused row-wise, with rows reordered so the output reads

@@ -20,8 +20,8 @@ are overwritten by the next step (attention only sees positions <= its own).
 The pair runs through the decode path (`ModelRunner.decode_runs`) as two rows of the sample's slot:
 both cache entries are written before either attends, and each attends up to its own position. On a
 CPU a decode step costs what reading the weights costs, and two rows read them once, so a right
-draft is a nearly free token. Drafts are the MTP module's argmax; only the first MTP module (depth 1)
-is used.
+draft is a nearly free token. The MTP module runs the same way (`FastDecoder.mtp_hidden`). Drafts are
+the MTP module's argmax; only the first MTP module (depth 1) is used.
 """
 
 from __future__ import annotations
