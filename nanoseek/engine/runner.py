@@ -83,14 +83,18 @@ class ModelRunner:
             h, _ = self.model.hidden_states(tokens, positions, self.cache, slot_ids)
         return h
 
+    def _token_rows(self, ids: list[list[int]], starts: list[int], slots: list[int]):
+        """Runs of tokens (row i: ids[i] from position starts[i] of slot slots[i]) as one row per
+        token for the fused decode path: (tokens, positions, slots), flat. As in `_batch`, a position
+        past the end goes to the scratch row."""
+        tokens = [t for row in ids for t in row]
+        positions = [min(start + k, self.max_len) for start, row in zip(starts, ids) for k in range(len(row))]
+        return tokens, positions, [slot for slot, row in zip(slots, ids) for _ in row]
+
     def decode(self, tokens: list[int], starts: list[int], slots: list[int]) -> torch.Tensor:
         """One new token per row (row i: tokens[i] at position starts[i] of slot slots[i]), through
         the fused decode path (`decode.FastDecoder`) when the model allows; returns (B, C)."""
-        if self.fast is None:
-            return self.hidden([[t] for t in tokens], starts, slots)[:, 0]
-        positions = [min(s, self.max_len) for s in starts]  # as `_batch`: past the end -> scratch row
-        with inference_mode(self.model):
-            return self.fast.hidden(tokens, positions, slots, self.cache)
+        return self.decode_runs([[t] for t in tokens], starts, slots)[:, 0]
 
     def decode_runs(self, ids: list[list[int]], starts: list[int], slots: list[int]) -> torch.Tensor:
         """A few consecutive new tokens per row (row i: ids[i] from position starts[i] of slot
@@ -100,12 +104,9 @@ class ModelRunner:
         (B, T, C)."""
         if self.fast is None:
             return self.hidden(ids, starts, slots)
-        T = len(ids[0])
-        tokens = [t for row in ids for t in row]
-        positions = [min(start + k, self.max_len) for start in starts for k in range(T)]
         with inference_mode(self.model):
-            h = self.fast.hidden(tokens, positions, [slot for slot in slots for _ in range(T)], self.cache)
-        return h.view(len(ids), T, -1)
+            h = self.fast.hidden(*self._token_rows(ids, starts, slots), self.cache)
+        return h.view(len(ids), len(ids[0]), -1)
 
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -122,10 +123,8 @@ class ModelRunner:
         the MTP layer's cache; returns its hidden states (B, T, C)."""
         if self.fast is not None:  # one row per token on the C step, where it runs
             B, T = h.shape[:2]
-            tokens = [t for row in next_ids for t in row]
-            positions = [min(start + k, self.max_len) for start in starts for k in range(T)]
+            tokens, positions, rows = self._token_rows(next_ids, starts, slots)
             with inference_mode(self.model):
-                rows = [slot for slot in slots for _ in range(T)]
                 out = self.fast.mtp_hidden(0, h.reshape(B * T, -1), tokens, positions, rows, self.cache)
             if out is not None:
                 return out.view(B, T, -1)
