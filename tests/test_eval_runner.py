@@ -19,7 +19,7 @@ import pytest
 
 from nanoseek.engine.protocol import Completion, GenerationRequest
 from nanoseek.eval import EvalConfig, SampleStore, parse_task_spec, problem_seed, run_eval
-from nanoseek.eval.runner import scored_text
+from nanoseek.eval.runner import check_text_only, scored_text
 from nanoseek.tokenizer import split_completion
 
 TASKS = ["arithmetic?digits=2", "linear?steps=1"]
@@ -210,9 +210,80 @@ def test_scored_text_is_rebuilt_from_the_split():
     c = Completion(text="r\n</think>\n\n42", token_ids=[], finish_reason="stop", prompt_tokens=1,
                    reasoning_content="r", content="42")  # fmt: skip
     assert scored_text(c) == "<think>\nr\n</think>\n\n42"
+    # text only: split here with the chat format, as the native engine splits its own
+    for text in ("r\n</think>\n\n42", "<think>\nr</think>42"):
+        raw = Completion(text=text, token_ids=[], finish_reason="stop", prompt_tokens=1)
+        assert scored_text(raw) == "<think>\nr\n</think>\n\n42"
     raw = Completion(text="no think end 42", token_ids=[], finish_reason="length", prompt_tokens=1)
-    assert scored_text(raw) == "<think>\nno think end 42"  # the prompt opened the think block
+    assert scored_text(raw) == "<think>\nno think end 42\n</think>\n\n"  # the prompt opened the block
     assert scored_text(raw, think=False) == "no think end 42"
+
+
+class TextOnlyGenerator(FakeGenerator):
+    """FakeGenerator's samples carrying only `text` (reasoning_content and content None): its R1 text as
+    is, or (plain=True) a finished sample's answer line alone, as a model that does not think writes it."""
+
+    def __init__(self, answers: dict[str, str], plain: bool = False):
+        super().__init__(answers)
+        self.plain = plain
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        out = super().generate(requests)
+        for c in out:
+            if self.plain and c.content:
+                c.text = c.content
+            c.reasoning_content = c.content = None
+        return out
+
+
+def text_only_for(plain: bool = False) -> TextOnlyGenerator:
+    return TextOnlyGenerator(fake_for().answers, plain)
+
+
+def test_a_generator_of_text_only_is_split_with_the_chat_format(reference_run, tmp_path):
+    """Its R1 text scores exactly as the split completions of the same samples (no silent 0%)."""
+    ref_out, ref_summary, _ = reference_run
+    summary = run_eval(text_only_for(), config(), tmp_path, model="fake", progress=False)
+    assert summary == ref_summary and summary["tasks"][TASKS[0]]["pass@1"] > 0
+    fields = ("reasoning", "answer", "extracted", "correct", "scored_text")
+    mine, ref = (
+        {(r["task"], r["problem_id"], r["sample"]): [r[f] for f in fields] for r in SampleStore(d).records()}
+        for d in (tmp_path / "samples.jsonl", ref_out / "samples.jsonl")
+    )
+    assert mine == ref
+
+
+def test_a_generator_that_does_not_think_is_refused_under_think_not_scored_zero(reference_run, tmp_path):
+    with pytest.raises(ValueError, match=r"only `text`.*--no-think"):
+        run_eval(text_only_for(plain=True), config(), tmp_path / "think", model="fake", progress=False)
+    assert not SampleStore(tmp_path / "think" / "samples.jsonl").records()  # nothing scored 0
+    # with think=False its text is the answer: finished samples score as the reference run's did
+    run_eval(
+        text_only_for(plain=True), config(think=False), tmp_path / "direct", model="fake", progress=False
+    )
+    ref_out, _, _ = reference_run
+    ref = {
+        (r["task"], r["problem_id"], r["sample"]): r for r in SampleStore(ref_out / "samples.jsonl").records()
+    }
+    records = SampleStore(tmp_path / "direct" / "samples.jsonl").records()
+    finished = [r for r in records if r["finish_reason"] == "stop"]
+    assert len(finished) > len(records) / 2 and any(r["correct"] for r in finished)
+    assert all(r["correct"] == ref[(r["task"], r["problem_id"], r["sample"])]["correct"] for r in finished)
+
+
+def test_check_text_only():
+    def c(text: str, finish: str = "stop", **split) -> Completion:
+        return Completion(text=text, token_ids=[], finish_reason=finish, prompt_tokens=1, **split)
+
+    plain, closed, cut = c("The answer is 4."), c("2+2\n</think>\n\n4"), c("2+2 is", "length")
+    assert check_text_only([cut], think=True, closed_before=False) is False  # ran out while thinking
+    assert check_text_only([closed, plain], think=True, closed_before=False) is True  # R1, one unfinished
+    assert check_text_only([plain], think=True, closed_before=True) is True
+    assert check_text_only([plain], think=False, closed_before=False) is False
+    split = c("The answer is 4.", reasoning_content="", content="The answer is 4.")
+    assert check_text_only([split], think=True, closed_before=False) is False  # the generator split it
+    with pytest.raises(ValueError, match="The answer is 4"):
+        check_text_only([cut, plain], think=True, closed_before=False)
 
 
 if __name__ == "__main__":

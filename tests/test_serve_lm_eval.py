@@ -1,7 +1,9 @@
 """lm-evaluation-harness's `local-completions` model runs a loglikelihood (multiple-choice) task
 against `nanoseek serve`, offline: a local task YAML over a local JSONL file, the checkpoint's
 tokenizer.json as lm-eval's Hugging Face tokenizer, token-id requests (`echo` + `logprobs`). The
-log-likelihoods it reports must be the model's own. Skipped unless `pip install "lm-eval[api]"`.
+log-likelihoods it reports must be the model's own, on text that starts with BOS as every pretraining
+document did: lm-eval sends token ids without BOS unless `add_bos_token=True` (docs/serving.md says so).
+Skipped unless `pip install "lm-eval[api]"`.
 """
 
 import json
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from nanoseek.engine import Engine
+from nanoseek.model import DeepSeekV3
 from nanoseek.serve import ServerConfig, create_app
 from nanoseek.serve.background import BackgroundServer
 from nanoseek.serve.demo import build_demo_checkpoint
@@ -43,13 +46,26 @@ metric_list:
 """
 
 
-def loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
-    """log p(continuation | context), tokenized the way lm-eval does (no BOS, pair split)."""
-    whole = tokenizer.encode(context + continuation)
-    n_context = len(tokenizer.encode(context))
+def loglikelihood(model, tokenizer, context: str, continuation: str, bos: bool = True) -> float:
+    """log p(continuation | context), tokenized the way lm-eval does (pair split), after BOS if `bos`."""
+    first = [tokenizer.bos_id] if bos else []
+    whole = first + tokenizer.encode(context + continuation)
+    n_context = len(first) + len(tokenizer.encode(context))
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([whole[:-1]]))[0].float(), -1)
     return sum(logp[i - 1, whole[i]].item() for i in range(n_context, len(whole)))
+
+
+def attend_to_context(checkpoint) -> None:
+    """Give the demo's bigram machine attention outputs (seeded), so what comes before, BOS included,
+    changes its log-likelihoods."""
+    model = DeepSeekV3.from_pretrained(checkpoint)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in model.layers:
+            weight = layer.self_attn.o_proj.weight
+            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.3)
+    model.save_pretrained(checkpoint)
 
 
 def test_lm_eval_local_completions_loglikelihood_task(tmp_path, monkeypatch):
@@ -64,6 +80,7 @@ def test_lm_eval_local_completions_loglikelihood_task(tmp_path, monkeypatch):
     tasks.mkdir()
     (tasks / "tiny.yaml").write_text(TASK_YAML.format(data=data))
     checkpoint = build_demo_checkpoint(tmp_path / "model", max_len=256)
+    attend_to_context(checkpoint)
     engine = Engine.from_pretrained(checkpoint, max_slots=8)
     from lm_eval.tasks import TaskManager
 
@@ -77,6 +94,7 @@ def test_lm_eval_local_completions_loglikelihood_task(tmp_path, monkeypatch):
                     "tokenizer": str(checkpoint),
                     "tokenizer_backend": "huggingface",
                     "tokenized_requests": True,
+                    "add_bos_token": True,  # without it the ids go without the BOS the model was trained with
                     "max_length": 250,
                     "num_concurrent": 1,
                     "max_retries": 1,
@@ -92,9 +110,13 @@ def test_lm_eval_local_completions_loglikelihood_task(tmp_path, monkeypatch):
     assert 0.0 <= summary["acc,none"] <= 1.0
     samples = results["samples"]["nanoseek_serve_tiny"]
     assert len(samples) == len(ROWS)
+    shifts = []
     for sample in samples:
         assert len(sample["resps"]) == 3
         for (context, continuation), resp in zip(sample["arguments"], sample["resps"]):
             reported, _greedy = resp[0]
             expected = loglikelihood(engine.model, engine.tokenizer, context, continuation)
             assert reported == pytest.approx(expected, rel=1e-3, abs=1e-2)
+            no_bos = loglikelihood(engine.model, engine.tokenizer, context, continuation, bos=False)
+            shifts.append(abs(no_bos - expected))
+    assert max(shifts) > 0.05  # BOS changes the numbers, so the check above tells the two apart

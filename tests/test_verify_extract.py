@@ -10,6 +10,7 @@ from nanoseek.verify import (
     last_boxed,
     normalize_answer,
     normalize_number,
+    strip_units,
 )
 
 
@@ -51,10 +52,57 @@ def test_last_boxed(text, expected):
         ("so she pays 18 dollars, not 17", "17", "last_number"),
         ("so it costs 1,250.50 in total", "1,250.50", "last_number"),
         ("I don't know", None, "none"),
+        # what prose wraps around an answer is peeled off
+        ("**Answer: 18**", "18", "answer_is"),
+        ("Final answer: **18**", "18", "answer_is"),
+        ("**Answer**: _18_", "18", "answer_is"),
+        ("Answer: `18`", "18", "answer_is"),
+        ("The answer is 18!", "18", "answer_is"),  # an exclamation, not 18 factorial
+        ("**The answer is 18!**", "18", "answer_is"),
+        ("The answer is 18 (rounded to 2 decimal places).", "18", "answer_is"),
+        ("The answer is 19 (not 18).", "19", "answer_is"),
+        ("The answer is $18.", "$18", "answer_is"),  # dollars: normalize_number reads "$18"
+        ("The answer is:\n\\[\n\\frac{1}{2}\n\\]\nDone.", "\\frac{1}{2}", "answer_is"),
+        ("The answer is $$18$$", "18", "answer_is"),
+        ("#### **72**", "72", "hash"),
+        ("Total = 18.", "18", "last_number"),
+        # ... but not what is math
+        ("The answer is $5!$.", "5!", "answer_is"),
+        ("The answer is (3, 4).", "(3, 4)", "answer_is"),
+        ("The answer is 2 (x + 1).", "2 (x + 1)", "answer_is"),
+        ("The answer is $z^*$.", "z^*", "answer_is"),
     ],
 )
 def test_extract_answer(text, answer, how):
     assert extract_answer(text) == (answer, how)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("18 apples", "18"),
+        ("$18 per day", "$18"),
+        ("18 dollars per day", "18"),
+        ("1,250 km/h", "1,250"),
+        ("18 cm^2", "18"),
+        ("18 \\text{ cm}", "18"),
+        ("18\\,\\mathrm{cm}", "18"),
+        ("90^\\circ angle", "90^\\circ"),
+        ("18, which is the total", "18"),
+        ("18 pieces", "18"),  # "pi" only as a whole word
+        # not units: kept whole, math-verify decides
+        ("2 pi", "2 pi"),
+        ("3 sqrt 2", "3 sqrt 2"),
+        ("18 thousand", "18 thousand"),
+        ("7 and a half", "7 and a half"),
+        ("18 m", "18 m"),  # a one-letter unit reads as a variable
+        ("3x", "3x"),
+        ("18, 19", "18, 19"),
+        ("\\frac{1}{2} cup", "\\frac{1}{2} cup"),
+    ],
+)
+def test_strip_units(text, expected):
+    assert strip_units(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -69,6 +117,13 @@ def test_extract_answer(text, answer, how):
         ("\\$18.90", "18.9"),
         ("\\$32,\\!348", "32348"),
         (".5", "0.5"),
+        ("€18", "18"),
+        ("90°", "90"),
+        ("90\\degree", "90"),
+        ("90^\\circ", "90"),
+        ("90^{\\circ}", "90"),
+        ("$90^\\circ$", "90"),
+        ("10{,}000", "10000"),
         ("1,2", None),
         ("\\frac{1}{2}", None),
         ("x", None),
@@ -84,6 +139,8 @@ def test_normalize_answer_makes_vote_keys():
     assert normalize_answer("x + 1") == normalize_answer("x+1")
     assert normalize_answer("\\pi r") != normalize_answer("\\pir")  # a command's trailing space matters
     assert normalize_answer(None) is None
+    assert normalize_answer("5!") != normalize_answer("5")  # a boxed factorial is not its argument
+    assert normalize_answer("90°") == normalize_answer("90^{\\circ}") == "90"
 
 
 @pytest.mark.parametrize(

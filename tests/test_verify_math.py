@@ -45,6 +45,15 @@ def test_quick_verdict_settles_only_the_obvious():
     assert quick_verdict("12", "13") is False
     assert quick_verdict("0.5", "0.50000001") is None  # math-verify rounds; let it decide
     assert quick_verdict("\\frac{1}{2}", "0.5") is None
+    assert quick_verdict("90^\\circ", "90°") is True
+    assert quick_verdict("120", "5!") is None  # a factorial is math-verify's to evaluate
+
+
+def test_degree_signs_reach_math_verify_in_a_form_it_reads():
+    assert verify_math("90", "9\\cdot 10°")  # inside \boxed{} math-verify reads ^\circ, not °
+    assert verify_math("100^\\circ", "1\\times 10^2\\degree")
+    assert verify_math("\\frac{270}7\\text{ degrees}", "\\frac{270}{7}°")
+    assert not verify_math("\\frac{270}7\\text{ degrees}", "\\frac{271}{7}°")
 
 
 def test_hung_item_is_incorrect_and_its_worker_replaced():

@@ -21,6 +21,12 @@ Prompts are the tasks' questions as a user message, rendered by the generator wi
 (think=True opens R1's `<think>` block). The scored text is rebuilt from the completion's
 (reasoning_content, content) as `<think>\\n{reasoning}\\n</think>\\n\\n{content}`, so every generator
 that splits a completion the same way (native engine, a server in front of it) gets the same verdict.
+A generator whose completions carry only `text` has it split here, by the chat format's
+`split_completion`, as the native engine would have. Under think=True text without `</think>` is thinking
+that never finished and has no answer; so if such a generator finishes a completion without any think
+tag and has not closed a think block in any completion so far, it does not write R1's format (its
+answers would all score 0), and the run stops with an error saying so instead (use think=False,
+`--no-think`, for a model that answers directly).
 Multiple-choice tasks can instead be scored by likelihood (`likelihood=True`, native models only).
 """
 
@@ -40,6 +46,7 @@ from nanoseek.eval.likelihood import LikelihoodScorer
 from nanoseek.eval.report import summarize, write_outputs
 from nanoseek.eval.store import SampleStore
 from nanoseek.tasks import Problem, Task
+from nanoseek.tokenizer.chat_format import END_THINK, THINK, split_completion
 
 # one unfinished problem: (task spec, task, problem index, problem, sample indices still to do)
 Item = tuple[TaskSpec, Task, int, Problem, list[int]]
@@ -51,14 +58,42 @@ def problem_seed(base_seed: int, task: str, problem_id: str) -> int:
     return int.from_bytes(digest[:4], "big") >> 1  # < 2**31, room for + j
 
 
+def is_text_only(completion: Completion) -> bool:
+    """Whether the generator left the reasoning / answer split undone (both None)."""
+    return completion.reasoning_content is None and completion.content is None
+
+
+def completion_split(completion: Completion, think: bool = True) -> tuple[str, str]:
+    """(reasoning, answer) of a completion: the generator's split, or the chat format's split of its text."""
+    if is_text_only(completion):
+        return split_completion(completion.text, think=think)
+    return completion.reasoning_content or "", completion.content or ""
+
+
 def scored_text(completion: Completion, think: bool = True) -> str:
-    """The text a task scores: rebuilt from the reasoning / answer split when the generator made one."""
-    if completion.reasoning_content is None and completion.content is None:
-        return ("<think>\n" + completion.text) if think else completion.text
-    reasoning, content = completion.reasoning_content or "", completion.content or ""
+    """The text a task scores, rebuilt from the reasoning / answer split."""
+    reasoning, content = completion_split(completion, think)
     if not think and not reasoning:
         return content
     return f"<think>\n{reasoning}\n</think>\n\n{content}"
+
+
+def check_text_only(completions: list[Completion], think: bool, closed_before: bool) -> bool:
+    """Refuse a generator whose text-only completions show no sign of R1's format (see the module
+    docstring); returns whether a think block has now been closed in one of them."""
+    text_only = [c for c in completions if is_text_only(c)]
+    closed = closed_before or any(END_THINK in c.text for c in text_only)
+    plain = [c for c in text_only if c.finish_reason == "stop" and THINK not in c.text]
+    if think and plain and not closed:
+        raise ValueError(
+            "the generator returns completions with only `text` (no reasoning_content / content) that "
+            "finish without a think block, e.g. "
+            f"{plain[0].text[:80]!r}; under think=True that text is unfinished thinking with no answer, "
+            "and every sample would score 0. Evaluate a model that answers directly with think=False "
+            "(--no-think), or have the generator split its completions "
+            "(nanoseek.tokenizer.split_completion)"
+        )
+    return closed
 
 
 def load_problems(spec: TaskSpec, cfg: EvalConfig) -> tuple[Task, list[Problem]]:
@@ -107,6 +142,7 @@ class EvalRunner:
         check_config(self.out_dir, cfg, model)
         self.store = SampleStore(self.out_dir / "samples.jsonl")
         self.tasks = [(spec, *load_problems(spec, cfg)) for spec in cfg.specs]
+        self.closed_think = False  # a text-only completion has closed a think block (check_text_only)
 
     def mode(self, problems: list[Problem]) -> str:
         """How a task is scored: by likelihood if asked and it is multiple choice, else by generation."""
@@ -190,6 +226,7 @@ class EvalRunner:
             raise RuntimeError(
                 f"the generator returned {len(completions)} completions for {expected} samples"
             )
+        self.closed_think = check_text_only(completions, cfg.think, self.closed_think)
         by_task: dict[str, list] = {}
         for c in completions:
             item, first = slots[c.request_index]
@@ -207,6 +244,7 @@ class EvalRunner:
         self, item: Item, j: int, c: Completion, text: str, reward: float, details: dict[str, Any]
     ) -> dict[str, Any]:
         spec, _, index, problem, _ = item
+        reasoning, answer = completion_split(c, self.cfg.think)
         return {
             "task": spec.label,
             "problem_id": problem.id,
@@ -216,8 +254,8 @@ class EvalRunner:
             "prompt": problem.prompt,
             "reference": problem.reference,
             "completion": c.text,
-            "reasoning": c.reasoning_content,
-            "answer": c.content,
+            "reasoning": reasoning,
+            "answer": answer,
             "scored_text": text,
             "extracted": details.get("extracted"),
             "correct": bool(details.get("correct", reward > 0)),

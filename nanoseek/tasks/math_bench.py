@@ -9,18 +9,18 @@ File formats, one JSON object per line (where two names are listed, the first pr
     math500  problem, answer (LaTeX), and optionally unique_id, subject, level, solution
     aime24   problem | question, answer ("025" or 25), and optionally id, solution, url
     amc23    problem | question, answer (27.0 or "27"), and optionally id, url
-Numeric references are normalized ("1,000" -> "1000", "025" -> "25", 27.0 -> "27"); answers are
+Numeric references are normalized ("1,000" -> "1000", "025" -> "25", 27.0 -> "27", "90^\\circ" -> "90");
+against one, units after the answer are dropped (`strip_units`: "18 apples" -> "18"). Answers are
 compared with `nanoseek.verify.verify_math` (gold first). The prompt is the question followed by R1's
 "Please reason step by step, and put your final answer within \\boxed{}."
 """
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from nanoseek.tasks.base import ANSWER_INSTRUCTION, Problem
 from nanoseek.tasks.files import DataError, FileTask, get_field
-from nanoseek.verify import extract_answer, normalize_number, verify_math_batch
+from nanoseek.verify import extract_answer, normalize_number, strip_units, verify_math_batch
 
 META_FIELDS = ("solution", "subject", "level", "url", "type")
 
@@ -53,10 +53,7 @@ class MathBenchmark(FileTask):
     def extract(self, problem: Problem, answer: str) -> tuple[str | None, str]:
         extracted, how = extract_answer(answer)
         if extracted is not None and normalize_number(problem.reference) is not None:
-            # a numeric answer followed by words: "18 dollars", "$18 per day" -> "18"
-            match = re.fullmatch(r"\\?\$?\s*(-?[\d,]*\.?\d+)\s+[A-Za-z][A-Za-z\s.]*", extracted)
-            if match:
-                extracted = match.group(1)
+            extracted = strip_units(extracted)  # "18 dollars", "$18 per day" -> "18", "$18"
         return extracted, how
 
     def check_batch(self, problems: Sequence[Problem], answers: Sequence[str | None]) -> list[bool]:

@@ -17,6 +17,7 @@ from nanoseek.verify.extract import (
     last_boxed,
     normalize_answer,
     normalize_number,
+    strip_units,
 )
 from nanoseek.verify.format import answer_part, format_reward
 from nanoseek.verify.math_equiv import MathVerifier, verify_math, verify_math_batch
@@ -34,6 +35,7 @@ __all__ = [
     "normalize_number",
     "run_code",
     "run_code_batch",
+    "strip_units",
     "verify_math",
     "verify_math_batch",
 ]

@@ -5,15 +5,31 @@ Scoring reads only the answer part of a completion (the text after `</think>`, s
 
     extract_answer("... so the total is \\boxed{1,234}.")  # ("1,234", "boxed")
     extract_answer("The answer is $\\frac{1}{2}$.")         # ("\\frac{1}{2}", "answer_is")
+    extract_answer("**Answer: 18**")                         # ("18", "answer_is")
     extract_answer("...\\n#### 72")                          # ("72", "hash")
     extract_answer("so she pays 18 dollars")                 # ("18", "last_number")
+    strip_units("18 dollars per day")                        # "18"
     normalize_answer("$1,234.00")                            # "1234"
     extract_choice("The answer is (B).")                     # "B"
 
 Precedence, first hit wins: the last `\\boxed{...}` (nested braces are fine), the last "answer is X" /
-"Answer: X", the last "#### X", the last number. The second element of `extract_answer`'s result
-says which one matched ("boxed", "answer_is", "hash", "last_number", or "none"), so a task can
-report or reward the format.
+"Answer: X" / "Final answer: X", the last "#### X", the last number. The second element of
+`extract_answer`'s result says which one matched ("boxed", "answer_is", "hash", "last_number", or
+"none"), so a task can report or reward the format.
+
+What prose wraps around an "answer is" / "####" answer is peeled off until nothing changes: markdown
+emphasis and code marks (`**18**`, `_18_`, `` `18` ``), sentence punctuation after it (`18.`, `18!`,
+`18?`: outside math mode a "!" ends the sentence; a factorial is written in math, `$5!$` or
+`\\boxed{5!}`, and is kept), a parenthetical remark with a word in it (`18 (approx.)`,
+`18 (rounded to 2 decimal places)`; `(3, 4)` or `2 (x + 1)` are kept), then one `$...$`, `\\(...\\)`,
+`\\[...\\]` or `$$...$$` around the whole (display math may span lines). A `\\boxed{}` is read as
+written. Units after a number (`18 apples`, `18 cm`, `18 dollars per day`, `18 \\text{ cm}`) are
+dropped by `strip_units`, which math tasks call when the reference is a number; scale words
+(`18 thousand`, `18 dozen`) and math words (`2 pi`, `3 sqrt`) are not units, and a one-letter unit
+(`18 m`, `3x`) is kept, since it reads as a variable. `normalize_number` drops currency signs
+(`$`, `\\$`, `€`, `£`, `¥`), a percent sign (`18%` equals 18: GSM8K writes percentages without it,
+and math-verify, which decides the rest, takes `18\\%` as 18 or 0.18) and degree signs (`90°`,
+`90\\degree`, `90^\\circ`, `90^{\\circ}`: MATH's own grader drops them too).
 """
 
 import re
@@ -56,24 +72,51 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: the box was never closed
 
 
-_ANSWER_IS = re.compile(r"answer\s*(?:is\b|:)[\s:*]*(.*)", re.IGNORECASE)
-_HASH = re.compile(r"####\s*(.*)")
+_ANSWER_IS = re.compile(r"answer[\s*_]*(?:is\b|:)[\s:*_]*", re.IGNORECASE)
+_HASH = re.compile(r"####[ \t]*")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+_MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_EMPHASIS = re.compile(r"^[*_`]+|(?<!\^)[*_`]+$")  # `z^*` (a conjugate) keeps its star
+_SENTENCE_END = re.compile(r"[.!?,;:]+$")
+_REMARK = re.compile(r"\s*\(([^()]*)\)$")
+_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # a word, not a LaTeX command's name
 
 
-def _unwrap(span: str) -> str:
-    for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**")):
-        if span.startswith(left) and span.endswith(right) and len(span) >= len(left) + len(right):
-            span = span[len(left) : len(span) - len(right)].strip()
+def _span_after(text: str, start: int) -> str:
+    """The answer written from `start`: the rest of its line, or a display-math block opened on it."""
+    line = text[start:].split("\n", 1)[0]
+    for left, right in (("\\[", "\\]"), ("$$", "$$")):
+        if line.lstrip().startswith(left) and right not in line.lstrip()[len(left) :]:
+            close = text.find(right, start + line.index(left) + len(left))
+            if close >= 0:
+                return text[start : close + len(right)]
+    return line
+
+
+def _unwrap_math(span: str) -> str:
+    """The inside of one math delimiter pair around the whole span (`$18$`, `\\(18\\)`, `$$18$$`)."""
+    for left, right in _MATH_DELIMITERS:
+        inner = span[len(left) : len(span) - len(right)]
+        if span.startswith(left) and span.endswith(right) and inner.strip() and left not in inner:
+            return inner.strip().rstrip(".,").rstrip()  # display math often ends with the period
+    return span
+
+
+def _strip_remark(span: str) -> str:
+    """`18 (rounded to 2 decimal places)` -> `18`; a parenthesis without a word in it is math: kept."""
+    match = _REMARK.search(span)
+    if match and match.start() > 0 and _WORD.search(match.group(1)):
+        return span[: match.start()]
     return span
 
 
 def _clean(span: str) -> str:
-    """Strip what a sentence wraps around an answer: markdown bold, $...$, \\(...\\), a final period."""
-    span = _unwrap(span.strip())
-    if span.endswith("."):  # the sentence's period, also after a number: "The answer is 18."
-        span = span[:-1].rstrip()
-    return _unwrap(span)
+    """Peel what prose wraps around an answer (see the module docstring) until nothing changes."""
+    previous = None
+    while span != previous:
+        previous = span
+        span = _strip_remark(_SENTENCE_END.sub("", _EMPHASIS.sub("", span.strip())).rstrip())
+    return _unwrap_math(span.strip())
 
 
 def extract_answer(text: str) -> tuple[str | None, str]:
@@ -82,20 +125,56 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     if boxed:  # an empty box is the instruction's "\boxed{}" echoed, not an answer
         return boxed, "boxed"
     for pattern, how in ((_ANSWER_IS, "answer_is"), (_HASH, "hash")):
-        matches = [m for m in pattern.finditer(text) if _clean(m.group(1))]
-        if matches:
-            return _clean(matches[-1].group(1)), how
+        spans = [_clean(_span_after(text, m.end())) for m in pattern.finditer(text)]
+        spans = [span for span in spans if span]
+        if spans:
+            return spans[-1], how
     numbers = _NUMBER.findall(text)
     if numbers:
         return numbers[-1], "last_number"
     return None, "none"
 
 
+_TEX_WORDS = re.compile(r"\\(?:text|textrm|textbf|textit|mathrm|mbox)\s*\{([^{}]*)\}")
+_NUMBER_THEN_REST = re.compile(
+    r"([-+]?(?:\\?\$|[€£¥])?\s*[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+    r"(?:\s*(?:\\?%|°|\\degree|\^\s*\\circ|\^\s*\{\s*\\circ\s*\}))?)\s*(.*)",
+    re.DOTALL,
+)
+# words after a number, perhaps after a comma: "cm^2", "km/h", "dollars per day", ", which is the total"
+_UNITS = re.compile(r"(?:[,;]\s+)?[A-Za-z]{2,}\.?(?:(?:\s+|\s*/\s*|-)[A-Za-z']+\.?)*(?:\^\{?[23]\}?|[²³])?")
+_NOT_UNITS = re.compile(  # math and scale words: "2 pi", "3 sqrt 2", "18 thousand", "7 and a half"
+    r"(?:pi|sqrt|root|squared|cubed|over|times|plus|minus|divided|factorial|and|or|to|sin|cos|tan|log|"
+    r"ln|exp|(?:hundred|thousand|million|billion|trillion)(?:th)?s?|dozens?|half|halves|thirds?|"
+    r"quarters?|tenths?)\b",
+    re.IGNORECASE,
+)
+
+
+def strip_units(answer: str) -> str:
+    """A number followed by units or words, as the number (`18 apples` -> `18`, `$18 per day` -> `$18`,
+    `18 \\text{ cm}` -> `18`, `90^\\circ angle` -> `90^\\circ`); anything else unchanged. Scale and math
+    words (`18 thousand`, `2 pi`) and one-letter units (`18 m`: a variable?) are not stripped."""
+    plain = re.sub(r"\\[,;!: ]|~", " ", _TEX_WORDS.sub(r" \1 ", answer)).strip()
+    match = _NUMBER_THEN_REST.fullmatch(plain)
+    if match is None or not match.group(2):
+        return answer
+    rest = match.group(2).strip()
+    if _UNITS.fullmatch(rest) and not _NOT_UNITS.match(rest.lstrip(",; ")):
+        return match.group(1).strip()
+    return answer
+
+
+_DEGREES = re.compile(r"(?:\\,|\s)*(?:°|\\degree|\^\s*\\circ|\^\s*\{\s*\\circ\s*\})$")
+
+
 def normalize_number(text: str) -> str | None:
-    """Canonical form of a plain number ("$1,234.50" -> "1234.5", "025" -> "25", "50%" -> "50"), else None."""
+    """Canonical form of a plain number ("$1,234.50" -> "1234.5", "025" -> "25", "50%" -> "50",
+    "90^\\circ" -> "90", "€18" -> "18"), else None."""
     s = text.strip()
-    s = re.sub(r"\\text\{\s*\}|\\!|\\,|\\ ", "", s)
-    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").rstrip("%").strip()
+    s = re.sub(r"\\text\{\s*\}|\\!|\\,|\\ |\{,\}", lambda m: "," if m.group() == "{,}" else "", s)
+    s = re.sub(r"\\?\$|[€£¥]", "", s).replace("\\%", "").rstrip("%").strip()
+    s = _DEGREES.sub("", s).strip()
     if re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?", s):
         s = s.replace(",", "")
     if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)", s):
@@ -120,7 +199,7 @@ def normalize_answer(text: str | None) -> str | None:
     number = normalize_number(text)
     if number is not None:
         return number
-    s = _clean(text)
+    s = _unwrap_math(_EMPHASIS.sub("", text.strip()).removesuffix(".").rstrip())
     match = re.fullmatch(r"\\(?:text|textbf|mathrm)\{(.*)\}", s)
     if match:
         s = match.group(1)

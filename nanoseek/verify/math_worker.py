@@ -21,8 +21,9 @@ import logging  # noqa: E402
 
 
 def as_latex(answer: str) -> str:
-    """Give math-verify an explicit anchor: a bare answer goes inside \\boxed{}."""
-    answer = answer.strip()
+    """Give math-verify an explicit anchor: a bare answer goes inside \\boxed{}. Degree signs become
+    `^\\circ`, which math-verify reads inside a box (`\\boxed{90°}` fails to parse)."""
+    answer = answer.strip().replace("°", "^\\circ").replace("\\degree", "^\\circ")
     if "\\boxed" in answer or "\\fbox" in answer:
         return answer
     if answer.startswith("$") and answer.endswith("$") and len(answer) > 1:
