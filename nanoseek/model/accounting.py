@@ -60,18 +60,24 @@ def _block_params(cfg: ModelConfig, layer_idx: int) -> tuple[int, int]:
     return attn + shared + cfg.n_routed_experts * expert, attn + shared + cfg.num_experts_per_tok * expert
 
 
+def _blocks_params(cfg: ModelConfig, start: int, count: int) -> tuple[int, int]:
+    """(total, active) parameters of blocks start .. start+count-1: dense ones, then MoE ones. Counted
+    per kind, not per layer, so a config of absurd depth is counted at once (the loader's memory check)."""
+    moe_from = max(start, min(cfg.first_k_dense_replace, start + count)) if cfg.is_moe else start + count
+    n_dense, n_moe = moe_from - start, start + count - moe_from
+    dense, moe = _block_params(cfg, start), _block_params(cfg, moe_from)
+    return n_dense * dense[0] + n_moe * moe[0], n_dense * dense[1] + n_moe * moe[1]
+
+
 def account(cfg: ModelConfig, seq_len: int | None = None, dtype_bytes: int = 2) -> Accounting:
     seq_len = seq_len or cfg.max_position_embeddings
     C, V, H = cfg.hidden_size, cfg.vocab_size, cfg.num_attention_heads
     embedding = V * C
     head = 0 if cfg.tie_word_embeddings else V * C
-    total = active = embedding + head + C  # + final norm
-    for i in range(cfg.num_hidden_layers):
-        t, a = _block_params(cfg, i)
-        total, active = total + t, active + a
-    mtp = 0
-    for k in range(cfg.num_nextn_predict_layers):
-        mtp += _block_params(cfg, cfg.num_hidden_layers + k)[0] + 2 * C * C + 3 * C  # eh_proj + 3 norms
+    t, a = _blocks_params(cfg, 0, cfg.num_hidden_layers)
+    total, active = embedding + head + C + t, embedding + head + C + a  # + final norm
+    K = cfg.num_nextn_predict_layers
+    mtp = _blocks_params(cfg, cfg.num_hidden_layers, K)[0] + K * (2 * C * C + 3 * C)  # eh_proj + 3 norms
     attn_forward = 2 * H * (cfg.qk_head_dim + cfg.v_head_dim) * seq_len * cfg.num_hidden_layers
     forward = 2 * (active - embedding) + attn_forward
     L = cfg.num_hidden_layers

@@ -7,13 +7,16 @@ config.json written by either loads here and ours loads there:
     json.dump(cfg.to_hf_dict(), open("config.json", "w"))
 
 A few fields are nanoseek's own training knobs (marked below); they ride along in config.json and
-other loaders ignore them. A dense model is the same config with `n_routed_experts = 0`.
+other loaders ignore them. A dense model is the same config with `n_routed_experts = 0`. Every field's
+type and range is checked on construction: a bad one raises ValueError("field: expected ..., got ..."),
+which the loader turns into a CheckpointError naming config.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,21 +68,31 @@ class ModelConfig:
     def __post_init__(self):
         if self.q_lora_rank is None:
             self.q_lora_rank = 0
+        check_fields(self)
         if self.n_routed_experts:
+            if self.num_experts_per_tok < 1:
+                raise ValueError(
+                    f"num_experts_per_tok: must be >= 1 in an MoE model, got {self.num_experts_per_tok}"
+                )
             if self.n_routed_experts % self.n_group:
                 raise ValueError(
-                    f"n_routed_experts={self.n_routed_experts} must divide into n_group={self.n_group}"
+                    f"n_group: {self.n_group} groups do not divide n_routed_experts={self.n_routed_experts}"
                 )
             if not 1 <= self.topk_group <= self.n_group:
-                raise ValueError(f"topk_group={self.topk_group} must be in [1, n_group={self.n_group}]")
+                raise ValueError(f"topk_group: {self.topk_group} must be in [1, n_group={self.n_group}]")
             if self.num_experts_per_tok > self.topk_group * (self.n_routed_experts // self.n_group):
-                raise ValueError("num_experts_per_tok exceeds the experts in the selected groups")
+                raise ValueError(
+                    f"num_experts_per_tok: {self.num_experts_per_tok} exceeds the experts in the selected "
+                    f"groups (topk_group {self.topk_group} x {self.n_routed_experts // self.n_group} per group)"
+                )
             if self.n_routed_experts // self.n_group < 2 and self.n_group > 1:
                 raise ValueError(
-                    "group-limited routing scores a group by its top-2 experts: need >= 2 per group"
+                    "n_group: group-limited routing scores a group by its top-2 experts: need >= 2 per group"
                 )
         if self.scoring_func != "sigmoid":
-            raise ValueError(f"scoring_func={self.scoring_func!r}: only DeepSeek-V3's 'sigmoid' is supported")
+            raise ValueError(
+                f"scoring_func: {self.scoring_func!r}; only DeepSeek-V3's 'sigmoid' is supported"
+            )
 
     # ------------------------------------------------------------------ derived shapes
     @property
@@ -122,21 +135,28 @@ class ModelConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Reads a config.json written by nanoseek, transformers (v4 or v5) or DeepSeek."""
+        """Reads a config.json written by nanoseek, transformers (v4 or v5) or DeepSeek. A field of the
+        wrong type or range raises ValueError("field: expected ..., got ...")."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object of config fields, got {_show(d)}")
         d = dict(d)
         # transformers v5 folds rope_theta and rope_scaling into `rope_parameters`
         rp = d.pop("rope_parameters", None)
         if rp:
+            if not isinstance(rp, dict):
+                raise ValueError(f"rope_parameters: expected an object, got {_show(rp)}")
             d.setdefault("rope_theta", rp.get("rope_theta", 10000.0))
             rope_type = rp.get("rope_type", rp.get("type", "default"))
             if rope_type != "default" and not d.get("rope_scaling"):
                 d["rope_scaling"] = {k: v for k, v in rp.items() if k != "rope_theta"}
         rs = d.get("rope_scaling")
         if rs:
+            if not isinstance(rs, dict):
+                raise ValueError(f"rope_scaling: expected an object (or null), got {_show(rs)}")
             rs = dict(rs)
             rs["type"] = rs.pop("rope_type", rs.get("type"))
             if rs["type"] not in ("yarn", "default", None):
-                raise ValueError(f"rope_scaling type {rs['type']!r} is not supported (only yarn)")
+                raise ValueError(f"rope_scaling: type {rs['type']!r} is not supported (only yarn)")
             d["rope_scaling"] = rs if rs["type"] == "yarn" else None
         if d.get("num_mtp_layers") is not None and "num_nextn_predict_layers" not in d:
             d["num_nextn_predict_layers"] = d["num_mtp_layers"]
@@ -144,6 +164,8 @@ class ModelConfig:
             if d.get(key) is None:
                 d[key] = default
         if isinstance(d.get("eos_token_id"), list):
+            if not d["eos_token_id"]:
+                raise ValueError("eos_token_id: expected an integer or a non-empty list, got []")
             d["eos_token_id"] = d["eos_token_id"][0]
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names and v is not None}
@@ -174,6 +196,99 @@ _DERIVED_HF_FIELDS = {
     "pretraining_tp",
     "output_router_logits",
 }
+
+
+# Type and range of every field, checked on construction (so a config.json field of the wrong type or
+# sign fails here, naming the field, instead of deep inside torch). Sizes have no upper bound here: what
+# a config may ask for is bounded by the memory check in `checkpoint.load_model`.
+_POSITIVE_INTS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "moe_intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
+    "n_group",
+    "topk_group",
+    "max_position_embeddings",
+)
+_NON_NEGATIVE_INTS = (
+    "q_lora_rank",
+    "n_routed_experts",
+    "n_shared_experts",
+    "num_experts_per_tok",
+    "first_k_dense_replace",
+    "num_nextn_predict_layers",
+    "bos_token_id",
+    "eos_token_id",
+)
+_POSITIVE_FLOATS = ("rope_theta", "rms_norm_eps", "routed_scaling_factor")
+_NON_NEGATIVE_FLOATS = ("initializer_range", "aux_loss_alpha", "bias_update_speed", "mtp_loss_weight")
+_BOOLS = ("norm_topk_prob", "tie_word_embeddings")
+_STRINGS = ("scoring_func", "topk_method")
+
+
+def check_fields(cfg: ModelConfig) -> None:
+    """Raise ValueError("field: expected ..., got ...") for the first field of the wrong type or range."""
+    for name in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
+        value, least = getattr(cfg, name), 1 if name in _POSITIVE_INTS else 0
+        if not _is_int(value) or value < least:
+            what = "a positive integer" if least else "an integer >= 0"
+            raise ValueError(f"{name}: expected {what}, got {_show(value)}")
+    for name in _POSITIVE_FLOATS + _NON_NEGATIVE_FLOATS:
+        value, positive = getattr(cfg, name), name in _POSITIVE_FLOATS
+        if not _is_number(value) or not math.isfinite(value) or value < 0 or (positive and value == 0):
+            what = "a positive number" if positive else "a number >= 0"
+            raise ValueError(f"{name}: expected {what}, got {_show(value)}")
+    for name, kind, what in [(n, bool, "true or false") for n in _BOOLS] + [
+        (n, str, "a string") for n in _STRINGS
+    ]:
+        if not isinstance(getattr(cfg, name), kind):
+            raise ValueError(f"{name}: expected {what}, got {_show(getattr(cfg, name))}")
+    if cfg.qk_rope_head_dim % 2:
+        raise ValueError(
+            f"qk_rope_head_dim: expected an even number (rotated in pairs), got {cfg.qk_rope_head_dim}"
+        )
+    if cfg.rope_scaling is not None:
+        _check_rope_scaling(cfg.rope_scaling)
+
+
+def _check_rope_scaling(rs: Any) -> None:
+    if not isinstance(rs, dict):
+        raise ValueError(f"rope_scaling: expected an object (or null), got {_show(rs)}")
+    if rs.get("type") != "yarn":
+        return
+    factor, original = rs.get("factor"), rs.get("original_max_position_embeddings")
+    if not _is_number(factor) or not math.isfinite(factor) or factor <= 0:
+        raise ValueError(f"rope_scaling.factor: expected a positive number, got {_show(factor)}")
+    if not _is_int(original) or original < 1:
+        raise ValueError(
+            f"rope_scaling.original_max_position_embeddings: expected a positive integer, got {_show(original)}"
+        )
+    for key in ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor"):
+        value = rs.get(key)
+        if value is not None and (not _is_number(value) or not math.isfinite(value)):
+            raise ValueError(f"rope_scaling.{key}: expected a number, got {_show(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: its repr, cut short, with its JSON type when that is the problem."""
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    kind = {bool: "a boolean", str: "a string", float: "a number", list: "a list", dict: "an object"}
+    return f"{text} ({kind[type(value)]})" if type(value) in kind else text
 
 
 def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
