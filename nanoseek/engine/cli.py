@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 import torch
 
 from nanoseek.engine.engine import Engine
 from nanoseek.engine.protocol import GenerationRequest, SamplingParams
+from nanoseek.model import CheckpointError
 
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -64,17 +66,14 @@ def sampling_params(args: argparse.Namespace, n: int = 1) -> SamplingParams:
 def load_engine(args: argparse.Namespace) -> Engine:
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        engine = Engine.from_pretrained(
-            args.model, int8=args.int8, device=args.device, speculative=args.speculative, max_slots=8
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"nanoseek: {exc}") from None
-    if engine.tokenizer is None:
-        raise SystemExit(
-            f"{args.model}: no tokenizer.json; the CLI needs text (save the tokenizer beside the model)"
-        )
-    return engine
+    tokenizer_file = Path(args.model) / "tokenizer.json"
+    if Path(args.model, "config.json").is_file() and not tokenizer_file.is_file():
+        problem = "missing; the CLI needs text (save the tokenizer beside the model)"
+        raise CheckpointError(tokenizer_file, problem)
+    # a model that does not load raises CheckpointError: `nanoseek` prints it in one line
+    return Engine.from_pretrained(
+        args.model, int8=args.int8, device=args.device, speculative=args.speculative, max_slots=8
+    )
 
 
 class Printer:

@@ -247,7 +247,9 @@ class Engine:
             finally:
                 self._step_lock.release()
 
-    def encode_prompt(self, request: GenerationRequest) -> list[int]:
+    def encode_prompt(self, request: GenerationRequest, room: int = 1) -> list[int]:
+        """The prompt's token ids; ValueError if it leaves fewer than `room` positions of max_len free
+        (0 for a caller that only scores the prompt)."""
         tok = self.tokenizer
         if request.params.stop and tok is None:
             raise ValueError("stop strings need a tokenizer; use stop_token_ids")
@@ -263,7 +265,7 @@ class Engine:
             ids = [int(i) for i in request.prompt]
         if not ids:
             raise ValueError("empty prompt")
-        if len(ids) >= self.max_len:
+        if len(ids) + room > self.max_len:
             raise ValueError(f"prompt of {len(ids)} tokens does not fit max_len={self.max_len}")
         vocab = self.model.config.vocab_size
         if min(ids) < 0 or max(ids) >= vocab:

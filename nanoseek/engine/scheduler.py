@@ -14,12 +14,17 @@ prompt never stalls the samples that are already decoding.
 
 A request with n samples takes n slots at once: sample 0 prefills the prompt, and when the prompt is
 in the cache the other n - 1 fork it (`LatentCache.copy_slot`), so the prompt is computed once.
+The waiting queue is first come first served and also lets any request leave it in O(1) (a
+client that hangs up aborts its queued requests: one HTTP request may hold thousands), and it keeps
+the number of samples it holds, which is what a server's admission counts. Requests and samples
+compare by identity (`eq=False`): two requests with the same prompt and parameters are still two.
 This module holds no tensors and runs no model; `Engine` does.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -36,7 +41,7 @@ class Status(Enum):
     FINISHED = "finished"
 
 
-@dataclass
+@dataclass(eq=False)
 class Sequence:
     """One sample of a request, living in one cache slot."""
 
@@ -58,7 +63,7 @@ class Sequence:
         return self.group.params
 
 
-@dataclass
+@dataclass(eq=False)
 class RequestState:
     """A request in flight: its prompt ids, its n samples, and where its results go."""
 
@@ -87,13 +92,52 @@ class Plan:
     prefill: list[tuple[RequestState, int, int]]  # (request, start, end): prompt[start:end] this step
 
 
+class WaitingQueue:
+    """Requests waiting for cache slots, oldest first; `remove` is O(1) and `samples` counts their
+    samples (a request of n samples counts n)."""
+
+    def __init__(self) -> None:
+        self._groups: OrderedDict[RequestState, None] = OrderedDict()  # keys by identity
+        self.samples = 0
+
+    def append(self, group: RequestState) -> None:
+        self._groups[group] = None
+        self.samples += group.n
+
+    def first(self) -> RequestState:
+        return next(iter(self._groups))
+
+    def popleft(self) -> RequestState:
+        group, _ = self._groups.popitem(last=False)
+        self.samples -= group.n
+        return group
+
+    def remove(self, group: RequestState) -> bool:
+        """Take a request out of the queue; False if it is not there (admitted or already gone)."""
+        if group not in self._groups:
+            return False
+        del self._groups[group]
+        self.samples -= group.n
+        return True
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self.samples = 0
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def __iter__(self) -> Iterator[RequestState]:
+        return iter(list(self._groups))
+
+
 class Scheduler:
     def __init__(self, num_slots: int, token_budget: int, prefill_chunk: int | None = None):
         self.num_slots = num_slots
         self.token_budget = token_budget
         self.prefill_chunk = prefill_chunk or token_budget
         self.free_slots: deque[int] = deque(range(num_slots))
-        self.waiting: deque[RequestState] = deque()
+        self.waiting = WaitingQueue()
         self.active: list[RequestState] = []  # admitted, not finished, in admission order
 
     def add(self, group: RequestState) -> None:
@@ -105,7 +149,7 @@ class Scheduler:
         """Move waiting requests into free slots, first come first served (no overtaking, so a
         request with many samples is not starved by small ones)."""
         admitted = []
-        while self.waiting and self.waiting[0].n <= len(self.free_slots):
+        while self.waiting and self.waiting.first().n <= len(self.free_slots):
             group = self.waiting.popleft()
             slots = [self.free_slots.popleft() for _ in range(group.n)]
             group.sequences = [Sequence(group, i, slot, None) for i, slot in enumerate(slots)]
@@ -138,10 +182,8 @@ class Scheduler:
         self.active.remove(group)
 
     def remove_waiting(self, group: RequestState) -> bool:
-        if group in self.waiting:
-            self.waiting.remove(group)
-            return True
-        return False
+        """Take a request that was never admitted out of the queue (O(1)); False if it was admitted."""
+        return self.waiting.remove(group)
 
     @property
     def has_work(self) -> bool:
