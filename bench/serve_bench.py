@@ -61,17 +61,22 @@ def start_server(model: Path, port: int, max_slots: int, threads: int) -> subpro
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     server = subprocess.Popen(command, env=env)
-    deadline = time.monotonic() + 120
+    return wait_until_up(server, f"http://127.0.0.1:{port}/health")
+
+
+def wait_until_up(server: subprocess.Popen, url: str, timeout: float = 120) -> subprocess.Popen:
+    """Wait until GET `url` answers 200 (the server process is up); kill it if it never does."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             time.sleep(0.2)
         if server.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
+            raise RuntimeError(f"the server exited during start-up (status {server.returncode})")
     server.kill()
-    raise RuntimeError("the server did not start within 120 s")
+    raise RuntimeError(f"the server did not start within {timeout:g} s")
 
 
 def metrics(url: str) -> dict[str, float]:

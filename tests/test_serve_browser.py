@@ -1,6 +1,8 @@
 """The chat page in headless Chromium (playwright, Debian's /usr/bin/chromium): a streamed answer
 appears rendered as Markdown, with the thinking in a collapsible block; the history goes back to the
-server on the next turn; the Markdown renderer escapes HTML. Skipped without chromium or playwright.
+server on the next turn; the Markdown renderer escapes HTML, code spans in links included; the
+page works under its Content-Security-Policy; the API key stays out of localStorage. Skipped without
+chromium or playwright.
 """
 
 import os
@@ -49,10 +51,11 @@ def page(server):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         page = browser.new_page()
         page.set_default_timeout(30_000)
-        requests = []
+        requests, console = [], []
         page.on("request", lambda r: requests.append(r))
+        page.on("console", lambda m: console.append(m.text))
         page.goto(server.url + "/")
-        page.requests = requests
+        page.requests, page.console = requests, console
         yield page
         browser.close()
 
@@ -118,3 +121,30 @@ def test_markdown_renderer_escapes_html(page):
     html = page.evaluate("renderMarkdown('```\\n<b>code</b>\\n```\\n- item `x`')")
     assert "<pre><code>&lt;b&gt;code&lt;/b&gt;</code></pre>" in html
     assert "<li>item <code>x</code></li>" in html
+
+
+def test_code_spans_in_links_render_without_placeholders(page):
+    html = page.evaluate("renderMarkdown('[`a`](http://x) [b](http://x.com/`y`)')")
+    assert "\x00" not in html and "<code>a</code></a>" in html
+    assert 'href="http://x.com/%60y%60"' in html
+
+
+def test_the_page_keeps_the_api_key_for_the_tab_only(page):
+    page.fill("#api-key", "sk-secret")
+    assert "sk-secret" not in page.evaluate("JSON.stringify(localStorage)")
+    assert page.evaluate("sessionStorage.getItem('nanoseek.api-key')") == "sk-secret"
+    page.reload()
+    assert page.input_value("#api-key") == "sk-secret"  # the same tab keeps it
+    assert "sessionStorage" in page.locator("#settings").inner_text()  # the page says so
+    # an earlier version stored the key with the settings: it is moved out on the next load
+    page.evaluate(
+        "localStorage.setItem('nanoseek.settings.v1', JSON.stringify({'api-key': 'sk-old', seed: '5'}));"
+        "sessionStorage.clear()"
+    )
+    page.reload()
+    assert page.input_value("#api-key") == "sk-old" and page.input_value("#seed") == "5"
+    assert "sk-old" not in page.evaluate("JSON.stringify(localStorage)")
+    page.fill("#api-key", "")
+    page.fill("#seed", "")
+    # the page ran under its Content-Security-Policy without a violation
+    assert not [m for m in page.console if "Content Security Policy" in m], page.console

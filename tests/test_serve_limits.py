@@ -195,9 +195,9 @@ def test_non_stream_disconnect_frees_the_slots(slow_server):
     http = httpx.Client(base_url=slow_server.url, timeout=60)
     before = disconnects(http)
     body = json.dumps({"messages": HI, "ignore_eos": True, "n": 3, "max_completion_tokens": 200}).encode()
-    head = f"POST {CHAT} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-    head += f"Content-Length: {len(body)}\r\n\r\n"
     url = httpx.URL(slow_server.url)
+    head = f"POST {CHAT} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(body)}\r\n\r\n"
     with socket.create_connection((url.host, url.port)) as client:  # a client that hangs up ...
         client.sendall(head.encode() + body)
         deadline = time.monotonic() + 20

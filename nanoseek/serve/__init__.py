@@ -9,8 +9,8 @@ Modules: `app` (the FastAPI app, error handlers, body limit), `chat_routes` (/v1
 `completions` (/v1/completions, echo + logprobs), `openai_schema` (request bodies and validation),
 `bridge` (the engine from asyncio: deltas, disconnects, timeouts, the queue bound), `logprobs`,
 `usage` (token counts and cost), `metrics` (Prometheus), `auth` (API keys), `config`, `cli`,
-`demo` (a scripted toy checkpoint), `background` (uvicorn on a thread), `loadgen` (streaming load),
-`static/` (the chat page).
+`connections` (uvicorn with read deadlines and a connection cap), `demo` (a scripted toy checkpoint),
+`background` (uvicorn on a thread), `loadgen` (streaming load), `static/` (the chat page).
 """
 
 from nanoseek.serve.app import create_app

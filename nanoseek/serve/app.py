@@ -10,8 +10,12 @@ GET /v1/models, GET /health, GET /metrics (Prometheus), GET / (the chat page, `s
 FastAPI's /openapi.json and /docs. The /v1 routes need a Bearer key when keys are configured.
 Every error, including FastAPI's validation errors and unknown paths, is an OpenAI error object
 `{"error": {"message", "type", "param", "code"}}`; invalid parameters are 400s, not 422s.
-Requests whose body exceeds `max_body_bytes` get 413 before anything parses them. The engine's
-stepping thread starts with the app and stops with it.
+Requests whose body exceeds `max_body_bytes` get 413 before anything parses them. A request whose
+Host header is not one of the server's names gets 400 (`HostCheckMiddleware`: a DNS-rebinding page
+cannot reach the API through the user's browser); the chat page is sent with a Content-Security-Policy
+that lets it load and connect to nothing but this server. The engine's stepping thread starts with
+the app and stops with it. Read deadlines and the connection cap live in the HTTP server
+(`connections.py`).
 """
 
 from __future__ import annotations
@@ -35,12 +39,22 @@ from nanoseek.engine import Engine
 from nanoseek.serve import chat_routes, completions
 from nanoseek.serve.auth import require_api_key
 from nanoseek.serve.bridge import EngineBridge
-from nanoseek.serve.config import ServerConfig
-from nanoseek.serve.errors import APIError, error_body, validation_error
+from nanoseek.serve.config import LOCAL_HOSTS, ServerConfig
+from nanoseek.serve.errors import APIError, clipped, error_body, validation_error
 from nanoseek.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServerMetrics, engine_load
 
 STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("nanoseek.serve")
+# the chat page loads and connects to nothing but this server (as the arena's pages)
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
@@ -96,7 +110,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     def get_model(model_id: str) -> dict[str, Any]:
         if model_id != config.model_name:
             raise APIError(
-                404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
+                404, f"The model '{clipped(model_id)}' does not exist.", param="model", code="model_not_found"
             )
         return card
 
@@ -112,11 +126,11 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def chat_page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    # outermost last: CORS (so errors carry its headers too), metrics, then the body limit
+    # outermost last: the Host check, CORS (so errors carry its headers too), metrics, the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if config.cors_origins:
@@ -126,6 +140,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(HostCheckMiddleware, allowed=config.allowed_hosts, metrics=metrics)
     return app
 
 
@@ -141,12 +156,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        path = clipped(request.url.path)
         if exc.status_code == 404:
-            message = f"Unknown path {request.url.path}: see /docs for this server's routes."
+            message = f"Unknown path {path}: see /docs for this server's routes."
         elif exc.status_code == 405:
-            message = f"Method {request.method} is not allowed on {request.url.path}."
+            message = f"Method {clipped(request.method, 20)} is not allowed on {path}."
         else:
-            message = str(exc.detail)
+            message = clipped(str(exc.detail), 200)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(
             error_body(message, kind), status_code=exc.status_code, headers=getattr(exc, "headers", None)
@@ -158,6 +174,47 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body("The server had an error while processing your request.", "server_error"), 500
         )
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, lowercased, without port or trailing dot: "[::1]:8000" -> "::1"."""
+    host = header.strip().lower()
+    if host.startswith("["):  # an IPv6 literal
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+class HostCheckMiddleware:
+    """400 unless the Host header names this server: LOCAL_HOSTS plus `allowed` ("*": any host)."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str], metrics: ServerMetrics | None = None):
+        self.app = app
+        self.any = "*" in allowed
+        self.allowed = {host_name(h) for h in (*LOCAL_HOSTS, *allowed)}
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        host = host_name(header)
+        if host in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        if self.metrics is not None:
+            self.metrics.rejected.labels("invalid_host").inc()
+        shown = repr(clipped(host))
+        message = (
+            f"This server does not answer for the host {shown}: if that is one of its names, start it "
+            "with --allowed-host NAME."
+            if host
+            else "The request has no Host header."
+        )
+        response = JSONResponse(error_body(message, "invalid_request_error", code="invalid_host"), 400)
+        await response(scope, receive, send)
 
 
 class BodyLimitMiddleware:

@@ -6,7 +6,9 @@
         ...
 
 The server listens on 127.0.0.1 at a free port (or the one given), starts before `__enter__`
-returns, and shuts down (the engine loop with it) on exit.
+returns, and shuts down (the engine loop with it) on exit. It is the server `nanoseek serve` runs
+(`connections.uvicorn_config`: read deadlines and a connection cap from the app's ServerConfig, or
+from `limits`, an arena's ArenaLimits say).
 """
 
 from __future__ import annotations
@@ -18,14 +20,23 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from nanoseek.serve.connections import ConnectionLimits, uvicorn_config
+
 
 class BackgroundServer:
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        limits: ConnectionLimits | None = None,
+    ):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
-        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2, lifespan="on")
+        config = uvicorn_config(app, limits, log_level=log_level, timeout_graceful_shutdown=2, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -12,10 +12,15 @@ costs the loop one wake-up per step rather than one per token. Leaving `updates(
 client went away, the deadline passed, an exception) aborts the engine requests, which frees their
 cache slots at the engine's next step.
 
-The bridge also enforces what the engine does not know about: the waiting queue's bound (429 with
-Retry-After), the request deadline (408), and chat's `max_tokens` when the model thinks first: it
-limits the answer only, so the bridge counts tokens after `</think>` and cuts a sample there with
-finish reason "length" (the engine's own `max_new_tokens` bounds reasoning plus answer).
+The bridge also enforces what the engine does not know about: the size of a request and the waiting
+queue's bound, both counted in samples (prompts x n: one request of 20,000 prompts with n=32 once
+took every slot for minutes), refused whole before any work (400 when it could never fit, 429 with
+Retry-After when the queue is full); prompts surely too long for the context, refused from their
+length before tokenizing (`min_prompt_tokens`); the request deadline (408); and chat's `max_tokens`
+when the model thinks first: it limits the answer only, so the bridge counts tokens after `</think>`
+and cuts a sample there with finish reason "length" (the engine's own `max_new_tokens` bounds
+reasoning plus answer). A request that generates nothing (`max_tokens: 0`, echo scoring a prompt)
+never reaches the engine: it needs no slot and no room in the context.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from nanoseek.serve.logprobs import PromptScorer, TokenTexts
 from nanoseek.serve.metrics import ServerMetrics, engine_load
 from nanoseek.serve.openai_schema import context_error
 from nanoseek.serve.usage import reasoning_token_count
-from nanoseek.tokenizer import FormatError
+from nanoseek.tokenizer import FormatError, Tokenizer
 
 POLL_SECONDS = 0.5  # how often a waiting request checks its deadline and the engine's health
 
@@ -95,6 +100,9 @@ class Generation:
         self.handles = []
         try:
             for i, request in enumerate(requests):
+                if request.params.max_new_tokens == 0:  # nothing to generate: finished as it starts
+                    self._pending += [Delta(i, j, finish_reason="length") for j in range(request.params.n)]
+                    continue
                 self.handles.append(bridge.engine.submit(request, request_index=i, on_delta=self._on_delta))
         except ValueError as exc:  # the engine refused a prompt (checked before, so rare)
             self.abort()
@@ -249,6 +257,13 @@ async def wait_for_disconnect(request: Request) -> None:
             return
 
 
+def longest_token_bytes(tokenizer: Tokenizer) -> int:
+    """The most UTF-8 bytes of any token's string in the vocabulary (added tokens included): an upper
+    bound on the text one token covers (a byte-level token's characters stand for one byte each)."""
+    strings = (tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size))
+    return max((len(s.encode("utf-8")) for s in strings if s), default=1)
+
+
 class EngineBridge:
     """Shared by all requests of an app: the engine, the limits, the metrics."""
 
@@ -264,34 +279,84 @@ class EngineBridge:
         self.token_texts = TokenTexts(tok)
         self.prompt_scorer = PromptScorer(engine.model)
         self.context = engine.max_len
+        self.max_token_bytes = longest_token_bytes(tok)
         self.vocab_size = engine.model.config.vocab_size
         self.max_slots = engine_load(engine)["slots"]
         self.in_flight = 0
         self._mean_seconds = 1.0  # moving average of request durations, for Retry-After
 
-    def encode(self, request: GenerationRequest, param: str) -> list[int]:
-        """The prompt's token ids as the engine will see them (400 if the engine refuses it)."""
+    def encode(
+        self, request: GenerationRequest, param: str, room: int = 1, requested: int | None = None
+    ) -> list[int]:
+        """The prompt's token ids as the engine will see them; 400 if the engine refuses it or it
+        leaves fewer than `room` positions of the context free (`requested`: the completion tokens
+        asked for, for the message). A prompt surely too long is refused before it is tokenized."""
+        floor = self.min_prompt_tokens(request)
+        if floor + room > self.context:
+            self.metrics.rejected.labels("prompt_too_long").inc()
+            raise context_error(self.context, floor, requested, param, at_least=True)
         try:
-            return self.engine.encode_prompt(request)
+            return self.engine.encode_prompt(request, room=room)
         except FormatError as exc:
-            raise APIError(400, str(exc), param=exc.field) from exc
+            raise APIError(400, str(exc), param=exc.field) from None
         except ValueError as exc:
             too_long = re.search(r"prompt of (\d+) tokens does not fit", str(exc))
             if too_long:
-                raise context_error(self.context, int(too_long.group(1)), None, param) from exc
-            raise APIError(400, str(exc), param=param) from exc
+                raise context_error(self.context, int(too_long.group(1)), requested, param) from None
+            raise APIError(400, str(exc), param=param) from None
 
-    def check_capacity(self) -> None:
-        waiting = engine_load(self.engine)["waiting"]
-        if waiting >= self.config.max_queue:
+    def min_prompt_tokens(self, request: GenerationRequest) -> int:
+        """A lower bound on a prompt's tokens, from its length alone (no tokenizing, so a 4 MB prompt
+        costs microseconds, not the 11 s and gigabytes its tokens would): no token covers more than
+        `max_token_bytes` bytes of text, hence no more characters. Valid for tokenizers that drop no
+        input (byte-level BPE, as nanoseek trains and DeepSeek ships)."""
+        if request.messages is not None:
+            chars = sum(len(m.get("content") or "") for m in request.messages)
+        elif isinstance(request.prompt, str):
+            chars = len(request.prompt)
+        else:  # token ids
+            return len(request.prompt)
+        return -(-chars // self.max_token_bytes)
+
+    def check_size(self, prompts: int, n: int) -> None:
+        """400 for a request that could never be queued: too many prompts, or more samples than the
+        whole queue holds. Called before any work (tokenizing included)."""
+        config = self.config
+        if prompts > config.max_prompts:
+            self.metrics.rejected.labels("too_many_prompts").inc()
+            raise APIError(
+                400,
+                f"This request has {prompts} prompts; this server takes at most {config.max_prompts} per "
+                "request. Send them in several requests.",
+                param="prompt",
+                code="too_many_prompts",
+            )
+        if prompts * n > config.max_queue:
+            self.metrics.rejected.labels("too_many_samples").inc()
+            asked = f"{prompts} prompts x n={n}" if prompts > 1 else f"n={n}"
+            raise APIError(
+                400,
+                f"This request asks for {prompts * n} samples ({asked}); this server queues at most "
+                f"{config.max_queue}. Send fewer prompts or a smaller n.",
+                param="prompt" if prompts > 1 else "n",
+                code="too_many_samples",
+            )
+
+    def check_capacity(self, samples: int) -> None:
+        """429 with Retry-After when `samples` more would overfill the waiting queue (counted in samples)."""
+        waiting = self.waiting_samples()
+        if samples and waiting + samples > self.config.max_queue:
             self.metrics.rejected.labels("queue_full").inc()
             retry = max(1, min(60, math.ceil(self._mean_seconds * (waiting + 1) / self.max_slots)))
             raise APIError(
                 429,
-                f"The server is busy: {waiting} requests are waiting for a slot. Retry after {retry} s.",
+                f"The server is busy: {waiting} samples are waiting for a slot. Retry after {retry} s.",
                 code="queue_full",
                 headers={"Retry-After": str(retry)},
             )
+
+    def waiting_samples(self) -> int:
+        return engine_load(self.engine)["waiting_samples"]
 
     def start(
         self,
@@ -301,7 +366,7 @@ class EngineBridge:
         answer_limit: int | None = None,
     ) -> Generation:
         """Submit the engine requests of one HTTP request (raises 429 when the queue is full)."""
-        self.check_capacity()
+        self.check_capacity(sum(r.params.n for r in requests if r.params.max_new_tokens > 0))
         generation = Generation(self, requests, prompt_tokens, think, answer_limit)
         self.in_flight += 1
         self.metrics.in_flight.inc()

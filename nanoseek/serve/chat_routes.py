@@ -106,6 +106,8 @@ def build_request(
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, bridge: Bridge) -> Response:
+    bridge.check_size(1, body.n)  # before any work
+    bridge.check_capacity(body.n)
     # tokenizing a long prompt takes a while: keep it off the event loop
     engine_request, prompt_tokens, answer_limit = await anyio.to_thread.run_sync(build_request, body, bridge)
     think = engine_request.think

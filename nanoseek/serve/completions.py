@@ -8,11 +8,13 @@
 
 `prompt` is a string, a list of strings, a list of token ids, or a list of lists of token ids; each
 prompt yields `n` choices (choice index = prompt index * n + sample index), all generated together
-by the engine. A text prompt is encoded like a pretraining document (BOS first); token ids are used
-as given. `echo` prepends the prompt to the text; with `logprobs` too, the prompt's tokens come with
+by the engine. A request may hold `max_prompts` prompts and `max_queue` samples (prompts x n): a
+larger one is refused whole before anything is tokenized. A text prompt is encoded like a pretraining
+document (BOS first); token ids are used as given. `echo` prepends the prompt to the text; with `logprobs` too, the prompt's tokens come with
 their log-probabilities (the first has none), computed by one forward of the model
 (`logprobs.PromptScorer`), so lm-eval's `token_logprobs[ctxlen:-1]` are the continuation's. With
-`max_tokens: 0` nothing is generated (echo alone scores a text).
+`max_tokens: 0` nothing is generated (echo alone scores a text): the prompt may then fill the whole
+context, and the request needs no cache slot.
 """
 
 from __future__ import annotations
@@ -73,7 +75,13 @@ def build_requests(
         param = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
         if isinstance(prompt, list) and not prompt:
             raise APIError(400, "a prompt must have at least one token.", param=param)
-        ids = bridge.encode(GenerationRequest(prompt=prompt), param)
+        # with max_tokens 0 the prompt is only scored (echo): it may fill the whole context
+        ids = bridge.encode(
+            GenerationRequest(prompt=prompt),
+            param,
+            room=0 if max_tokens == 0 else 1,
+            requested=body.max_tokens,
+        )
         room = context - len(ids)
         if body.max_tokens is not None and max_tokens > room:
             raise context_error(context, len(ids), max_tokens, "max_tokens")
@@ -86,6 +94,10 @@ def build_requests(
 
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, bridge: Bridge) -> Response:
+    # refuse what cannot be served before any work: too many prompts or samples, a full queue
+    count = len(body.prompts())
+    bridge.check_size(count, body.n)
+    bridge.check_capacity(count * body.n if body.max_tokens != 0 else 0)
     requests, prompts = await anyio.to_thread.run_sync(build_requests, body, bridge)  # off the loop
     generation = bridge.start(requests, [len(p.ids) for p in prompts])
     view = CompletionView(bridge, body, generation, prompts)

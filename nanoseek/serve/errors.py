@@ -5,7 +5,8 @@
 
 `app.py` installs the handlers that turn `APIError`, FastAPI's validation errors and unexpected
 exceptions into these bodies, so clients (the `openai` package included) parse every failure the
-same way. `validation_param` turns a pydantic error location into OpenAI's dotted `param` spelling.
+same way. `validation_param` turns a pydantic error location into OpenAI's dotted `param` spelling;
+`clipped` keeps what a message quotes from the request short (a path, a model id, a value).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+def clipped(text: str, limit: int = 100) -> str:
+    """`text` for an error message, cut to `limit` characters: a message never echoes unbounded input."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def validation_param(loc: Sequence[str | int]) -> str | None:
     """("body", "messages", 0, "content") -> "messages[0].content"; None for the body as a whole."""
     parts = list(loc[1:] if loc and loc[0] == "body" else loc)
@@ -87,8 +93,7 @@ def validation_error(errors: Sequence[dict[str, Any]]) -> APIError:
             return APIError(400, "The request needs a JSON body.")
         return APIError(400, f"Invalid request body: {first.get('msg', 'invalid value')}.")
     value = first.get("input")
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    shown = clipped(repr(value) if not isinstance(value, (dict, list)) else type(value).__name__, 60)
     if first.get("type") == "missing":
         return APIError(
             400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"

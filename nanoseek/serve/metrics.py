@@ -9,8 +9,8 @@
 Request counts and HTTP latency are recorded by `MetricsMiddleware` (every response, errors
 included); token counts, time to first token and time per output token by the generation bridge
 (`bridge.py`). Engine load is read when scraped: `nanoseek_queue_depth` (requests waiting for cache
-slots), `nanoseek_active_requests`, `nanoseek_active_slots` / `nanoseek_max_slots` and their ratio
-`nanoseek_batch_occupancy`, plus the engine's own counters (steps, prefill and generated tokens).
+slots), `nanoseek_queued_samples` (their samples: what admission counts), `nanoseek_active_requests`,
+`nanoseek_active_slots` / `nanoseek_max_slots` and their ratio `nanoseek_batch_occupancy`, plus the engine's own counters (steps, prefill and generated tokens).
 After a load test these gauges read 0 again: nothing leaked. The usual `process_*` metrics (resident
 memory, CPU seconds) come from prometheus_client's process collector.
 """
@@ -39,19 +39,22 @@ TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 
 def engine_load(engine: Any) -> dict[str, int]:
-    """Waiting requests, running requests, busy and total cache slots of an engine.
+    """Waiting requests and their samples, running requests, busy and total cache slots of an engine.
 
-    Reads the scheduler's queues (a consistent-enough snapshot: len() of a deque is atomic)."""
-    if hasattr(engine, "load"):  # a future public engine API
-        return dict(engine.load())
+    Reads the scheduler's queues (a consistent-enough snapshot: their lengths are read atomically)."""
     scheduler = engine.scheduler
-    slots = scheduler.num_slots
-    return {
-        "waiting": len(scheduler.waiting),
-        "active": len(scheduler.active),
-        "busy_slots": slots - len(scheduler.free_slots),
-        "slots": slots,
-    }
+    if hasattr(engine, "load"):
+        load = dict(engine.load())
+    else:
+        slots = scheduler.num_slots
+        load = {
+            "waiting": len(scheduler.waiting),
+            "active": len(scheduler.active),
+            "busy_slots": slots - len(scheduler.free_slots),
+            "slots": slots,
+        }
+    load["waiting_samples"] = scheduler.waiting.samples  # what admission counts (prompts x n)
+    return load
 
 
 class EngineCollector:
@@ -64,6 +67,7 @@ class EngineCollector:
         load = engine_load(self.engine)
         gauges = [
             ("nanoseek_queue_depth", "Requests waiting for free cache slots", load["waiting"]),
+            ("nanoseek_queued_samples", "Samples waiting for free cache slots", load["waiting_samples"]),
             ("nanoseek_active_requests", "Requests holding cache slots", load["active"]),
             ("nanoseek_active_slots", "Cache slots in use (one per running sample)", load["busy_slots"]),
             ("nanoseek_max_slots", "Cache slots (samples decoded together)", load["slots"]),

@@ -195,17 +195,21 @@ def sampling_params(
     )
 
 
-def context_error(context: int, prompt_tokens: int, requested: int | None, param: str) -> APIError:
-    """The 400 for a prompt (plus the tokens asked for) that does not fit the model's context."""
+def context_error(
+    context: int, prompt_tokens: int, requested: int | None, param: str, at_least: bool = False
+) -> APIError:
+    """The 400 for a prompt (plus the tokens asked for) that does not fit the model's context;
+    `at_least`: `prompt_tokens` is a lower bound (the prompt was refused before tokenizing)."""
+    some = "at least " if at_least else ""
     if requested is None:
         message = (
             f"This model's maximum context length is {context} tokens. However, your prompt has "
-            f"{prompt_tokens} tokens, which leaves no room for a completion. Please shorten the prompt."
+            f"{some}{prompt_tokens} tokens, which leaves no room for a completion. Please shorten the prompt."
         )
     else:
         message = (
             f"This model's maximum context length is {context} tokens. However, you requested "
-            f"{prompt_tokens + requested} tokens ({prompt_tokens} in the prompt, {requested} for the "
-            f"completion). Please reduce the length of the prompt or the completion."
+            f"{some}{prompt_tokens + requested} tokens ({some}{prompt_tokens} in the prompt, {requested} "
+            f"for the completion). Please reduce the length of the prompt or the completion."
         )
     return APIError(400, message, param=param, code="context_length_exceeded")

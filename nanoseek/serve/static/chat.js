@@ -1,9 +1,10 @@
 /*
  * chat.js: the nanoseek chat page. Streams POST /v1/chat/completions (SSE) with the parameters from
  * the sidebar, shows the model's thinking (`delta.reasoning_content`) in a collapsible block and the
- * answer (`delta.content`) rendered as Markdown, keeps conversations in localStorage, and sends the
- * history back on every turn (without the thinking, as DeepSeek's API expects). Stop aborts the
- * fetch, which makes the server cancel the generation and free its slot.
+ * answer (`delta.content`) rendered as Markdown, keeps conversations and settings in localStorage
+ * (the API key only in sessionStorage: it is gone when the tab closes, and never sits on disk with
+ * the chats), and sends the history back on every turn (without the thinking, as DeepSeek's API
+ * expects). Stop aborts the fetch, which makes the server cancel the generation and free its slot.
  */
 (function () {
   "use strict";
@@ -11,7 +12,8 @@
   const $ = (id) => document.getElementById(id);
   const STORE = "nanoseek.chat.v1";
   const SETTINGS = "nanoseek.settings.v1";
-  const FIELDS = ["system", "thinking", "temperature", "top-p", "max-tokens", "seed", "api-key"];
+  const FIELDS = ["system", "thinking", "temperature", "top-p", "max-tokens", "seed"];
+  const KEY = "nanoseek.api-key"; // sessionStorage only
 
   let conversations = load(STORE, []);
   let current = null; // the open conversation
@@ -40,6 +42,13 @@
       if (el.type === "checkbox") el.checked = saved[id];
       else el.value = saved[id];
     }
+    if ("api-key" in saved) {
+      // an earlier version kept the key with the settings: move it out of localStorage
+      if (!sessionStorage.getItem(KEY)) sessionStorage.setItem(KEY, saved["api-key"]);
+      delete saved["api-key"];
+      localStorage.setItem(SETTINGS, JSON.stringify(saved));
+    }
+    $("api-key").value = sessionStorage.getItem(KEY) || "";
     showSliders();
   }
 
@@ -50,6 +59,7 @@
       values[id] = el.type === "checkbox" ? el.checked : el.value;
     }
     localStorage.setItem(SETTINGS, JSON.stringify(values));
+    sessionStorage.setItem(KEY, $("api-key").value);
     showSliders();
   }
 
@@ -313,7 +323,7 @@
   $("new-chat").addEventListener("click", () => {
     if (!controller) newConversation();
   });
-  for (const id of FIELDS) $(id).addEventListener("input", storeSettings);
+  for (const id of [...FIELDS, "api-key"]) $(id).addEventListener("input", storeSettings);
 
   restoreSettings();
   fetch("/v1/models", { headers: headers() })

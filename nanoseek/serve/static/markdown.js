@@ -24,18 +24,28 @@
   }
 
   // Placeholders keep code spans and links away from the emphasis rules; \u0000 never survives
-  // from the input (render() replaces it), so a placeholder cannot be forged.
+  // from the input (render() replaces it), so a placeholder cannot be forged. Code spans bind first
+  // (as in CommonMark), so a link's text may hold placeholders, restored recursively at the end
+  // (a link holds code spans, each held before it); in a link's URL a code span is not code: its
+  // source text goes back in, backticks percent-encoded.
+  const PLACEHOLDER = /\u0000(\d+)\u0000/g;
+
   function inline(text) {
-    const held = [];
-    const hold = (html) => "\u0000" + (held.push(html) - 1) + "\u0000";
-    text = text.replace(/`([^`\n]+)`/g, (_, code) => hold("<code>" + code + "</code>"));
-    text = text.replace(/\[([^\]\n]+)\]\(([^()\s]+)\)/g, (match, label, url) =>
-      /^(https?:\/\/|mailto:)/i.test(url)
-        ? hold('<a href="' + url + '" target="_blank" rel="noopener noreferrer">' + emphasis(label) + "</a>")
-        : match
-    );
-    text = emphasis(text);
-    return text.replace(/\u0000(\d+)\u0000/g, (_, i) => held[Number(i)]);
+    const held = []; // html of each placeholder
+    const source = []; // and the text it replaced
+    const hold = (html, raw) => {
+      source.push(raw);
+      return "\u0000" + (held.push(html) - 1) + "\u0000";
+    };
+    const unhold = (s) => s.replace(PLACEHOLDER, (_, i) => unhold(held[Number(i)]));
+    text = text.replace(/`([^`\n]+)`/g, (raw, code) => hold("<code>" + code + "</code>", raw));
+    text = text.replace(/\[([^\]\n]+)\]\(([^()\s]+)\)/g, (match, label, url) => {
+      url = url.replace(PLACEHOLDER, (_, i) => source[Number(i)]).replace(/`/g, "%60");
+      if (!/^(https?:\/\/|mailto:)/i.test(url)) return match;
+      const link = '<a href="' + url + '" target="_blank" rel="noopener noreferrer">' + emphasis(label) + "</a>";
+      return hold(link, match);
+    });
+    return unhold(emphasis(text));
   }
 
   function emphasis(text) {
