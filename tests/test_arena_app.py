@@ -1,5 +1,5 @@
 """The web arena over HTTP: a battle streamed, voted and revealed; forged, replayed, early and malformed
-votes refused with 4xx; 8 clients voting at once store exactly one vote per battle; a failing
+votes refused with 4xx; 16 clients voting at once store exactly one vote per battle; a failing
 contestant; the pages and the leaderboard served with nothing from outside.
 
 The contestants are `ScriptedGenerator`s (the Generator protocol, no model), shared with the other
@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from nanoseek.arena import ArenaStore
 from nanoseek.arena.app import STATIC, create_app, sse
 from nanoseek.arena.contestants import Contestant
+from nanoseek.arena.limits import ArenaLimits
 from nanoseek.arena.live import LiveArena, LiveBattle
 from nanoseek.engine.protocol import Completion, Delta, GenerationRequest
 
@@ -278,8 +279,9 @@ def test_a_failing_contestant_ends_the_battle_unvotable_without_leaking_its_name
         assert store.counts() == {"battles": 1, "votes": 0}
 
 
-def test_eight_clients_voting_at_once_store_one_vote_per_battle(store: ArenaStore):
-    app = create_app(LiveArena(scripted_contestants(), store, seed=2))
+def test_sixteen_clients_voting_at_once_store_one_vote_per_battle(store: ArenaStore):
+    no_vote_limit = ArenaLimits(votes_per_minute=0)  # 160 attempts from one address: the race, not the limit
+    app = create_app(LiveArena(scripted_contestants(), store, seed=2), limits=no_vote_limit)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         ids = [start_battle(http, f"q{i}") for i in range(10)]
         for battle_id in ids:
@@ -300,8 +302,8 @@ def test_eight_clients_voting_at_once_store_one_vote_per_battle(store: ArenaStor
                     for b in order
                 ]
 
-        with ThreadPoolExecutor(8) as pool:
-            results = [r for rs in pool.map(voter, range(8)) for r in rs]
+        with ThreadPoolExecutor(16) as pool:
+            results = [r for rs in pool.map(voter, range(16)) for r in rs]
     accepted = Counter(b for b, status in results if status == 200)
     assert accepted == Counter(ids)  # exactly one accepted vote per battle
     assert {status for _, status in results} == {200, 409}

@@ -1,8 +1,11 @@
 """Arena ratings: Bradley-Terry MLE against an independent fit, recovery and bootstrap coverage on
-synthetic battles, ties, style control with a planted length bias, online Elo, leaderboard, plot."""
+synthetic battles, ties, style control with a planted length bias, online Elo, leaderboard, plot;
+intervals that contain their estimate, bootstrap rounds that miss a model left out for it, and a
+plot that never fails on a valid board."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from nanoseek.arena import ratings
 from nanoseek.arena.ratings import (
     STYLE_ELEMENTS,
     battle_arrays,
@@ -269,3 +273,100 @@ def test_bad_battles_are_named() -> None:
         fit_bradley_terry([("a", "b", "model_a"), ("a", "b", "draw")])
     with pytest.raises(ValueError, match="battle 0: model_a and model_b are the same"):
         fit_bradley_terry([("a", "a", "tie")])
+
+
+# ----------------------------------------------------------------------------- intervals (issue 15)
+
+
+def test_the_interval_contains_the_estimate_by_construction(monkeypatch) -> None:
+    # Every bootstrap round lands a hair above the point estimate (what float rounding did to a
+    # one-vote board: ci_low 2044.2107097901444 > rating 2044.210709789183): the reported interval
+    # is widened to contain the rating, whatever the rounding.
+    battles = [("x", "y", "model_a"), ("y", "z", "tie"), ("x", "z", "model_a")]
+    fit = ratings.fit_bradley_terry(battles)
+    above = ratings.BootstrapResult(fit.models, np.tile(fit.ratings + 1e-9, (10, 1)))
+    below = ratings.BootstrapResult(fit.models, np.tile(fit.ratings - 1e-9, (10, 1)))
+    for crafted in (above, below):
+        with monkeypatch.context() as patch:
+            patch.setattr(ratings, "bootstrap_bradley_terry", lambda *a, b=crafted, **k: b)
+            for row in ratings.compute_leaderboard(battles, num_bootstrap=10).rows:
+                assert row.ci_low <= row.rating <= row.ci_high, row
+    # and on real one-vote boards (every round refits the same battle)
+    for winner in ("model_a", "model_b", "tie"):
+        for row in ratings.compute_leaderboard([("m", "n", winner)], num_bootstrap=20).rows:
+            assert row.ci_low <= row.rating <= row.ci_high, row
+
+
+def test_the_plot_never_fails_on_a_valid_board(tmp_path) -> None:
+    from nanoseek.arena.plot import plot_leaderboard
+
+    board = compute_leaderboard([("x", "y", "model_a"), ("y", "x", "tie")], num_bootstrap=10)
+    # a hand-built (or JSON round-tripped) row whose bound is a hair inside the rating
+    hair = dataclasses.replace(board.rows[0], rating=2044.210709789183, ci_low=2044.2107097901444)
+    crafted = dataclasses.replace(board, rows=[hair, dataclasses.replace(board.rows[1], ci_high=-1e9)])
+    assert plot_leaderboard(crafted, tmp_path / "hair.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    unknown = dataclasses.replace(board.rows[1], ci_low=None, ci_high=None)  # no round saw it
+    crafted = dataclasses.replace(board, rows=[board.rows[0], unknown])
+    assert plot_leaderboard(crafted, tmp_path / "none.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def single_battle_board() -> list[tuple[str, str, str]]:
+    """strong > mid > weak over 120 battles, and `rookie` with one battle: a tie with strong."""
+    battles = []
+    for winner, loser, wins, losses in (
+        ("strong", "mid", 30, 10),
+        ("mid", "weak", 30, 10),
+        ("strong", "weak", 35, 5),
+    ):
+        battles += [(winner, loser, "model_a")] * wins + [(winner, loser, "model_b")] * losses
+    return [*battles, ("rookie", "strong", "tie")]
+
+
+def test_bootstrap_rounds_that_miss_a_model_are_left_out_for_it() -> None:
+    battles = single_battle_board()
+    boot = bootstrap_bradley_terry(battles, num_rounds=200, seed=0)
+    rookie, strong = boot.models.index("rookie"), boot.models.index("strong")
+    missed = np.isnan(boot.ratings[:, rookie])  # the rounds whose resample lacks rookie's one battle
+    assert 40 < missed.sum() < 110  # about 1/e of them
+    # every round that saw rookie saw only ties with strong: it puts rookie at strong's level there
+    np.testing.assert_allclose(boot.ratings[~missed, rookie], boot.ratings[~missed, strong], atol=0.5)
+    assert not np.isnan(np.delete(boot.ratings, rookie, axis=1)).any()  # the others played in every round
+    assert boot.rounds()[rookie] == (~missed).sum() and boot.rounds()[strong] == 200
+
+    board = compute_leaderboard(battles, num_bootstrap=100, seed=0)
+    r, s = board.row("rookie"), board.row("strong")
+    # a tie with strong puts rookie at strong's level (~1135) in every round that saw it: its
+    # interval is not dragged down to the anchor (1000) by the rounds that never saw it, and both
+    # are surely above mid (whose interval tops out near 1045), as they were before rookie came
+    assert r.ci_low > 1050 and s.ci_low > 1050, (r, s)
+    assert r.ci_low <= r.rating <= r.ci_high and r.rank == s.rank == 1
+    assert (board.row("mid").rank, board.row("weak").rank) == (3, 4)
+    assert (r.num_battles, s.num_battles) == (1, 81) and s.ci_rounds == 100 and 45 < r.ci_rounds < 85
+    row = {x["model"]: x for x in json.loads(json.dumps(board.as_dict(), allow_nan=False))["rows"]}
+    assert row["rookie"]["num_battles"] == 1 and row["rookie"]["ci_rounds"] == r.ci_rounds
+    header = board.to_text().splitlines()[0].split()
+    assert header[header.index("CI") + 1] == "Battles"  # the battles next to the interval
+    assert board.to_markdown().startswith("| Rank | Model | Rating | 95% CI | Battles |")
+
+
+def test_an_anchor_model_missing_from_a_round_drops_the_round() -> None:
+    battles = single_battle_board()
+    board = compute_leaderboard(battles, num_bootstrap=100, seed=0, anchor=("rookie", 1000.0))
+    rounds = {r.model: r.ci_rounds for r in board.rows}
+    assert len(set(rounds.values())) == 1 and 45 < rounds["rookie"] < 85  # only the rounds with rookie
+    assert board.row("rookie").ci_low == board.row("rookie").ci_high == 1000.0
+
+
+def test_a_model_no_round_saw_has_no_interval(tmp_path) -> None:
+    battles = single_battle_board()
+    seed = next(
+        s for s in range(100) if bootstrap_bradley_terry(battles, num_rounds=1, seed=s).rounds()[1] == 0
+    )
+    board = compute_leaderboard(battles, num_bootstrap=1, seed=seed)
+    rookie = board.row("rookie")
+    assert rookie.ci_low is None and rookie.ci_high is None and rookie.ci_rounds == 0
+    assert rookie.rank == 1  # unbounded: nobody is surely above it
+    assert "n/a" in board.to_text() and json.dumps(board.as_dict(), allow_nan=False)
+    from nanoseek.arena.plot import plot_leaderboard
+
+    assert plot_leaderboard(board, tmp_path / "board.png").exists()

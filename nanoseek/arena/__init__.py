@@ -9,8 +9,9 @@ control, import/export of the public battle format, and a leaderboard plot.
 Modules: `store` (battles, votes), `ratings` (fits, leaderboard), `battles_io` (files), `plot`
 (PNG; imported on first use of `plot_leaderboard` because matplotlib is slow to import).
 The arena itself (imported from their modules, they load the engine and the web stack):
-`contestants` (the contestants file, `Contestant`), `live` (web battles), `app` (FastAPI pages
-and API), `judges` (verifier, judge model), `headless` (offline ranking), `cli` (`nanoseek arena`).
+`contestants` (the contestants file, `Contestant`), `live` (web battles), `limits` (per-client rate
+limits, client identity), `app` (FastAPI pages and API), `judges` (verifier, judge model), `headless`
+(offline ranking), `cli` (`nanoseek arena`).
 See docs/arena.md.
 """
 

@@ -1,7 +1,7 @@
 """The web arena: a FastAPI app with the battle page, its JSON / SSE API and the leaderboard.
 
-    app = create_app(LiveArena(contestants, ArenaStore("arena.db")))
-    uvicorn.run(app, host="127.0.0.1", port=8001)      # or `nanoseek arena serve --contestants arena.toml`
+    app = create_app(LiveArena(contestants, ArenaStore("arena.db"), max_active=8), limits=ArenaLimits())
+    uvicorn.run(app, host="127.0.0.1", port=8001, proxy_headers=False)   # or `nanoseek arena serve ...`
 
 Pages (everything served by the app, no CDN):
     GET  /                          the battle page (static/index.html, arena.js, arena.css)
@@ -14,16 +14,34 @@ API:
     POST /api/vote                  {"battle_id", "winner"} -> the revealed battle
     GET  /api/leaderboard           {"votes", "leaderboard"} (null before the first vote); ?style_control=1
     GET  /api/contestants           {"contestants": [names]}
+    GET  /api/health                {"status": "ok", "active_battles", "max_active_battles"}
 
-winner: "model_a" | "model_b" | "tie" | "tie (bothbad)" (or "a", "b", "bothbad"). Errors follow the
-OpenAI shape, {"error": {"message", "type", "param", "code"}}: 404 unknown battle (a forged id),
-409 already voted (a replay) or answers not complete, 400 a bad body or winner.
+winner: "model_a" | "model_b" | "tie" | "tie (bothbad)" (or "a", "b", "bothbad"). Every error, unknown
+paths and unparsable bodies included, is one JSON shape, the OpenAI one of `nanoseek serve`
+(`nanoseek.serve.errors`): {"error": {"message", "type", "param", "code"}}: 404 unknown battle (a
+forged id), 409 already voted (a replay) or answers not complete, 400 a bad body, prompt or winner
+(text with a lone surrogate included), 413 a body over `max_body_bytes`, 429 a client over its rate
+limit and 503 too many battles generating (both with `Retry-After`), 500 a bug (logged, never
+detailed). Messages never echo more than ~100 characters of what the client sent.
+
+Limits (`limits.py`): per-client token buckets on new battles and on votes, counted by one client
+identity (the remote address; X-Forwarded-For only from `limits.trusted_proxies`), and the bound on
+battles generating at once, which is `LiveArena(max_active=...)`. Run it with uvicorn's
+`proxy_headers=False` (as `nanoseek arena serve` does): uvicorn otherwise believes X-Forwarded-For
+from 127.0.0.1, which lets any local client choose its identity. What `nanoseek serve` has, the
+arena shares: its pages go out with the chat page's headers (`PAGE_HEADERS`: a Content-Security-Policy
+that allows nothing from elsewhere), a request for a host not in `limits.allowed_hosts` gets 400
+(`HostCheckMiddleware`; only when allowed_hosts is set, as `nanoseek arena serve` always does), and
+`nanoseek arena serve` runs uvicorn over `nanoseek.serve.connections` with the limits' read deadlines
+and connection cap (`uvicorn_config(app, limits=limits, ...)`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 import tempfile
 import threading
 from collections.abc import AsyncIterator
@@ -31,44 +49,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from nanoseek.arena.live import BattleNotReady, LiveArena, LiveBattle, has_answers
+from nanoseek.arena.limits import ArenaLimits, RateLimiter, client_identity, retry_after
+from nanoseek.arena.live import ArenaBusy, BattleNotReady, LiveArena, LiveBattle, has_answers
 from nanoseek.arena.ratings import Leaderboard, compute_leaderboard
-from nanoseek.arena.store import ArenaStore, Battle, VoteRejected
+from nanoseek.arena.store import ArenaStore, Battle, VoteRejected, shown
+from nanoseek.serve.app import PAGE_HEADERS, BodyLimitMiddleware, HostCheckMiddleware
+from nanoseek.serve.errors import APIError, error_body, validation_error
+from nanoseek.serve.openai_schema import Text
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 WINNER_ALIASES = {"a": "model_a", "b": "model_b", "bothbad": "tie (bothbad)", "both_bad": "tie (bothbad)"}
-# VoteRejected.reason -> (HTTP status, error type, param, code)
+# VoteRejected.reason -> (HTTP status, param, code)
 REJECTIONS = {
-    "unknown": (404, "not_found_error", "battle_id", "unknown_battle"),  # a forged id
-    "replay": (409, "invalid_request_error", "battle_id", "already_voted"),
-    "invalid_winner": (400, "invalid_request_error", "winner", "invalid_winner"),
+    "unknown": (404, "battle_id", "unknown_battle"),  # a forged id
+    "replay": (409, "battle_id", "already_voted"),
+    "invalid_winner": (400, "winner", "invalid_winner"),
 }
-# the pages load nothing from anywhere else
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'",
-    "Cache-Control": "no-cache",
-}
+MAX_BODY_BYTES = 1024 * 1024  # a prompt is at most `max_prompt_chars`; nothing needs more
 
 
-class BattleIn(BaseModel):
-    prompt: str
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
-class VoteIn(BaseModel):
-    battle_id: str
-    winner: str
+class BattleIn(Body):
+    prompt: Text  # valid Unicode: a lone surrogate is a 400, not a 500 from the database
 
 
-def api_error(
-    status: int, message: str, type: str, param: str | None = None, code: str | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}}, status)
+class VoteIn(Body):
+    battle_id: Text
+    winner: Text
+
+
+def unknown_battle() -> APIError:
+    status, param, code = REJECTIONS["unknown"]
+    return APIError(status, "unknown battle id", param, code)
 
 
 def battle_view(battle: Battle) -> dict[str, Any]:
@@ -150,17 +175,77 @@ async def sse(log: LiveBattle, poll: float = 0.05, heartbeat: float = 15.0) -> A
     yield "data: [DONE]\n\n"
 
 
-def create_app(live: LiveArena, *, num_bootstrap: int = 100, max_prompt_chars: int = 8000) -> FastAPI:
-    """The arena app over `live` (its contestants and store)."""
-    app = FastAPI(title="nanoseek arena", docs_url=None, redoc_url=None, openapi_url=None)
-    leaderboard = LeaderboardCache(live.store, num_bootstrap)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error as {"error": {...}}: APIError, validation errors (invalid JSON included, with no
+    bogus param), Starlette's 404 / 405 / unparsable body, and a 500 for anything unexpected."""
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return api_error(400, f"invalid request: {first.get('msg', exc)}", "invalid_request_error", param)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = validation_error(exc.errors())
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        path = shown(request.url.path)
+        if exc.status_code == 404:
+            body = error_body(
+                f"Unknown path {path}: the arena serves /, /leaderboard and /api/...", "not_found_error"
+            )
+        elif exc.status_code == 405:
+            body = error_body(f"Method {request.method} is not allowed on {path}.", "invalid_request_error")
+        elif exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, say)
+            body = error_body("We could not parse the JSON body of your request.", "invalid_request_error")
+        else:
+            body = error_body(shown(exc.detail), "invalid_request_error")
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        body = error_body("The arena had an error while processing your request.", "server_error")
+        return JSONResponse(body, status_code=500)
+
+
+def create_app(
+    live: LiveArena,
+    *,
+    num_bootstrap: int = 100,
+    max_prompt_chars: int = 8000,
+    limits: ArenaLimits | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The arena app over `live` (its contestants, store and bound on generating battles).
+    `limits`: the per-client rate limits and trusted proxies (the defaults of `ArenaLimits`)."""
+    limits = limits or ArenaLimits()
+    app = FastAPI(title="nanoseek arena", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    if limits.trusted_proxies:  # every layer sees the client the proxy named
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(limits.trusted_proxies))
+    if limits.allowed_hosts is not None:  # outermost: a request for another host gets nothing else
+        app.add_middleware(HostCheckMiddleware, allowed=list(limits.allowed_hosts))
+    leaderboard = LeaderboardCache(live.store, num_bootstrap)
+    battle_limiter = RateLimiter(limits.battles_per_minute, limits.max_clients)
+    vote_limiter = RateLimiter(limits.votes_per_minute, limits.max_clients)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def admit(limiter: RateLimiter, request: Request, what: str) -> str:
+        """The client's identity, or APIError 429 with Retry-After if it is over its `what` limit."""
+        client = client_identity(request.client.host if request.client else None)
+        wait = limiter.take(client)
+        if wait > 0:
+            raise APIError(
+                429,
+                f"Too many {what}: at most {limiter.capacity:g} a minute per client; "
+                f"try again in {retry_after(wait)} s.",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": retry_after(wait)},
+            )
+        return client
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -174,7 +259,7 @@ def create_app(live: LiveArena, *, num_bootstrap: int = 100, max_prompt_chars: i
     def leaderboard_png(style_control: bool = False) -> Response:
         png = leaderboard.png(style_control)
         if png is None:
-            return api_error(404, "no votes yet", "not_found_error", code="no_votes")
+            raise APIError(404, "no votes yet", code="no_votes")
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/leaderboard")
@@ -186,47 +271,56 @@ def create_app(live: LiveArena, *, num_bootstrap: int = 100, max_prompt_chars: i
     def contestants() -> dict[str, Any]:
         return {"contestants": sorted(live.contestants)}
 
-    @app.post("/api/battles", status_code=201, response_model=None)
-    def start_battle(body: BattleIn) -> dict[str, str] | JSONResponse:
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "active_battles": live.active, "max_active_battles": live.max_active}
+
+    # The two POST routes check and count the client on the event loop and take a worker thread
+    # (SQLite, starting the battle) only once admitted: a flood refused with 429 holds none of the
+    # thread pool that every other client's requests are served from.
+    @app.post("/api/battles", status_code=201)
+    async def start_battle(body: BattleIn, request: Request) -> dict[str, str]:
         prompt = body.prompt.strip()
         if not prompt:
-            return api_error(400, "the prompt is empty", "invalid_request_error", "prompt")
+            raise APIError(400, "the prompt is empty", "prompt")
         if len(prompt) > max_prompt_chars:
-            return api_error(
-                400,
-                f"the prompt is longer than {max_prompt_chars} characters",
-                "invalid_request_error",
-                "prompt",
-            )
-        return {"battle_id": live.start(prompt)}
+            raise APIError(400, f"the prompt is longer than {max_prompt_chars} characters", "prompt")
+        admit(battle_limiter, request, "new battles")
+        try:
+            return {"battle_id": await anyio.to_thread.run_sync(live.start, prompt)}
+        except ArenaBusy as err:
+            raise APIError(
+                503, str(err), code="arena_busy", headers={"Retry-After": retry_after(err.retry_after)}
+            ) from err
 
     @app.get("/api/battles/{battle_id}/stream", response_model=None)
-    def stream_battle(battle_id: str) -> StreamingResponse | JSONResponse:
+    def stream_battle(battle_id: str) -> StreamingResponse:
         try:
             log = live.log(battle_id)
         except KeyError:
-            return api_error(404, "unknown battle id", *REJECTIONS["unknown"][1:])
+            raise unknown_battle() from None
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(sse(log), media_type="text/event-stream", headers=headers)
 
-    @app.get("/api/battles/{battle_id}", response_model=None)
-    def get_battle(battle_id: str) -> dict[str, Any] | JSONResponse:
+    @app.get("/api/battles/{battle_id}")
+    def get_battle(battle_id: str) -> dict[str, Any]:
         battle = live.store.get_battle(battle_id)
         if battle is None:
-            return api_error(404, "unknown battle id", *REJECTIONS["unknown"][1:])
+            raise unknown_battle()
         return battle_view(battle)
 
-    @app.post("/api/vote", response_model=None)
-    def vote(body: VoteIn, request: Request) -> dict[str, Any] | JSONResponse:
+    @app.post("/api/vote")
+    async def vote(body: VoteIn, request: Request) -> dict[str, Any]:
+        client = admit(vote_limiter, request, "votes")
         winner = WINNER_ALIASES.get(body.winner, body.winner)
-        ip = request.client.host if request.client else None
         try:
-            battle = live.vote(body.battle_id, winner, ip=ip)
+            vote = functools.partial(live.vote, body.battle_id, winner, ip=client)
+            battle = await anyio.to_thread.run_sync(vote)
         except VoteRejected as err:
-            status, kind, param, code = REJECTIONS[err.reason]
-            return api_error(status, str(err), kind, param, code)
+            status, param, code = REJECTIONS[err.reason]
+            raise APIError(status, str(err), param, code) from err
         except BattleNotReady as err:
-            return api_error(409, str(err), "invalid_request_error", "battle_id", "answers_incomplete")
+            raise APIError(409, str(err), "battle_id", "answers_incomplete") from err
         return battle_view(battle)
 
     return app

@@ -1,6 +1,8 @@
 """`nanoseek arena`: serve the web arena, run headless battles, print the leaderboard, move battles around.
 
     nanoseek arena serve --contestants arena.toml [--db arena.db] [--host 127.0.0.1 --port 8001]
+        [--battles-per-minute 20 --votes-per-minute 30 --max-active-battles 8 --trusted-proxy IP]
+        [--allowed-host NAME --header-timeout 10 --body-timeout 60 --max-connections 512]
     nanoseek arena headless --contestants arena.toml --task arithmetic --battles 200 [--judge NAME] [--db arena.db]
     nanoseek arena leaderboard battles.jsonl|arena.db [--style-control] [--bootstrap 100] [--plot board.png]
     nanoseek arena export arena.db battles.jsonl          # .json, .jsonl or .parquet
@@ -8,7 +10,9 @@
 
 The contestants file is described in `contestants.py` (and docs/arena.md). `--task` takes an eval
 task spec such as "arithmetic?digits=2"; without `--judge` the task's verifier votes, with it the
-named entry of the contestants file (which then does not battle) compares the answers.
+named entry of the contestants file (which then does not battle) compares the answers. `serve` runs
+uvicorn over `nanoseek serve`'s connection guard (read deadlines, a connection cap) and answers only
+requests addressed to --host, --allowed-host names and 127.0.0.1 / localhost / ::1 (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from typing import Any
 from nanoseek.arena.battles_io import BattleFormatError, read_battles, write_battles
 from nanoseek.arena.contestants import ContestantError, close_contestants, load_contestants, open_contestants
 from nanoseek.arena.headless import ContestantFailed
+from nanoseek.arena.limits import ArenaLimits
+from nanoseek.arena.live import MAX_ACTIVE
 from nanoseek.arena.ratings import compute_leaderboard
 from nanoseek.arena.store import ArenaStore
+from nanoseek.serve.cli import add_allowed_host_flag, allowed_hosts
+from nanoseek.serve.connections import add_connection_flags
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -58,7 +66,11 @@ def serve(args: argparse.Namespace) -> int:
 
     from nanoseek.arena.app import create_app
     from nanoseek.arena.live import LiveArena
+    from nanoseek.serve.connections import uvicorn_config
 
+    limits = serve_limits(args)  # before anything loads: a bad flag costs nothing
+    if args.max_active_battles < 1:
+        raise ValueError(f"--max-active-battles must be >= 1, got {args.max_active_battles}")
     specs = [s for s in load_contestants(args.contestants) if s.role == "contestant"]
     if len(specs) < 2:
         raise ContestantError(
@@ -69,12 +81,37 @@ def serve(args: argparse.Namespace) -> int:
     try:
         for contestant in contestants.values():
             contestant.start()
-        app = create_app(LiveArena(contestants, store, seed=args.seed), num_bootstrap=args.bootstrap)
+        live = LiveArena(contestants, store, seed=args.seed, max_active=args.max_active_battles)
+        app = create_app(live, num_bootstrap=args.bootstrap, limits=limits)
         print(f"nanoseek arena: {len(contestants)} contestants, votes in {args.db}", file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.Server(uvicorn_config(app, limits=limits, **uvicorn_options(args))).run()
     finally:
         close_contestants(contestants)
     return 0
+
+
+def serve_limits(args: argparse.Namespace) -> ArenaLimits:
+    """The `serve` flags as ArenaLimits; a ValueError names the flag that is out of range."""
+    try:
+        return ArenaLimits(
+            battles_per_minute=args.battles_per_minute,
+            votes_per_minute=args.votes_per_minute,
+            trusted_proxies=tuple(args.trusted_proxy),
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
+            allowed_hosts=tuple(allowed_hosts(args.host, args.allowed_host)),
+        )
+    except ValueError as err:  # "battles_per_minute must be ..." -> "--battles-per-minute must be ..."
+        field, _, rest = str(err).partition(" ")
+        flag = {"trusted_proxies": "--trusted-proxy", "allowed_hosts": "--allowed-host"}.get(field)
+        raise ValueError(f"{flag or '--' + field.replace('_', '-')} {rest}") from None
+
+
+def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+    """uvicorn's settings for `serve`. proxy_headers=False: the app alone decides whose
+    X-Forwarded-For to believe (`--trusted-proxy`); uvicorn's default believes 127.0.0.1's."""
+    return {"host": args.host, "port": args.port, "log_level": "info", "proxy_headers": False}
 
 
 def headless(args: argparse.Namespace) -> int:
@@ -179,6 +216,38 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--port", type=int, default=8001)
     q.add_argument("--seed", type=int, default=None, help="seed for picking pairs (default: random)")
     q.add_argument("--bootstrap", type=int, default=100, metavar="N", help="bootstrap rounds for the CIs")
+    defaults = ArenaLimits()
+    q.add_argument(
+        "--battles-per-minute",
+        type=float,
+        default=defaults.battles_per_minute,
+        metavar="N",
+        help=f"new battles per client per minute, bursts of N (default {defaults.battles_per_minute:g}; 0: no limit)",
+    )
+    q.add_argument(
+        "--votes-per-minute",
+        type=float,
+        default=defaults.votes_per_minute,
+        metavar="N",
+        help=f"vote attempts per client per minute (default {defaults.votes_per_minute:g}; 0: no limit)",
+    )
+    q.add_argument(
+        "--max-active-battles",
+        type=int,
+        default=MAX_ACTIVE,
+        metavar="N",
+        help=f"battles generating at once, all clients together; more get 503 (default {MAX_ACTIVE})",
+    )
+    q.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="a reverse proxy (IP or network) whose X-Forwarded-For names the client; repeatable "
+        "(default: none, the client is the remote address)",
+    )
+    add_allowed_host_flag(q)
+    add_connection_flags(q)
     q.set_defaults(run=serve)
 
     q = sub.add_parser("headless", help="battles voted by a task's verifier or a judge model")

@@ -15,6 +15,12 @@ battles stay in memory; an older battle is replayed from the store (its answers,
 The events never name a contestant, and a failing contestant's error is logged here, not sent (an
 API error message could name the model).
 
+At most `max_active` battles generate at once (two threads each, so the threads are bounded too);
+`start` refuses one more with `ArenaBusy`, whose `retry_after` is a guess at when a battle ends
+(the typical battle length, from the recent ones, minus the age of the oldest running battle).
+Refusing, not queueing: a queued battle would hold a page open on nothing, and the caller can say
+"busy, retry in N s" at once (the app answers 503 with `Retry-After`).
+
 Events, in order per side: {"type": "delta", "side", "reasoning_content", "content"} ...,
 {"type": "finish", "side", "finish_reason"} or {"type": "error", "side", "message"}; then once
 {"type": "end", "complete": bool}: whether both answers arrived (if not, a vote is refused).
@@ -25,6 +31,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -35,10 +42,19 @@ from nanoseek.engine.protocol import Delta
 
 log = logging.getLogger(__name__)
 SIDES = ("a", "b")
+MAX_ACTIVE = 8  # battles generating at once, by default
 
 
 class BattleNotReady(Exception):
     """A vote on a battle whose answers are not both complete (still streaming, or a side failed)."""
+
+
+class ArenaBusy(Exception):
+    """A new battle refused because `max_active` battles are generating; retry after `retry_after` s."""
+
+    def __init__(self, max_active: int, retry_after: float) -> None:
+        super().__init__(f"the arena is busy: {max_active} battles are being answered; try again shortly")
+        self.retry_after = retry_after
 
 
 def has_answers(battle: Battle) -> bool:
@@ -78,28 +94,59 @@ class LiveArena:
         store: ArenaStore,
         seed: int | None = None,
         keep: int = 256,
+        max_active: int = MAX_ACTIVE,
     ) -> None:
         if len(contestants) < 2:
             raise ValueError(f"an arena needs at least two contestants, got {list(contestants)}")
+        if max_active < 1:
+            raise ValueError(f"max_active must be >= 1, got {max_active}")
         self.contestants, self.store = dict(contestants), store
         self.rng = random.Random(seed)
         self.keep = keep
+        self.max_active = max_active
         self.logs: OrderedDict[str, LiveBattle] = OrderedDict()  # running and recent battles, oldest first
+        self._running: dict[LiveBattle, float] = {}  # generating battles -> start time (monotonic)
+        self._typical = 10.0  # seconds a battle takes: moving average of the finished ones
         self._lock = threading.Lock()
 
     def start(self, prompt: str) -> str:
-        """Pick two contestants, store the battle and start both answers; returns the battle id."""
-        with self._lock:
-            a, b = pick_pair(list(self.contestants), self.rng)
-        messages = [{"role": "user", "content": prompt}]
-        battle_id = self.store.create_battle(a, b, messages, messages)
+        """Pick two contestants, store the battle and start both answers; returns the battle id.
+        Raises ArenaBusy when `max_active` battles are generating."""
         battle = LiveBattle()
         with self._lock:
-            self.logs[battle_id] = battle
-            self._evict()
-        args = (battle_id, battle, (a, b), messages)
-        threading.Thread(target=self._run, args=args, name="arena-battle", daemon=True).start()
+            if len(self._running) >= self.max_active:
+                raise ArenaBusy(self.max_active, self._retry_after())
+            self._running[battle] = time.monotonic()
+            a, b = pick_pair(list(self.contestants), self.rng)
+        messages = [{"role": "user", "content": prompt}]
+        try:
+            battle_id = self.store.create_battle(a, b, messages, messages)
+            with self._lock:
+                self.logs[battle_id] = battle
+                self._evict()
+            args = (battle_id, battle, (a, b), messages)
+            threading.Thread(target=self._run, args=args, name="arena-battle", daemon=True).start()
+        except BaseException:
+            self._release(battle, ran=False)
+            raise
         return battle_id
+
+    @property
+    def active(self) -> int:
+        """Battles generating now."""
+        with self._lock:
+            return len(self._running)
+
+    def _retry_after(self) -> float:  # called with the lock held
+        oldest = min(self._running.values(), default=time.monotonic())
+        return max(1.0, self._typical - (time.monotonic() - oldest))
+
+    def _release(self, battle: LiveBattle, ran: bool = True) -> None:
+        """The battle no longer generates; `ran`: it did generate (its length counts as typical)."""
+        with self._lock:
+            started = self._running.pop(battle, None)
+            if started is not None and ran:
+                self._typical = 0.8 * self._typical + 0.2 * (time.monotonic() - started)
 
     def _run(
         self, battle_id: str, battle: LiveBattle, pair: tuple[str, str], messages: list[dict[str, str]]
@@ -110,11 +157,16 @@ class LiveArena:
         def side_b() -> None:
             answers["b"] = self._generate(battle, "b", self.contestants[pair[1]], messages)
 
-        helper = threading.Thread(target=side_b, name="arena-side-b", daemon=True)
-        helper.start()
-        answers["a"] = self._generate(battle, "a", self.contestants[pair[0]], messages)
-        helper.join()
-        self._finish(battle_id, battle, messages, answers)
+        try:
+            helper = threading.Thread(target=side_b, name="arena-side-b", daemon=True)
+            helper.start()
+            answers["a"] = self._generate(battle, "a", self.contestants[pair[0]], messages)
+            helper.join()
+        finally:  # the log always ends and the slot is always given back
+            try:
+                self._finish(battle_id, battle, messages, answers)
+            finally:
+                self._release(battle)
 
     def _generate(
         self, battle: LiveBattle, side: str, contestant: Contestant, messages: list[dict[str, str]]
@@ -155,7 +207,7 @@ class LiveArena:
         messages: list[dict[str, str]],
         answers: dict[str, str | None],
     ) -> None:
-        complete = all(answers[side] is not None for side in SIDES)
+        complete = all(answers.get(side) is not None for side in SIDES)
         try:
             if complete:
                 conv_a, conv_b = ([*messages, {"role": "assistant", "content": answers[s]}] for s in SIDES)

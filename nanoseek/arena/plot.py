@@ -4,7 +4,9 @@
     plot_leaderboard(board, "runs/arena/leaderboard.png")
 
 Uses matplotlib's object API with the Agg canvas directly (no pyplot), so it never touches the
-process-wide backend and works in servers and headless runs.
+process-wide backend and works in servers and headless runs. Error bars are clipped at 0 (matplotlib
+refuses negative ones; a board's interval contains its rating, but a board built by hand, or read
+back from JSON, may be off by a rounding error), and a model without an interval gets none.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ def plot_leaderboard(board: Leaderboard, path: str | Path, title: str | None = N
     """Write a horizontal error-bar chart of `board` (best model on top) to `path` (PNG)."""
     rows = sorted(board.rows, key=lambda r: r.rating)  # ascending: barh draws bottom-up, best ends on top
     ratings = [r.rating for r in rows]
-    below = [r.rating - r.ci_low for r in rows]
-    above = [r.ci_high - r.rating for r in rows]
+    below = [0.0 if r.ci_low is None else max(0.0, r.rating - r.ci_low) for r in rows]
+    above = [0.0 if r.ci_high is None else max(0.0, r.ci_high - r.rating) for r in rows]
     fig = Figure(figsize=(7.0, 1.2 + 0.35 * len(rows)), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

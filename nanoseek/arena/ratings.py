@@ -20,8 +20,18 @@ that model is pinned to `value` instead (its bootstrap interval then has zero wi
 never lost has an infinite MLE; the L2 penalty keeps it finite but very high.
 
 Bootstrap: resample battles with replacement `num_rounds` times (seeded), refit every round (all
-rounds solved together as one batched Newton iteration), take the 2.5 / 97.5 percentiles. Rank of a
-model = 1 + number of models whose lower bound is above its upper bound.
+rounds solved together as one batched Newton iteration), take the 2.5 / 97.5 percentiles. A round
+whose resample misses a model says nothing about that model (its fitted value there is just the
+anchor, 1000), so that round is left out of that model's interval, as LMSYS's bootstrap does (its
+per-round fits only rate the models they saw). A model with one battle out of n is missed by about
+37% of the rounds ((1 - 1/n)^n ~ 1/e); counting those rounds at 1000 would drag its interval to
+1000 and collapse the ranks. With `anchor=(model, value)` a round that misses the anchor model is left out
+for every model (nothing in it is measured against the anchor). Each leaderboard row reports its
+number of battles and of the rounds its interval comes from; a model that no round saw (possible
+only with very few rounds) has no interval (None). The reported interval always contains the
+point estimate: a percentile interval need not (a skewed bootstrap, or plain float rounding when
+every round refits the same battles), so it is widened to the rating if needed. Rank of a model =
+1 + number of models whose lower bound is above its upper bound (no interval: rank 1, never above).
 
 Style control: for each battle and each style element (length, markdown headers, list items, bold
 spans of the answers), the feature (a - b) / (a + b + 1), z-scored over battles, is an extra
@@ -250,7 +260,8 @@ class BradleyTerryFit:
 
 @dataclass
 class BootstrapResult:
-    """Bootstrap replicates: `ratings` (rounds, p) and `style_coef` (rounds, k)."""
+    """Bootstrap replicates: `ratings` (rounds, p), NaN where a round's resample missed the model
+    (or, with an anchor model, missed the anchor), and `style_coef` (rounds, k)."""
 
     models: list[str]
     ratings: np.ndarray
@@ -258,16 +269,27 @@ class BootstrapResult:
     style_coef: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def interval(self, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval of the ratings: (low (p,), high (p,))."""
+        """Percentile interval of each model's ratings over the rounds that saw it: (low (p,),
+        high (p,)); NaN for a model no round saw."""
         return _percentiles(self.ratings, confidence)
 
     def style_interval(self, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         return _percentiles(self.style_coef, confidence)
 
+    def rounds(self) -> np.ndarray:
+        """(p,) number of rounds each model's interval comes from."""
+        return (~np.isnan(self.ratings)).sum(axis=0)
+
 
 def _percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column percentile interval of `samples` (rounds, p), skipping NaN; NaN if a column has none."""
     tail = 50.0 * (1.0 - confidence)
-    return np.percentile(samples, tail, axis=0), np.percentile(samples, 100.0 - tail, axis=0)
+    lo, hi = np.full(samples.shape[1], np.nan), np.full(samples.shape[1], np.nan)
+    for j, column in enumerate(samples.T):
+        seen = column[~np.isnan(column)]
+        if seen.size:
+            lo[j], hi[j] = np.percentile(seen, [tail, 100.0 - tail])
+    return lo, hi
 
 
 def _to_ratings(
@@ -337,7 +359,7 @@ def bootstrap_bradley_terry(
     m, p, num = X.shape[0], len(arrays.models), len(arrays.score)
     rng = np.random.default_rng(seed)
     chunk = max(1, max_chunk_elements // max(num, m))
-    thetas = []
+    thetas, seen = [], []
     for start in range(0, num_rounds, chunk):
         rounds = min(chunk, num_rounds - start)
         pick = rng.integers(0, num, size=(rounds, num))  # (R, num) battle indices drawn per round
@@ -345,13 +367,30 @@ def bootstrap_bradley_terry(
         n = np.bincount(flat, minlength=rounds * m).reshape(rounds, m).astype(np.float64)  # (R, m)
         s = np.bincount(flat, weights=arrays.score[pick].ravel(), minlength=rounds * m).reshape(rounds, m)
         thetas.append(fit_logistic(X, n, s, p, l2))
+        seen.append(_models_seen(arrays, pick))
     theta = np.concatenate(thetas)  # (num_rounds, d)
+    ratings = _to_ratings(theta[:, :p], arrays.models, base, scale, anchor)
+    present = np.concatenate(seen)  # (num_rounds, p)
+    if anchor is not None:  # a round without the anchor model measures nobody against it
+        present &= present[:, [arrays.models.index(anchor[0])]]
     return BootstrapResult(
         models=arrays.models,
-        ratings=_to_ratings(theta[:, :p], arrays.models, base, scale, anchor),
+        ratings=np.where(present, ratings, np.nan),
         style_names=STYLE_ELEMENTS if style_control else (),
         style_coef=theta[:, p:],
     )
+
+
+def _models_seen(arrays: BattleArrays, pick: np.ndarray) -> np.ndarray:
+    """(R, p) whether each round's resample `pick` (R, num) has a battle of each model.
+
+    A model missing from a round keeps log-odds 0 there (the penalty's minimum): a number that says
+    nothing about it (with the mean anchor, exactly 1000)."""
+    rounds, p = pick.shape[0], len(arrays.models)
+    offset = p * np.arange(rounds)[:, None]
+    battles = np.bincount((arrays.a[pick] + offset).ravel(), minlength=rounds * p)
+    battles += np.bincount((arrays.b[pick] + offset).ravel(), minlength=rounds * p)
+    return battles.reshape(rounds, p) > 0
 
 
 def online_elo(
@@ -372,8 +411,10 @@ def online_elo(
 
 
 def compute_ranks(ci_low: np.ndarray, ci_high: np.ndarray) -> np.ndarray:
-    """Rank (p,) = 1 + number of models whose lower bound is above this model's upper bound."""
-    return 1 + (ci_low[None, :] > ci_high[:, None]).sum(axis=1)
+    """Rank (p,) = 1 + number of models whose lower bound is above this model's upper bound.
+    A NaN bound (no interval) is unbounded: such a model is rank 1 and never above another."""
+    lo, hi = np.where(np.isnan(ci_low), -np.inf, ci_low), np.where(np.isnan(ci_high), np.inf, ci_high)
+    return 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
 
 
 # ----------------------------------------------------------------------------- leaderboard
@@ -381,15 +422,18 @@ def compute_ranks(ci_low: np.ndarray, ci_high: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LeaderboardRow:
-    """One model: rating and CI on the Elo scale, rank from the CIs, online Elo, battle counts."""
+    """One model: rating and CI on the Elo scale (ci_low <= rating <= ci_high; None if no bootstrap
+    round saw the model), the battles and bootstrap rounds behind them, rank from the CIs, online
+    Elo, win / tie / loss counts."""
 
     model: str
     rating: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    ci_high: float | None
+    num_battles: int
+    ci_rounds: int
     rank: int
     elo: float
-    num_battles: int
     wins: int
     ties: int
     losses: int
@@ -403,6 +447,12 @@ class StyleRow:
     coef: float
     ci_low: float
     ci_high: float
+
+
+def _ci_text(row: LeaderboardRow) -> str:
+    if row.ci_low is None or row.ci_high is None:
+        return "n/a (no round)"
+    return f"{row.ci_low - row.rating:+.1f} / {row.ci_high - row.rating:+.1f}"
 
 
 @dataclass
@@ -429,15 +479,15 @@ class Leaderboard:
 
     def _table(self) -> tuple[list[str], list[list[str]]]:
         pct = f"{100 * self.confidence:g}% CI"
-        header = ["Rank", "Model", "Rating", pct, "Elo", "Battles", "W / T / L"]
+        header = ["Rank", "Model", "Rating", pct, "Battles", "Elo", "W / T / L"]
         body = [
             [
                 str(r.rank),
                 r.model,
                 f"{r.rating:.1f}",
-                f"{r.ci_low - r.rating:+.1f} / {r.ci_high - r.rating:+.1f}",
-                f"{r.elo:.1f}",
+                _ci_text(r),
                 str(r.num_battles),
+                f"{r.elo:.1f}",
                 f"{r.wins} / {r.ties} / {r.losses}",
             ]
             for r in self.rows
@@ -513,7 +563,9 @@ def compute_leaderboard(
         anchor=anchor,
     )
     lo, hi = boot.interval(confidence)
+    lo, hi = np.minimum(lo, fit.ratings), np.maximum(hi, fit.ratings)  # contain the estimate; NaN stays
     ranks = compute_ranks(lo, hi)
+    rounds = boot.rounds()
     elo = online_elo(battles, k=elo_k, base=base, scale=scale)
     p = len(arrays.models)
     wins = np.bincount(arrays.a, arrays.score == 1.0, p) + np.bincount(arrays.b, arrays.score == 0.0, p)
@@ -523,11 +575,12 @@ def compute_leaderboard(
         LeaderboardRow(
             model=model,
             rating=float(fit.ratings[i]),
-            ci_low=float(lo[i]),
-            ci_high=float(hi[i]),
+            ci_low=None if np.isnan(lo[i]) else float(lo[i]),
+            ci_high=None if np.isnan(hi[i]) else float(hi[i]),
+            num_battles=int(played[i]),
+            ci_rounds=int(rounds[i]),
             rank=int(ranks[i]),
             elo=float(elo[model]),
-            num_battles=int(played[i]),
             wins=int(wins[i]),
             ties=int(ties[i]),
             losses=int(played[i] - wins[i] - ties[i]),

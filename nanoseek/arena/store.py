@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS votes (
 """
 
 
+def shown(value: Any, limit: int = 100) -> str:
+    """`repr(value)` for an error message, cut to about `limit` characters: a message never echoes
+    unbounded input (a 3 MB winner once came back in a 3 MB error)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
+
+
 class VoteRejected(Exception):
     """A vote that was not stored. `reason`: "unknown" (no such battle), "replay" (battle already
     voted) or "invalid_winner"."""
@@ -209,7 +216,9 @@ class ArenaStore:
 
         Raises VoteRejected for an invalid winner, an unknown (forged) id, or an already-voted battle."""
         if winner not in WINNERS:
-            raise VoteRejected("invalid_winner", f"winner must be one of {list(WINNERS)}, got {winner!r}")
+            raise VoteRejected(
+                "invalid_winner", f"winner must be one of {list(WINNERS)}, got {shown(winner)}"
+            )
         if not isinstance(battle_id, str) or not battle_id or len(battle_id) > 256:
             raise VoteRejected("unknown", "unknown battle id")
         conn = self._conn()

@@ -3,6 +3,11 @@
 
 const $ = (id) => document.getElementById(id);
 const signed = (x, digits) => (x >= 0 ? "+" : "") + x.toFixed(digits);
+// a model that no bootstrap round saw has no interval (null bounds)
+const interval = (r) =>
+  r.ci_low === null || r.ci_high === null
+    ? "n/a"
+    : `${signed(r.ci_low - r.rating, 1)} / ${signed(r.ci_high - r.rating, 1)}`;
 
 function fill(tbody, rows) {
   tbody.replaceChildren(
@@ -33,9 +38,9 @@ async function load() {
       r.rank,
       r.model,
       r.rating.toFixed(1),
-      `${signed(r.ci_low - r.rating, 1)} / ${signed(r.ci_high - r.rating, 1)}`,
-      r.elo.toFixed(1),
+      interval(r),
       r.num_battles,
+      r.elo.toFixed(1),
       `${r.wins} / ${r.ties} / ${r.losses}`,
     ]),
   );
