@@ -2,7 +2,10 @@
 
     nanoseek <command> [args]        nanoseek <command> --help for its options
 
-Each command's parsing and behaviour live beside the code they drive; this file only routes.
+Each command's parsing and behaviour live beside the code they drive; this file only routes, and
+turns an error in what the user gave (a model directory that does not load, a missing file, a bad
+record or config key) into one line, `nanoseek <command>: error: <message>`, with exit status 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -54,6 +57,27 @@ def usage() -> str:
     return f"usage: nanoseek <command> [args]\n\nDeepSeek-R1 in miniature.\n\ncommands:\n{rows}\n\nRun `nanoseek <command> --help` for a command's options."
 
 
+FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+# errors that describe the user's input, each naming its file or field: (module, class)
+USER_ERRORS = (
+    ("nanoseek.errors", "CheckpointError"),  # exported as nanoseek.model.CheckpointError
+    ("nanoseek.data.documents", "DataError"),
+    ("nanoseek.train.config", "ConfigError"),
+)
+
+
+def is_user_error(exc: Exception) -> bool:
+    """A missing or unusable file, or one of USER_ERRORS; those are looked up only among the modules
+    already imported (a module never imported cannot have raised its error), so checking imports nothing."""
+    if isinstance(exc, FILE_ERRORS):
+        return True
+    return any(
+        isinstance(exc, getattr(sys.modules[module], name))
+        for module, name in USER_ERRORS
+        if module in sys.modules
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -68,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(argv[:words])
         if command in COMMANDS:
             module, function, _ = COMMANDS[command]
-            result = getattr(importlib.import_module(module), function)(argv[words:])
+            try:
+                result = getattr(importlib.import_module(module), function)(argv[words:])
+            except Exception as exc:
+                if not is_user_error(exc):
+                    raise
+                print(f"nanoseek {command}: error: {exc}", file=sys.stderr)
+                return 2
             return result if isinstance(result, int) else 0
     print(f"nanoseek: unknown command {' '.join(argv[:2])!r}\n\n{usage()}", file=sys.stderr)
     return 2

@@ -1,6 +1,7 @@
 """Tokenizer: training on .txt/.jsonl/.parquet, special tokens, save/load (ours and transformers'), streaming."""
 
 import json
+import logging
 import random
 
 import pyarrow as pa
@@ -8,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import tokenizers
 
+from nanoseek.data import DataError
 from nanoseek.tokenizer import StreamDecoder, Tokenizer, tokenizer_train_main, train_tokenizer
 from nanoseek.tokenizer.chat_format import ASSISTANT, BOS, END_THINK, EOS, PAD, THINK, USER
 
@@ -120,6 +122,23 @@ def test_vocab_size_too_small_is_an_error(tmp_path):
     (tmp_path / "c.txt").write_text("hello")
     with pytest.raises(ValueError, match="at least 263"):
         train_tokenizer([tmp_path / "c.txt"], 200, None)
+
+
+def test_a_corpus_without_text_or_too_small_for_the_vocabulary(tmp_path, caplog):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.jsonl").write_text('{"text": ""}\n\n')
+    with pytest.raises(DataError, match="empty.txt, .*blank.jsonl: no text to train on"):
+        train_tokenizer([tmp_path / "empty.txt", tmp_path / "blank.jsonl"], 300, tmp_path / "out")
+    (tmp_path / "small.txt").write_text("hello world\n")  # 4 + 5 merges make "hello" and " world" whole
+    with pytest.raises(ValueError, match="too little text for 300 tokens: BPE learned only 9 merges"):
+        train_tokenizer([tmp_path / "small.txt"], 300, tmp_path / "out", show_progress=False, exact_size=True)
+    assert not (tmp_path / "out").exists()
+    with caplog.at_level(logging.WARNING):  # the library's default: a smaller vocabulary, said clearly
+        assert train_tokenizer([tmp_path / "small.txt"], 300, None, show_progress=False).vocab_size == 272
+    assert "a vocabulary of 272" in caplog.text
+    (tmp_path / "binary.txt").write_bytes(b"fine text\n" * 100 + bytes(range(128, 256)))
+    with pytest.raises(DataError, match="binary.txt: not UTF-8 text"):
+        train_tokenizer([tmp_path / "binary.txt"], 300, None, show_progress=False)
 
 
 def test_from_file_with_deepseek_style_ids_and_missing_tokens(tmp_path):

@@ -15,7 +15,8 @@ as many distillation datasets store it) and has no reasoning_content is split in
 ChatLoader renders every conversation with the chat format (`nanoseek.tokenizer.chat_format.render`),
 keeps the first max_len + 1 tokens, and yields inputs = ids[:-1] and targets = ids[1:] with -100 (the
 ignore index of cross-entropy) wherever the loss mask is 0 and in padding (inputs are padded with
-pad_id). Conversations left without any target token are dropped (`num_dropped`). The order, the
+pad_id). Conversations left without any target token are dropped (`num_dropped`); when none is left,
+a DataError names `source` (the files the conversations came from). The order, the
 rank split and the resumable position work as in PackedLoader (an `EpochSampler` over conversations).
 """
 
@@ -94,6 +95,22 @@ def load_chat_jsonl(path: str | Path, skip_bad: bool = False) -> ChatDataset:
     return data
 
 
+def nothing_to_train_on(source: str | Path, count: int, first_answer: int | None, max_len: int) -> DataError:
+    """The DataError of chat data that leaves no target token: empty, or every answer past max_len."""
+    if not count:
+        return DataError(source, None, None, "no conversations to train on")
+    if first_answer is not None and first_answer >= 0:
+        why = (
+            f"the first conversation's answer starts at token {first_answer}, past the sequence length "
+            f"{max_len}; raise the sequence length (train.seq_len) or shorten the prompts"
+        )
+    else:
+        why = "the first has no assistant message to learn"
+    return DataError(
+        source, None, None, f"none of its {count} conversation(s) has an assistant token to train on ({why})"
+    )
+
+
 class ChatLoader:
     def __init__(
         self,
@@ -106,13 +123,17 @@ class ChatLoader:
         world_size: int = 1,
         shuffle: bool = True,
         loop: bool = True,
+        source: str | Path = "<conversations>",
     ):
         self.batch_size, self.max_len, self.pad_id = batch_size, max_len, tokenizer.pad_id
         self.ids: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         self.num_dropped = 0
+        first_answer: int | None = None  # where the first conversation's first target token is
         for conversation in conversations:
             ids, mask = render(tokenizer, conversation)
+            if first_answer is None:
+                first_answer = next((i for i, m in enumerate(mask) if m and i > 0), -1)
             ids, mask = (
                 np.array(ids[: max_len + 1], dtype=np.int64),
                 np.array(mask[: max_len + 1], dtype=bool),
@@ -124,7 +145,7 @@ class ChatLoader:
             self.ids.append(ids[:-1])
             self.targets.append(targets)
         if not self.ids:
-            raise ValueError("no conversation has an assistant token to train on")
+            raise nothing_to_train_on(source, len(conversations), first_answer, max_len)
         self.sampler = EpochSampler(len(self.ids), seed, rank, world_size, shuffle, loop)
 
     def __len__(self) -> int:

@@ -10,7 +10,8 @@ What a document is, per file type:
 - .jsonl: one JSON object per line, its `text_field` string; a chat record (`{"messages": [...]}`)
   gives the texts of its messages (reasoning_content, then content) joined by blank lines.
 - .parquet: the `text_field` column, one document per row, read in record batches.
-Empty documents are skipped. A malformed record raises `DataError` naming the file, line and field.
+Empty documents are skipped. A malformed record raises `DataError` naming the file, line and field;
+a .txt or .jsonl file that is not UTF-8 text (a binary file) raises it naming the file.
 Used by tokenizer training and by `tokenize_corpus`.
 """
 
@@ -58,9 +59,12 @@ def iter_documents(files: list[str | Path], text_field: str = "text") -> Iterato
     for path in map(Path, files):
         if path.suffix not in readers:
             raise DataError(path, None, None, f"unsupported file type, expected one of {', '.join(SUFFIXES)}")
-        for text in readers[path.suffix](path, text_field):
-            if text:
-                yield text
+        try:
+            for text in readers[path.suffix](path, text_field):
+                if text:
+                    yield text
+        except UnicodeDecodeError as e:
+            raise DataError(path, None, None, f"not UTF-8 text ({e.reason}); is it a binary file?") from None
 
 
 def _iter_txt(path: Path, text_field: str) -> Iterator[str]:

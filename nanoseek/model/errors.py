@@ -15,9 +15,15 @@ weights that do not match the config (missing, unexpected or misshapen tensors).
 ValueError, so code that caught ValueError from a load still does. `nanoseek <command>` prints it as
 `nanoseek <command>: error: <message>` and exits with status 2. The tokenizer.json and
 generation_config.json of a model directory raise it too; the class lives in `nanoseek.errors`,
-below the tokenizer, which may not import the model.
+below the tokenizer, which may not import the model. `some` keeps a list of tensor names to one line.
 """
 
 from nanoseek.errors import CheckpointError
 
-__all__ = ["CheckpointError"]
+__all__ = ["CheckpointError", "some"]
+
+
+def some(names: list[str], shown: int = 3) -> str:
+    """The first few names, then how many more: one line however many there are."""
+    head = ", ".join(names[:shown])
+    return f"{head} and {len(names) - shown} more" if len(names) > shown else head

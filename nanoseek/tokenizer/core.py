@@ -9,7 +9,9 @@
 Any tokenizer.json that has the chat format's control tokens works (DeepSeek-V3/R1's own does); training
 a new one is `nanoseek.tokenizer.train_tokenizer`. `encode` turns control-token text into control
 tokens (like Hugging Face); `encode_ordinary` treats every string as plain text (used for corpora and
-message texts, so a document cannot inject a `<｜end▁of▁sentence｜>`).
+message texts, so a document cannot inject a `<｜end▁of▁sentence｜>`). A tokenizer.json (or the
+tokenizer_config.json beside it) that cannot be used raises `CheckpointError` naming the file (one type
+for everything in a model directory; `nanoseek <command>` prints it as one line).
 
 `StreamDecoder` turns a stream of token ids into text deltas for streaming responses without ever
 emitting half of a multi-byte UTF-8 character (byte-level BPE splits emoji and CJK across tokens).
@@ -22,11 +24,27 @@ from pathlib import Path
 
 import tokenizers
 
+from nanoseek.errors import CheckpointError
 from nanoseek.tokenizer import chat_format
 from nanoseek.tokenizer.chat_format import ASSISTANT, BOS, END_THINK, EOS, PAD, THINK, USER
 
 REQUIRED_TOKENS = [BOS, EOS, USER, ASSISTANT, THINK, END_THINK]
 DEFAULT_MODEL_MAX_LENGTH = 131072
+
+
+def _model_max_length(config_path: Path) -> int:
+    """tokenizer_config.json's model_max_length (the default without the file or the field)."""
+    if not config_path.is_file():
+        return DEFAULT_MODEL_MAX_LENGTH
+    try:
+        return int(
+            json.loads(config_path.read_text(encoding="utf-8")).get(
+                "model_max_length", DEFAULT_MODEL_MAX_LENGTH
+            )
+        )
+    except (UnicodeDecodeError, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        problem = f"expected a JSON object with an integer model_max_length ({type(exc).__name__}: {exc})"
+        raise CheckpointError(config_path, problem, field="model_max_length") from None
 
 
 class Tokenizer:
@@ -51,15 +69,22 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Tokenizer:
-        """Load a tokenizer.json (model_max_length is read from a tokenizer_config.json beside it)."""
+        """Load a tokenizer.json (model_max_length is read from a tokenizer_config.json beside it).
+        FileNotFoundError if it is missing; CheckpointError, naming the file, if it cannot be used."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer file at {path}")
-        max_length = DEFAULT_MODEL_MAX_LENGTH
-        config_path = path.parent / "tokenizer_config.json"
-        if config_path.is_file():
-            max_length = int(json.loads(config_path.read_text()).get("model_max_length", max_length))
-        return cls(tokenizers.Tokenizer.from_file(str(path)), model_max_length=max_length)
+        max_length = _model_max_length(path.parent / "tokenizer_config.json")
+        try:
+            inner = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust library raises a bare Exception: "expected value at line 1 ..."
+            raise CheckpointError(
+                path, f"not a tokenizer file the `tokenizers` library reads ({exc})"
+            ) from None
+        try:
+            return cls(inner, model_max_length=max_length)
+        except ValueError as exc:  # lacks the chat format's control tokens
+            raise CheckpointError(path, str(exc)) from None
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Tokenizer:

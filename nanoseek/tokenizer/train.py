@@ -9,7 +9,10 @@ or from Python:
 
 Text is split with GPT-4's regex, mapped to bytes (ByteLevel, so any string is encodable and no
 token is unknown) and merged by BPE. Documents stream from .txt / .jsonl / .parquet files
-(see `nanoseek.data.documents`); `max_chars` trains on a prefix of a huge corpus.
+(see `nanoseek.data.documents`); `max_chars` trains on a prefix of a huge corpus. A corpus with no
+text is an error; one too small to learn `vocab_size` tokens gives a smaller vocabulary with a
+warning, or, with `exact_size=True` (the command), an error saying how many tokens it could learn.
+The command refuses to overwrite a tokenizer already in --out unless given --force.
 Token ids: 0..4 are <｜begin▁of▁sentence｜> <｜end▁of▁sentence｜> <｜▁pad▁｜> <｜User｜> <｜Assistant｜>,
 then the 256 bytes and the merges, and the last two ids are <think> and </think>.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,7 +30,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from nanoseek.data.documents import expand_files, iter_documents
+from nanoseek.data.documents import DataError, expand_files, iter_documents
 from nanoseek.tokenizer.chat_format import BOS, SPECIAL_TOKENS, THINK_TOKENS
 from nanoseek.tokenizer.core import DEFAULT_MODEL_MAX_LENGTH, Tokenizer
 
@@ -35,6 +40,8 @@ SPLIT_PATTERN = (
     r""" ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS) + len(THINK_TOKENS)
+
+log = logging.getLogger(__name__)
 
 
 def _take_chars(texts: Iterable[str], max_chars: int | None) -> Iterator[str]:
@@ -48,6 +55,14 @@ def _take_chars(texts: Iterable[str], max_chars: int | None) -> Iterator[str]:
         yield text
 
 
+def check_vocab_size(vocab_size: int, name: str = "vocab_size") -> None:
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(
+            f"{name} {vocab_size}: must be at least {MIN_VOCAB_SIZE} (the 256 byte tokens + "
+            f"{MIN_VOCAB_SIZE - 256} special tokens)"
+        )
+
+
 def train_tokenizer(
     files: list[str | Path],
     vocab_size: int,
@@ -56,11 +71,13 @@ def train_tokenizer(
     max_chars: int | None = None,
     model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
     show_progress: bool = True,
+    exact_size: bool = False,
 ) -> Tokenizer:
     """Train a BPE tokenizer of `vocab_size` tokens (all included) on the documents in `files`
-    and save it to `out_dir` (tokenizer.json + tokenizer_config.json) unless out_dir is None."""
-    if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes + 7 special tokens)")
+    and save it to `out_dir` (tokenizer.json + tokenizer_config.json) unless out_dir is None.
+    Raises DataError for a corpus with no text; a corpus with too few distinct pairs to learn
+    `vocab_size` tokens gives fewer, with a warning (ValueError, saving nothing, with exact_size)."""
+    check_vocab_size(vocab_size)
     tok = HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -75,8 +92,22 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    texts = _take_chars(iter_documents(expand_files(files), text_field), max_chars)
-    tok.train_from_iterator(texts, trainer=trainer)
+    files = expand_files(files)
+    texts = _take_chars(iter_documents(files, text_field), max_chars)
+    where = ", ".join(map(str, files[:3])) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    first = next(texts, None)
+    if first is None:
+        raise DataError(where, None, None, "no text to train on (empty files or empty documents)")
+    tok.train_from_iterator(itertools.chain([first], texts), trainer=trainer)
+    learned = tok.get_vocab_size() + len(THINK_TOKENS)
+    if learned < vocab_size:
+        problem = (
+            f"{where}: too little text for {vocab_size} tokens: BPE learned only {learned - MIN_VOCAB_SIZE} "
+            f"merges, a vocabulary of {learned}; train on more text or ask for at most {learned} tokens"
+        )
+        if exact_size:
+            raise ValueError(problem)
+        log.warning("%s", problem)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     # Hugging Face users (vLLM's completions API, lm-eval) get BOS in front like our pretraining documents;
     # nanoseek's own encode() never adds it.
@@ -100,7 +131,7 @@ def compression_ratio(tokenizer: Tokenizer, texts: Iterable[str], max_chars: int
     return n_bytes / max(n_tokens, 1)
 
 
-def tokenizer_train_main(argv: list[str] | None = None) -> None:
+def tokenizer_train_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nanoseek tokenizer train",
         description="Train a byte-level BPE tokenizer with R1's special tokens.",
@@ -109,24 +140,50 @@ def tokenizer_train_main(argv: list[str] | None = None) -> None:
         "--input", nargs="+", required=True, help="files or directories (.txt .jsonl .parquet)"
     )
     parser.add_argument(
-        "--vocab-size", type=int, required=True, help="total vocabulary size, e.g. 512 or 32768"
+        "--vocab-size",
+        type=int,
+        required=True,
+        help=f"total vocabulary size, e.g. 512 or 32768 (at least {MIN_VOCAB_SIZE}); a corpus too small "
+        "to learn that many tokens is an error",
     )
     parser.add_argument(
         "--out", required=True, help="output directory for tokenizer.json + tokenizer_config.json"
     )
+    parser.add_argument("--force", action="store_true", help="overwrite a tokenizer already in --out")
     parser.add_argument("--text-field", default="text", help="JSONL key / parquet column holding the text")
     parser.add_argument("--max-chars", type=int, default=None, help="train on at most this many characters")
     args = parser.parse_args(argv)
-
-    files = expand_files(args.input)
-    print(f"training a {args.vocab_size}-token BPE tokenizer on {len(files)} file(s) ...", flush=True)
-    t0 = time.time()
-    tok = train_tokenizer(
-        files, args.vocab_size, args.out, text_field=args.text_field, max_chars=args.max_chars
-    )
-    seconds = time.time() - t0
-    ratio = compression_ratio(tok, iter_documents(files, args.text_field))
+    try:
+        check_vocab_size(args.vocab_size, "--vocab-size")
+        _check_out(Path(args.out), args.force)
+        files = expand_files(args.input)
+        print(f"training a {args.vocab_size}-token BPE tokenizer on {len(files)} file(s) ...", flush=True)
+        t0 = time.time()
+        tok = train_tokenizer(
+            files,
+            args.vocab_size,
+            args.out,
+            text_field=args.text_field,
+            max_chars=args.max_chars,
+            exact_size=True,
+        )
+        seconds = time.time() - t0
+        ratio = compression_ratio(tok, iter_documents(files, args.text_field))
+    except (ValueError, OSError) as e:  # DataError is a ValueError; a missing file an OSError
+        print(f"nanoseek tokenizer train: error: {e}", file=sys.stderr)
+        return 2
     print(f"saved {args.out}/tokenizer.json and tokenizer_config.json in {seconds:.1f}s")
     print(
         f"vocab size: {tok.vocab_size}  compression: {ratio:.2f} bytes/token (on up to 4M chars of the input)"
     )
+    return 0
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out}: is a file; expected a directory (new or to hold the tokenizer)")
+    existing = [name for name in ("tokenizer.json", "tokenizer_config.json") if (out / name).exists()]
+    if existing and not force:
+        raise FileExistsError(
+            f"--out {out}: already holds {' and '.join(existing)}; pass --force to overwrite"
+        )

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nanoseek.model.checkpoint import from_hf_state_dict
+from nanoseek.model.checkpoint import checked_state, read_weights, weight_files
 from nanoseek.train.distributed import DistEnv, barrier
 
 MARKER = "COMPLETE"
@@ -238,10 +238,10 @@ class Checkpoint:
         return int(self.trainer["step"])
 
     def model_state(self, model: nn.Module) -> dict:
-        """The checkpoint's weights under our parameter names, for `model.load_state_dict`."""
-        from safetensors.torch import load_file
-
-        return from_hf_state_dict(model.config, load_file(str(self.model_dir / "model.safetensors")))
+        """The checkpoint's weights under our parameter names, for `model.load_state_dict`, checked
+        as strictly as a model directory is loaded (CheckpointError names the file and the field)."""
+        files = weight_files(self.model_dir)
+        return checked_state(model, read_weights(files), files[0] if len(files) == 1 else self.model_dir)
 
     def optimizer_state(self) -> dict:
         return torch.load(self.path / "optimizer.pt", map_location="cpu", weights_only=False)

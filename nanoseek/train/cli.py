@@ -10,8 +10,9 @@ Arguments: an optional recipe (`*.toml`), any number of `section.key=value` over
 `nanoseek.train.config`), and flags that are shortcuts for overrides: --out (run.out), --init
 (model.init), --data PATH (data.train; repeat it for more paths; it also clears data.synthetic),
 --skip-bad (data.skip_bad). --resume continues from the newest complete checkpoint in --out; without
-a recipe it reuses the run's own config.toml. Errors in the recipe or the data are reported in one
-line naming the key, file or record, with exit code 2.
+a recipe it reuses the run's own config.toml, and a directory with neither is an error (nothing to
+resume). Errors in the recipe, the data or an --init model are reported in one line naming the key,
+file or record, with exit code 2.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import tomllib
 from pathlib import Path
 
 from nanoseek.data import DataError
+from nanoseek.model import CheckpointError
+from nanoseek.train.checkpointing import latest_checkpoint
 from nanoseek.train.config import ConfigError, load_config, set_value, validate
 from nanoseek.train.distributed import teardown
 from nanoseek.train.loop import train
@@ -80,6 +83,11 @@ def parse_args(kind: str, argv: list[str] | None):
     for key, value in flags.items():
         if value is not None:
             set_value(cfg, key, value, where=f"--{key.split('.')[1]}")
+    if args.resume and recipe is None and cfg.run.out and latest_checkpoint(cfg.run.out) is None:
+        raise ConfigError(  # nothing to resume and no config.toml: the defaults would start a new run
+            f"--resume: no checkpoint in {cfg.run.out} to resume from (and no config.toml); "
+            "to start a new run there, pass a recipe"
+        )
     validate(cfg)
     return cfg, args.resume
 
@@ -102,7 +110,7 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         summary = train(
             cfg, resume=resume, command=" ".join(shlex.quote(a) for a in ["nanoseek", kind, *argv])
         )
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
         print(f"nanoseek {kind}: error: {e}", file=sys.stderr)
         return 2
     finally:

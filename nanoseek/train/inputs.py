@@ -208,8 +208,16 @@ def prepare_sft(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs:
         val_conversations = []
 
     seed = cfg.run.seed
+    source = ", ".join(map(str, files))  # what a DataError about the whole data set names
     loader = ChatLoader(
-        conversations, tokenizer, t.device_batch_size, t.seq_len, seed, env.rank, env.world_size
+        conversations,
+        tokenizer,
+        t.device_batch_size,
+        t.seq_len,
+        seed,
+        env.rank,
+        env.world_size,
+        source=source,
     )
     val_loader = None
     if len(val_conversations) >= env.world_size:
@@ -225,10 +233,14 @@ def prepare_sft(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs:
                 env.world_size,
                 False,
                 False,
+                source=", ".join(map(str, d.val)) if d.val else f"{source} (held-out part)",
             )
 
+        val_loader()  # a DataError now, before the run writes anything, not at the first evaluation
+
     prompts = []
-    for conversation in (val_conversations or conversations)[: cfg.eval.num_samples]:
+    answered = [c for c in val_conversations or conversations if any(m["role"] == "assistant" for m in c)]
+    for conversation in answered[: cfg.eval.num_samples]:
         last = max(i for i, m in enumerate(conversation) if m["role"] == "assistant")
         history = conversation[:last]
         prompts.append((history[-1]["content"], render_prompt(tokenizer, history)))

@@ -67,8 +67,6 @@ class Trainer:
             raise ConfigError(
                 f"run.out: {run_dir} already has checkpoints; pass --resume or choose another --out"
             )
-        if env.is_main:
-            (run_dir / "config.toml").write_text(to_toml(cfg))
         if env.device.type == "cuda":
             torch.set_float32_matmul_precision("high")
 
@@ -97,6 +95,8 @@ class Trainer:
                 f"processes = {t.device_batch_size} x {t.seq_len} x {env.world_size} = {micro_tokens}"
             )
         self.accum = max(t.batch_tokens // micro_tokens, 1)
+        if env.is_main:  # only now that the data, the model and the batch shape are known to be good:
+            (run_dir / "config.toml").write_text(to_toml(cfg))  # `--resume` reuses it
         self.meter = CostMeter.for_device(
             env.device, env.world_size, cfg.cost.price_per_device_hour, cfg.cost.peak_flops
         )
