@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanoseek.model import DeepSeekV3, ModelConfig, account, config_for_depth, preset
+from nanoseek.model import (
+    DeepSeekV3,
+    ModelConfig,
+    account,
+    config_for_depth,
+    from_pretrained,
+    get_family,
+    preset,
+)
 from nanoseek.model.moe import MoE, RoutedExperts
 
 
@@ -94,7 +102,8 @@ def test_transformers_checkpoint_loads_in_nanoseek(tmp_path, transformers_cls):
             if name.endswith("e_score_correction_bias"):
                 buf.normal_(0, 0.1)
     hf.save_pretrained(tmp_path)
-    ours = DeepSeekV3.from_pretrained(tmp_path).eval()
+    ours = from_pretrained(tmp_path).eval()  # the registry, by config.json's model_type
+    assert type(ours) is DeepSeekV3
     assert ours.config.rope_scaling["type"] == "yarn" and ours.config.n_group == 4
     x = torch.randint(0, 300, (2, 24))
     with torch.no_grad():
@@ -268,7 +277,7 @@ def test_expert_dispatch_equals_every_token_through_its_experts():
 
 
 def test_block_causal_attention_equals_sdpa():
-    from nanoseek.model.attention import causal_attention
+    from nanoseek.model.kernels import causal_attention
 
     q, k = torch.randn(2, 3, 300, 24, requires_grad=True), torch.randn(2, 3, 300, 24, requires_grad=True)
     v = torch.randn(2, 3, 300, 16, requires_grad=True)  # 300 rows: two full blocks of 128 and a partial one
@@ -283,7 +292,7 @@ def test_block_causal_attention_equals_sdpa():
 
 
 def test_chunked_linear_cross_entropy_equals_plain():
-    from nanoseek.model.loss import linear_cross_entropy
+    from nanoseek.model.kernels import linear_cross_entropy
 
     h = torch.randn(50, 16, requires_grad=True)
     weight = torch.randn(70, 16, requires_grad=True)
@@ -303,8 +312,6 @@ def test_chunked_linear_cross_entropy_equals_plain():
 def test_training_gradients_match_transformers(tmp_path, transformers_cls):
     """Loss and every parameter's gradient agree with transformers over 160 tokens (the block-causal
     attention path), which covers the fused projections, the expert backward and the chunked loss."""
-    from nanoseek.model.checkpoint import from_hf_state_dict
-
     cfg = tiny_config(num_nextn_predict_layers=0)
     model = random_model(cfg).train()
     model.save_pretrained(tmp_path)
@@ -317,7 +324,7 @@ def test_training_gradients_match_transformers(tmp_path, transformers_cls):
     assert loss.item() == pytest.approx(hf_loss.item(), rel=1e-5)
     loss.backward()
     hf_loss.backward()
-    hf_grads = from_hf_state_dict(cfg, {n: p.grad for n, p in hf.named_parameters()})
+    hf_grads = get_family("deepseek_v3").from_hf(cfg, {n: p.grad for n, p in hf.named_parameters()})
     for name, p in model.named_parameters():
         want = hf_grads[name]
         assert (p.grad - want).abs().max() <= 1e-4 * max(1.0, want.abs().max().item()), name

@@ -7,7 +7,7 @@ Dr qk_rope_head_dim, Dv v_head_dim.
     c, k_r  = kv_a_proj_with_mqa(x) -> norm(c) (B, T, R), rope(k_r) (B, T, Dr) shared by all heads
     k, v    = kv_b_proj(c) -> (B, T, H, Dn), (B, T, H, Dv);  k = [k_nope | k_r]
 
-Naive form (training, prefill without a cache): expand k and v for every head and call SDPA.
+Naive form (training, prefill without a cache): expand k and v for every head, causal attention.
 
 Absorbed form (decoding over a cache): only c and rope(k_r) are cached, (R + Dr) numbers per token
 per layer instead of H * (Dn + Dr + Dv). kv_b's key half W_uk (H, Dn, R) is folded into the query and
@@ -19,86 +19,20 @@ its value half W_uv (H, Dv, R) into the output:
 The cache is indexed by slot (a row of preallocated memory) and absolute position, so one batch can
 mix sequences of different lengths: a query at position p sees cached keys at positions <= p of its
 own slot. Stale entries beyond a sequence's length are masked out by that rule.
+
+`MLA.forward` shows both forms; the CPU speed kernels it calls (fused projections, block-causal
+attention) live in `kernels.py`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.model.config import ModelConfig
-from nanoseek.model.linear import fused_linear, linear
+from nanoseek.model.kernels import causal_attention, fused_linear, linear
+from nanoseek.model.layers import RMSNorm
 from nanoseek.model.rope import apply_rope
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return _RMSNormFn.apply(x, self.weight, self.eps)
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
-
-
-class _RMSNormFn(torch.autograd.Function):
-    """y = x_hat * w with x_hat = x r, r = rsqrt(mean(x^2) + eps) (.., 1), in fp32; backward in a few
-    whole-tensor passes (half the time of autograd through F.rms_norm's composite on CPU):
-
-        g = dy * w,   dx = r * (g - x_hat * mean(g * x_hat)),   dw = sum over rows of dy * x_hat
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, eps: float):
-        xf = x.float()
-        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-        x_hat = xf * r
-        ctx.save_for_backward(x_hat, r, weight)
-        ctx.x_dtype = x.dtype
-        return (x_hat * weight.float()).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x_hat, r, weight = ctx.saved_tensors
-        dy = dy.float()
-        g = dy * weight.float()
-        dx = (g - x_hat * (g * x_hat).mean(-1, keepdim=True)).mul_(r)
-        dw = (dy * x_hat).flatten(0, -2).sum(0)
-        return dx.to(ctx.x_dtype), dw.to(weight.dtype), None
-
-
-def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, block: int = 128
-) -> torch.Tensor:
-    """softmax(q k^T * scale + causal mask) v for q, k (B, H, T, D), v (B, H, T, Dv) -> (B, H, T, Dv).
-
-    On GPU this is SDPA (flash / memory-efficient kernels). On CPU, SDPA's fused kernel needs
-    D == Dv (MLA has Dn + Dr != Dv) and its fallback computes every score and masks half; here the
-    queries go in blocks of `block` rows and block i multiplies only the keys up to its last row:
-
-        S_i = q[i] k[:e_i]^T * scale + mask   (B, H, block, e_i),   out[i] = softmax(S_i) v[:e_i]
-
-    which skips (nb - 1) / (2 nb) of the score and value FLOPs for nb blocks (measured ~25% faster
-    than SDPA's CPU fallback, forward + backward, at T = 256; smaller blocks lose to call overhead).
-    """
-    B, H, T, _ = q.shape
-    if q.is_cuda or block >= T:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    q, k, v = q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)  # (B*H, T, D): views when contiguous
-    mask = torch.full((T, T), float("-inf"), device=q.device, dtype=q.dtype).triu_(1)  # 0 on/below diagonal
-    outs = []
-    for start in range(0, T, block):
-        end = min(start + block, T)
-        # mask + scale * q k^T in one batched GEMM: (B*H, rows, end)
-        scores = torch.baddbmm(
-            mask[start:end, :end], q[:, start:end], k[:, :end].transpose(1, 2), alpha=scale
-        )
-        probs = scores.float().softmax(dim=-1).to(v.dtype)
-        outs.append(torch.bmm(probs, v[:, :end]))  # (B*H, rows, Dv)
-    return torch.cat(outs, dim=1).view(B, H, T, -1)
 
 
 class LatentCache:
@@ -158,11 +92,36 @@ class MLA(nn.Module):
         self.o_proj = nn.Linear(H * cfg.v_head_dim, cfg.hidden_size, bias=False)
         self.scale = cfg.softmax_scale
 
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LatentCache | None = None,
+        positions: torch.Tensor | None = None,
+        slots: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). Without a cache, the naive form over x's own tokens; with one,
+        this step's [latent | rope key] rows go into the cache at (slot, position) and the absorbed
+        form attends over each slot's cached positions <= the query's own."""
+        q_nope, q_rope, latent, k_rope = self.project(x, cos, sin)
+        if cache is None:  # training, prefill without a cache
+            return linear(self.naive(q_nope, q_rope, latent, k_rope), self.o_proj)
+        kv = cache.kv[self.layer_idx]  # (slots, max_len, R + Dr)
+        kv[slots[:, None].expand_as(positions), positions] = torch.cat([latent, k_rope], dim=-1).to(kv.dtype)
+        S = int(positions.max()) + 1
+        prefix = kv[:, :S].index_select(0, slots).to(x.dtype)  # (B, S, R + Dr): the first S positions
+        c, kr = prefix.split([self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim], dim=-1)
+        visible = None  # one query at the end of one sequence sees all S positions: no mask needed
+        if positions.numel() > 1:
+            visible = torch.arange(S, device=x.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
+        return self.o_proj(self.absorbed(q_nope, q_rope, c, kr, visible))  # a few rows: o_proj's own forward
+
     def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """x (B, T, C) -> q_nope (B,T,H,Dn), q_rope (B,T,H,Dr), latent (B,T,R), k_rope (B,T,Dr)."""
         cfg = self.cfg
         B, T, _ = x.shape
-        # the query's first projection and kv_a read the same x: one matmul (plain nn.Linear layers)
+        # the query's first projection and kv_a read the same x: one matmul
         if cfg.q_lora_rank:
             q_a, kv_a = fused_linear(x, self.q_a_proj, self.kv_a_proj_with_mqa)
             q = linear(self.q_a_layernorm(q_a), self.q_b_proj)
@@ -174,32 +133,8 @@ class MLA(nn.Module):
         latent, k_rope = kv_a.split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
         return q_nope, q_rope, self.kv_a_layernorm(latent), apply_rope(k_rope, cos, sin)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: LatentCache | None = None,
-        positions: torch.Tensor | None = None,
-        slots: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        q_nope, q_rope, latent, k_rope = self.project(x, cos, sin)
-        if cache is None:
-            return self.naive(q_nope, q_rope, latent, k_rope)
-        # write this step's latents into the cache, then attend over the slot's cached prefix
-        kv = cache.kv[self.layer_idx]  # (slots, max_len, R + Dr)
-        rows = slots[:, None].expand_as(positions)
-        kv[rows, positions] = torch.cat([latent, k_rope], dim=-1).to(kv.dtype)
-        S = int(positions.max()) + 1
-        prefix = kv[:, :S].index_select(0, slots).to(x.dtype)  # (B, S, R + Dr): the first S positions
-        c, kr = prefix.split([self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim], dim=-1)
-        visible = None  # one query at the end of one sequence sees all S positions: no mask needed
-        if positions.numel() > 1:
-            visible = torch.arange(S, device=x.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
-        return self.absorbed(q_nope, q_rope, c, kr, visible)
-
     def naive(self, q_nope, q_rope, latent, k_rope) -> torch.Tensor:
-        """Causal attention with per-head keys and values expanded from the latent (SDPA)."""
+        """Causal attention with per-head keys and values expanded from the latent -> (B, T, H * Dv)."""
         cfg = self.cfg
         B, T, H, _ = q_nope.shape
         kv = linear(latent, self.kv_b_proj).view(B, T, H, cfg.qk_nope_head_dim + cfg.v_head_dim)
@@ -209,7 +144,25 @@ class MLA(nn.Module):
         k_rope = k_rope.unsqueeze(1).expand(B, H, T, -1)
         k = torch.cat([k_nope.transpose(1, 2), k_rope], dim=-1)  # (B, H, T, Dn+Dr)
         out = causal_attention(q, k, v.transpose(1, 2).contiguous(), self.scale)  # (B, H, T, Dv)
-        return linear(out.transpose(1, 2).reshape(B, T, H * cfg.v_head_dim), self.o_proj)
+        return out.transpose(1, 2).reshape(B, T, H * cfg.v_head_dim)
+
+    def absorbed(self, q_nope, q_rope, latent, k_rope, visible) -> torch.Tensor:
+        """Attention in latent space: latent (B, S, R), k_rope (B, S, Dr), visible (B, T, S) bool or
+        None (all visible) -> (B, T, H * Dv). The T x H queries of a sequence are one matrix: each
+        product is one bmm."""
+        cfg = self.cfg
+        B, T, H, _ = q_nope.shape
+        w_uk, w_uv = self.absorbed_weights()  # (H, Dn, R), (H, Dv, R)
+        q_latent = torch.einsum("bthd,hdr->bthr", q_nope, w_uk)  # (B, T, H, R)
+        scores = q_latent.reshape(B, T * H, -1) @ latent.transpose(1, 2)  # (B, T*H, S)
+        scores = scores + q_rope.reshape(B, T * H, -1) @ k_rope.transpose(1, 2)
+        scores = scores.view(B, T, H, -1).float() * self.scale
+        if visible is not None:
+            scores = scores.masked_fill(~visible[:, :, None], float("-inf"))
+        probs = scores.softmax(dim=-1).to(latent.dtype).view(B, T * H, -1)  # (B, T*H, S)
+        out_latent = (probs @ latent).view(B, T, H, -1)  # (B, T, H, R)
+        out = torch.einsum("bthr,hvr->bthv", out_latent, w_uv)  # (B, T, H, Dv)
+        return out.reshape(B, T, H * cfg.v_head_dim)
 
     def absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """kv_b's key and value halves, W_uk (H, Dn, R) and W_uv (H, Dv, R). Outside autograd they are
@@ -223,20 +176,3 @@ class MLA(nn.Module):
             halves = w.detach().view(shape).split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=1)
             self._absorbed, self._absorbed_key = tuple(h.contiguous() for h in halves), key
         return self._absorbed
-
-    def absorbed(self, q_nope, q_rope, latent, k_rope, visible) -> torch.Tensor:
-        """Attention in latent space: latent (B, S, R), k_rope (B, S, Dr), visible (B, T, S) bool or
-        None (all visible). The T x H queries of a sequence are one matrix: each product is one bmm."""
-        cfg = self.cfg
-        B, T, H, _ = q_nope.shape
-        w_uk, w_uv = self.absorbed_weights()  # (H, Dn, R), (H, Dv, R)
-        q_latent = torch.einsum("bthd,hdr->bthr", q_nope, w_uk)  # (B, T, H, R)
-        scores = q_latent.reshape(B, T * H, -1) @ latent.transpose(1, 2)  # (B, T*H, S)
-        scores = scores + q_rope.reshape(B, T * H, -1) @ k_rope.transpose(1, 2)
-        scores = scores.view(B, T, H, -1).float() * self.scale
-        if visible is not None:
-            scores = scores.masked_fill(~visible[:, :, None], float("-inf"))
-        probs = scores.softmax(dim=-1).to(latent.dtype).view(B, T * H, -1)  # (B, T*H, S)
-        out_latent = (probs @ latent).view(B, T, H, -1)  # (B, T, H, R)
-        out = torch.einsum("bthr,hvr->bthv", out_latent, w_uv)  # (B, T, H, Dv)
-        return self.o_proj(out.reshape(B, T, H * cfg.v_head_dim))

@@ -18,11 +18,13 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass
 class ModelConfig:
+    model_type: ClassVar[str] = "deepseek_v3"  # config.json's model_type: the registry's family
+
     vocab_size: int = 512
     hidden_size: int = 64
     intermediate_size: int = 192  # dense MLP width (layers < first_k_dense_replace, or all if dense)
@@ -126,7 +128,7 @@ class ModelConfig:
         d["hidden_act"] = "silu"
         d["attention_bias"] = False
         d["rope_interleave"] = True
-        d["model_type"] = "deepseek_v3"
+        d["model_type"] = self.model_type
         d["architectures"] = ["DeepseekV3ForCausalLM"]
         d["torch_dtype"] = "float32"
         if self.rope_scaling is not None:
@@ -138,13 +140,13 @@ class ModelConfig:
         """Reads a config.json written by nanoseek, transformers (v4 or v5) or DeepSeek. A field of the
         wrong type or range raises ValueError("field: expected ..., got ...")."""
         if not isinstance(d, dict):
-            raise ValueError(f"expected a JSON object of config fields, got {_show(d)}")
+            raise ValueError(f"expected a JSON object of config fields, got {show_value(d)}")
         d = dict(d)
         # transformers v5 folds rope_theta and rope_scaling into `rope_parameters`
         rp = d.pop("rope_parameters", None)
         if rp:
             if not isinstance(rp, dict):
-                raise ValueError(f"rope_parameters: expected an object, got {_show(rp)}")
+                raise ValueError(f"rope_parameters: expected an object, got {show_value(rp)}")
             d.setdefault("rope_theta", rp.get("rope_theta", 10000.0))
             rope_type = rp.get("rope_type", rp.get("type", "default"))
             if rope_type != "default" and not d.get("rope_scaling"):
@@ -152,7 +154,7 @@ class ModelConfig:
         rs = d.get("rope_scaling")
         if rs:
             if not isinstance(rs, dict):
-                raise ValueError(f"rope_scaling: expected an object (or null), got {_show(rs)}")
+                raise ValueError(f"rope_scaling: expected an object (or null), got {show_value(rs)}")
             rs = dict(rs)
             rs["type"] = rs.pop("rope_type", rs.get("type"))
             if rs["type"] not in ("yarn", "default", None):
@@ -200,7 +202,7 @@ _DERIVED_HF_FIELDS = {
 
 # Type and range of every field, checked on construction (so a config.json field of the wrong type or
 # sign fails here, naming the field, instead of deep inside torch). Sizes have no upper bound here: what
-# a config may ask for is bounded by the memory check in `checkpoint.load_model`.
+# a config may ask for is bounded by the memory check in `checkpoint.from_pretrained`.
 _POSITIVE_INTS = (
     "vocab_size",
     "hidden_size",
@@ -238,17 +240,17 @@ def check_fields(cfg: ModelConfig) -> None:
         value, least = getattr(cfg, name), 1 if name in _POSITIVE_INTS else 0
         if not _is_int(value) or value < least:
             what = "a positive integer" if least else "an integer >= 0"
-            raise ValueError(f"{name}: expected {what}, got {_show(value)}")
+            raise ValueError(f"{name}: expected {what}, got {show_value(value)}")
     for name in _POSITIVE_FLOATS + _NON_NEGATIVE_FLOATS:
         value, positive = getattr(cfg, name), name in _POSITIVE_FLOATS
         if not _is_number(value) or not math.isfinite(value) or value < 0 or (positive and value == 0):
             what = "a positive number" if positive else "a number >= 0"
-            raise ValueError(f"{name}: expected {what}, got {_show(value)}")
+            raise ValueError(f"{name}: expected {what}, got {show_value(value)}")
     for name, kind, what in [(n, bool, "true or false") for n in _BOOLS] + [
         (n, str, "a string") for n in _STRINGS
     ]:
         if not isinstance(getattr(cfg, name), kind):
-            raise ValueError(f"{name}: expected {what}, got {_show(getattr(cfg, name))}")
+            raise ValueError(f"{name}: expected {what}, got {show_value(getattr(cfg, name))}")
     if cfg.qk_rope_head_dim % 2:
         raise ValueError(
             f"qk_rope_head_dim: expected an even number (rotated in pairs), got {cfg.qk_rope_head_dim}"
@@ -259,20 +261,20 @@ def check_fields(cfg: ModelConfig) -> None:
 
 def _check_rope_scaling(rs: Any) -> None:
     if not isinstance(rs, dict):
-        raise ValueError(f"rope_scaling: expected an object (or null), got {_show(rs)}")
+        raise ValueError(f"rope_scaling: expected an object (or null), got {show_value(rs)}")
     if rs.get("type") != "yarn":
         return
     factor, original = rs.get("factor"), rs.get("original_max_position_embeddings")
     if not _is_number(factor) or not math.isfinite(factor) or factor <= 0:
-        raise ValueError(f"rope_scaling.factor: expected a positive number, got {_show(factor)}")
+        raise ValueError(f"rope_scaling.factor: expected a positive number, got {show_value(factor)}")
     if not _is_int(original) or original < 1:
         raise ValueError(
-            f"rope_scaling.original_max_position_embeddings: expected a positive integer, got {_show(original)}"
+            f"rope_scaling.original_max_position_embeddings: expected a positive integer, got {show_value(original)}"
         )
     for key in ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor"):
         value = rs.get(key)
         if value is not None and (not _is_number(value) or not math.isfinite(value)):
-            raise ValueError(f"rope_scaling.{key}: expected a number, got {_show(value)}")
+            raise ValueError(f"rope_scaling.{key}: expected a number, got {show_value(value)}")
 
 
 def _is_int(value: Any) -> bool:
@@ -283,7 +285,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A value for an error message: its repr, cut short, with its JSON type when that is the problem."""
     text = repr(value)
     text = text if len(text) <= 40 else text[:37] + "..."

@@ -14,43 +14,21 @@ Balancing without an auxiliary loss (DeepSeek-V3 sec. 2.1.2): the layer counts t
 training forwards; after each optimizer step `update_bias` moves b_i by gamma * sign(mean load - load_i).
 The optional sequence-wise balance loss alpha * sum_i f_i P_i is returned by `forward` alongside y.
 
-Dispatch: (token, expert) pairs are sorted by expert so each expert runs one matmul over its own
-tokens, never every token through every expert: on GPU all experts in one `torch._grouped_mm` kernel,
-on CPU `_ExpertsFFN`, a loop of plain matmuls with a hand-written backward (torch's CPU grouped kernel
-measured ~15x slower than the loop). The hand-written backward matters: autograd through
-`weight[e]` for each of E experts materializes a zero (E, C, I) gradient per expert and adds them up,
-O(E^2) memory traffic; `_ExpertsFFN` writes each expert's gradient into its slice of one buffer. Gate
-and up run as one (C, 2I) matmul per expert; SwiGLU runs once over all rows and takes the routing
-weights there, on (rows, I) rather than on the (rows, C) outputs. Expert weights are stored stacked,
-(E, C, I) and (E, I, C); checkpoints split them into HF's per-expert keys.
+Each token's K routed experts run in `kernels.experts_ffn`: (token, expert) pairs sorted by expert,
+one matmul per expert over its own rows, with a hand-written backward (why, with the measurements:
+kernels.py). Expert weights are stored stacked, (E, C, I) and (E, I, C); checkpoints split them into
+HF's per-expert keys.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.model.config import ModelConfig
-from nanoseek.model.linear import fused_linear, linear
-
-HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
-
-
-class MLP(nn.Module):
-    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
-
-    def __init__(self, hidden_size: int, intermediate_size: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = fused_linear(x, self.gate_proj, self.up_proj)
-        return linear(F.silu(gate) * up, self.down_proj)
+from nanoseek.model.kernels import experts_ffn
+from nanoseek.model.layers import MLP
 
 
 class Router(nn.Module):
@@ -92,111 +70,7 @@ class RoutedExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, expert_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x (N, C), expert_ids / weights (N, K) -> (N, C): sum_k weights_k FFN_{expert_k}(x)."""
-        N, K = expert_ids.shape
-        E = self.gate_proj.shape[0]
-        flat_ids = expert_ids.flatten()  # (N*K,)
-        order = flat_ids.argsort(stable=True)
-        token_of = order // K  # which token each sorted row comes from
-        counts = torch.bincount(flat_ids, minlength=E)
-        xs = x.index_select(0, token_of)  # (N*K, C) grouped by expert; backward is one index_add
-        if HAS_GROUPED_MM and x.is_cuda and x.dtype in (torch.float32, torch.bfloat16):
-            offsets = counts.cumsum(0).to(torch.int32)
-            h = F.silu(_grouped_mm(xs, self.gate_proj, offsets)) * _grouped_mm(xs, self.up_proj, offsets)
-            ys = _grouped_mm(h, self.down_proj, offsets)
-        else:
-            # under autocast compute in its dtype, as the matmuls the Function replaces would have
-            device = x.device.type
-            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-            params = (w.to(dtype) for w in (self.gate_proj, self.up_proj, self.down_proj))
-            row_weights = weights.flatten()[order].to(dtype)  # (N*K,) in the sorted order
-            ys = _ExpertsFFN.apply(xs.to(dtype), *params, row_weights, counts.tolist())
-            return torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
-        ys = ys * weights.flatten()[order, None].to(ys.dtype)
-        return torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
-
-
-class _ExpertsFFN(torch.autograd.Function):
-    """Weighted SwiGLU experts over rows grouped by expert: xs (M, C), the first counts[0] rows for
-    expert 0, ...; w (M,) each row's routing weight, applied to h (M, I) rather than to ys (M, C).
-
-        gu_e = xs_e [gate_e | up_e]        (n_e, 2I)   one matmul per expert
-        hw   = w * silu(g) * u             (M, I)      one elementwise pass over all rows
-        ys_e = hw_e down_e                 (n_e, C)
-
-    Backward (per expert e, rows r_e; s = sigmoid(g), h = silu(g) * u):
-        dhw = dys_e down_e^T,  d down_e = hw_e^T dys_e,  dw = sum_I dhw * h,  dh = w * dhw
-        dg = dh * u * s * (1 + g (1 - s)),  du = dh * silu(g)
-        dxs_e = [dg | du] [gate_e | up_e]^T,  d[gate_e | up_e] = xs_e^T [dg | du]
-    Each expert's weight gradient is written into its slice of one (E, ..) buffer; h is recomputed
-    from the saved gu rather than kept.
-    """
-
-    @staticmethod
-    def forward(ctx, xs, gate, up, down, w, counts: list[int]):
-        gate_up = torch.cat([gate, up], dim=-1)  # (E, C, 2I)
-        rows = _expert_rows(counts)
-        gu = xs.new_empty(xs.shape[0], gate_up.shape[-1])
-        for e, r in rows:
-            torch.mm(xs[r], gate_up[e], out=gu[r])
-        g, u = gu.chunk(2, dim=-1)
-        hw = (F.silu(g) * u).mul_(w[:, None])
-        ys = xs.new_empty(xs.shape[0], down.shape[-1])
-        for e, r in rows:
-            torch.mm(hw[r], down[e], out=ys[r])
-        ctx.save_for_backward(xs, gate_up, down, gu, w)
-        ctx.rows = rows
-        return ys
-
-    @staticmethod
-    def backward(ctx, dys):
-        xs, gate_up, down, gu, w = ctx.saved_tensors
-        rows, dys = ctx.rows, dys.contiguous()
-        g, u = gu.chunk(2, dim=-1)
-        s = torch.sigmoid(g)
-        silu_g = g * s
-        h = silu_g * u
-        hw = h * w[:, None]
-        dhw = torch.empty_like(h)
-        d_down = torch.zeros_like(down)
-        for e, r in rows:
-            torch.mm(dys[r], down[e].T, out=dhw[r])
-            torch.mm(hw[r].T, dys[r], out=d_down[e])
-        dw = (dhw * h).sum(-1)
-        dh = dhw.mul_(w[:, None])
-        dgu = torch.cat([dh * u * s * (1 + g * (1 - s)), dh * silu_g], dim=-1)  # (M, 2I)
-        dxs = torch.empty_like(xs)
-        d_gate_up = torch.zeros_like(gate_up)
-        for e, r in rows:
-            torch.mm(dgu[r], gate_up[e].T, out=dxs[r])
-            torch.mm(xs[r].T, dgu[r], out=d_gate_up[e])
-        d_gate, d_up = d_gate_up.chunk(2, dim=-1)
-        return dxs, d_gate.contiguous(), d_up.contiguous(), d_down, dw, None
-
-
-def _expert_rows(counts: list[int]) -> list[tuple[int, slice]]:
-    """(expert, its row range) for every expert with at least one row."""
-    ends = list(itertools.accumulate(counts))
-    return [(e, slice(end - n, end)) for e, (n, end) in enumerate(zip(counts, ends)) if n]
-
-
-def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    # (N, in) x (E, in, out) -> (N, out), rows grouped by expert; offsets (E,) are the groups' ends.
-    # torch's CPU backward needs a dense incoming gradient; _DenseGrad makes sure it gets one
-    out = torch._grouped_mm(a, b, offs=offsets)
-    return _DenseGrad.apply(out) if out.requires_grad else out
-
-
-class _DenseGrad(torch.autograd.Function):
-    """Identity whose backward passes on a contiguous gradient (grouped_mm's CPU kernel rejects
-    expanded ones)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous()
+        return experts_ffn(x, expert_ids, weights, self.gate_proj, self.up_proj, self.down_proj)
 
 
 class MoE(nn.Module):
@@ -217,10 +91,10 @@ class MoE(nn.Module):
         """x (B, T, C) -> y (B, T, C), sequence-wise balance loss (scalar) or None."""
         B, T, C = x.shape
         flat = x.reshape(B * T, C)
-        scores, expert_ids, weights = self.gate(flat)
-        y = self.experts(flat, expert_ids, weights)
+        scores, expert_ids, weights = self.gate(flat)  # affinities (N, E); top-K ids and weights (N, K)
+        y = self.experts(flat, expert_ids, weights)  # sum_k weights_k FFN_{expert_k}(x)
         if self.shared_experts is not None:
-            y = y + self.shared_experts(flat)
+            y = y + self.shared_experts(flat)  # every token
         balance_loss = None
         if self.training:
             self.expert_load += torch.bincount(expert_ids.flatten(), minlength=self.cfg.n_routed_experts)

@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nanoseek.model.attention import MLA, LatentCache, RMSNorm
+from nanoseek.model.attention import MLA, LatentCache
 from nanoseek.model.config import ModelConfig
-from nanoseek.model.linear import linear
-from nanoseek.model.loss import linear_cross_entropy
-from nanoseek.model.moe import MLP, MoE
+from nanoseek.model.kernels import linear, linear_cross_entropy, plain_linear
+from nanoseek.model.layers import MLP, RMSNorm
+from nanoseek.model.moe import MoE
 from nanoseek.model.rope import RotaryEmbedding
 
 
@@ -154,9 +154,9 @@ class DeepSeekV3(nn.Module):
 
     def head_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of lm_head(h) (B, T, C) against targets (B, T), ignore index -100, without
-        materializing the fp32 (B*T, vocab) logits (`loss.linear_cross_entropy`); a head swapped for an
-        inference kernel (int8) takes the plain route."""
-        if isinstance(self.lm_head, nn.Linear) and self.lm_head.bias is None:
+        materializing the fp32 (B*T, vocab) logits (`kernels.linear_cross_entropy`); any head but a
+        bias-free nn.Linear (an int8 or LoRA-wrapped one) runs as itself."""
+        if plain_linear(self.lm_head):
             return linear_cross_entropy(h.flatten(0, 1), self.lm_head.weight, targets.flatten())
         logits = self.lm_head(h).flatten(0, 1).float()
         return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
@@ -197,9 +197,9 @@ class DeepSeekV3(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None, dtype=None) -> DeepSeekV3:
-        from nanoseek.model.checkpoint import load_model
+        from nanoseek.model.checkpoint import from_pretrained
 
-        return load_model(path, device=device, dtype=dtype)
+        return from_pretrained(path, device=device, dtype=dtype, model_cls=cls)
 
     def save_pretrained(self, path: str | Path) -> None:
         from nanoseek.model.checkpoint import save_model
