@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nanoseek.engine import Engine, GenerationRequest, SamplingParams, kernels
-from nanoseek.engine.naive import naive_generate, perplexity
+from nanoseek.engine.naive import greedy_generate, naive_generate, perplexity
 from nanoseek.engine.quant import Int8Linear, quantize_int8, weight_bytes
 from nanoseek.model import DeepSeekV3, ModelConfig
 
@@ -150,6 +150,19 @@ def test_int8_greedy_equals_int8_full_recompute(prompts, speculative, int8_matmu
     engine = Engine(model, max_slots=8, token_budget=40, speculative=speculative)
     assert run(engine, prompts[:1], greedy(8)) == reference[:1]
     assert run(engine, prompts, greedy(8)) == reference
+
+
+def test_greedy_generate_sees_the_last_max_position_embeddings_tokens():
+    """The one no-cache greedy decode (training's samples, the tests' reference): past the model's
+    context it keeps the last max_position_embeddings tokens, as training's sampler always did."""
+    model = random_model(tiny_config(max_position_embeddings=16), seed=9)
+    ids = ragged_prompts([20], seed=9)[0]
+    out = greedy_generate(model, ids, 3, eos_id=-1)
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(3):
+            seq.append(int(model(torch.tensor([seq[-16:]]))[0, -1].argmax()))
+    assert out == seq[20:] and naive_generate(model, [ids], 3) == [out]
 
 
 def test_int8_is_close_to_fp32_and_a_quarter_of_the_bytes():
@@ -335,20 +348,68 @@ def test_logprobs_are_the_models(model, prompts):
         assert [t for t, _ in lp.top] == expected.topk(3).indices.tolist()
 
 
-def test_engine_follows_training_updates_of_the_model(prompts):
-    """GRPO samples from the model it trains: after an optimizer step the engine uses the new weights."""
-    model = random_model(tiny_config(), seed=6)
-    engine = Engine(model, max_slots=2)
-    before = run(engine, prompts[:2], greedy(6))
+def sgd_step(model, prompt):
+    """One optimizer update of the model in train mode (as a GRPO trainer makes)."""
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    ids = torch.tensor([prompts[0][:5]])
+    ids = torch.tensor([prompt[:5]])
     model(ids, targets=torch.roll(ids, -1, 1)).total.backward()
     opt.step()
+
+
+@pytest.mark.parametrize("speculative", [False, True], ids=["plain", "mtp"])
+def test_generating_on_unsynced_weights_raises_and_a_sync_takes_the_update(prompts, speculative):
+    """The weight-sync contract: after an optimizer step the engine refuses to decode until
+    sync_weights(model); then it decodes exactly as a fresh engine built on the updated model."""
+    model = random_model(tiny_config(), seed=6)
+    engine = Engine(model, max_slots=2, speculative=speculative)
+    before = run(engine, prompts[:2], greedy(6))
+    sgd_step(model, prompts[0])
+    with pytest.raises(RuntimeError, match=r"call engine.sync_weights\(model\) after each update"):
+        run(engine, prompts[:2], greedy(6))
+    handle = engine.submit(GenerationRequest(prompt=prompts[0], params=greedy(6)))  # the server's path
+    with pytest.raises(RuntimeError, match="weights changed since the last sync_weights"):
+        engine.step()
+    assert handle.done and engine.load()["busy_slots"] == 0  # the request failed, its slot is free
+    engine.sync_weights(model)
     after = run(engine, prompts[:2], greedy(6))
     assert model.training  # the engine restored the mode it found
     model.eval()
-    assert after == naive_generate(model, prompts[:2], 6) != before
+    assert after == run(Engine(model, max_slots=2), prompts[:2], greedy(6)) != before
+    assert after == naive_generate(model, prompts[:2], 6)
+
+
+def test_sync_weights_from_another_model_loads_its_state_dict(prompts):
+    model, trained = random_model(tiny_config(), seed=6), random_model(tiny_config(), seed=7)
+    engine = Engine(model, max_slots=2)
+    engine.sync_weights(trained)
+    assert run(engine, prompts[:2], greedy(6)) == naive_generate(trained, prompts[:2], 6)
+    assert torch.equal(model.lm_head.weight, trained.lm_head.weight)  # copied into the engine's model
+    with pytest.raises(ValueError, match="do not fit the engine's model"):
+        engine.sync_weights(random_model(tiny_config(hidden_size=32), seed=8))
+
+
+def test_the_engine_leaves_the_model_as_it_found_it(model, prompts):
+    """The engine wraps the model: no class swapped, no tensor written (a trainer's model stays its own)."""
+    classes = [type(m) for m in model.modules()]
+    versions = [t._version for t in model.state_dict(keep_vars=True).values()]
+    for speculative in (False, True):
+        run(Engine(model, max_slots=2, speculative=speculative), prompts[:2], greedy(4))
+    assert [type(m) for m in model.modules()] == classes
+    assert [t._version for t in model.state_dict(keep_vars=True).values()] == versions
+
+
+def test_stats_count_through_methods_and_read_as_a_mapping(model, prompts):
+    engine = Engine(model, max_slots=2)
+    run(engine, prompts[:2], greedy(3))
+    stats = engine.stats
+    assert stats.generated_tokens == stats["generated_tokens"] == 6
+    assert stats["prefill_tokens"] == len(prompts[0]) + len(prompts[1]) and "steps" in stats
+    assert set(dict(stats)) == {"steps", "prefill_tokens", "generated_tokens", "drafted", "accepted"}
+    with pytest.raises(TypeError):
+        stats["steps"] = 0  # read-only as a mapping
+    with pytest.raises(KeyError):
+        stats["count_step"]
 
 
 def test_closing_a_stream_aborts_its_requests_and_frees_the_slots(model, prompts):

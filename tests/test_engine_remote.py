@@ -1,5 +1,6 @@
 """RemoteGenerator against a scripted OpenAI/DeepSeek-style server on 127.0.0.1: chat with
-reasoning_content, completions, SSE streaming, retries on 429/5xx/timeouts, errors, concurrency limit."""
+reasoning_content, completions, SSE streaming (and the SSE parser on its own), retries on
+429/5xx/timeouts, errors, concurrency limit, and no weight sync for a remote API."""
 
 import json
 import threading
@@ -8,9 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+import torch
 
 from nanoseek.engine import GenerationRequest, Generator, RemoteGenerator, SamplingParams
-from nanoseek.engine.remote import RemoteError
+from nanoseek.engine.remote import RemoteError, ServerSentEvents
 
 
 class FakeAPI:
@@ -22,6 +24,7 @@ class FakeAPI:
         self.headers: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self.delay = 0.0
+        self.stream_error: str | None = None  # streams end with this error event instead of [DONE]
         self.lock = threading.Lock()
 
 
@@ -105,8 +108,12 @@ def make_handler(api: FakeAPI):
             for i, delta in enumerate(chunks):
                 reason = "stop" if i == len(chunks) - 1 else None
                 event = {"choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
-                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.write(f": keep-alive\n\ndata: {json.dumps(event)}\n\n".encode())
                 self.wfile.flush()
+                if api.stream_error:
+                    error = {"error": {"message": api.stream_error, "type": "server_error"}}
+                    self.wfile.write(f"data: {json.dumps(error)}\n\n".encode())
+                    return
             self.wfile.write(b"data: [DONE]\n\n")
 
     return Handler
@@ -194,3 +201,39 @@ def test_streaming_deltas(api):
     assert "".join(d.reasoning_content for d in deltas) == "thinking"
     assert "".join(d.content for d in deltas) == "hello"
     assert deltas[-1].finish_reason == "stop" and api.bodies[0]["stream"] is True
+
+
+def test_an_error_event_inside_a_stream_raises_with_its_message(api):
+    api.stream_error = "the model crashed"
+    with RemoteGenerator(api.url, "m") as remote, pytest.raises(RemoteError, match="the model crashed"):
+        list(remote.stream([chat("s")]))
+
+
+def test_server_sent_events_are_parsed_as_the_format_says():
+    events = ServerSentEvents()
+    lines = [
+        ": a comment",
+        "event: message",
+        'data:{"a": 1}',  # no space after the colon
+        "id: 7",
+        "",
+        'data: {"b":',  # one event on two data lines
+        "data: 2}",
+        "",
+        "",  # a blank line without data dispatches nothing
+        "data: [DONE]",
+        "",
+    ]
+    got = [events.feed(line) for line in lines]
+    assert [g for g in got if g is not None] == [{"a": 1}, {"b": 2}] and events.done
+    assert got[4] == {"a": 1} and got[2] is None  # an event is dispatched by the blank line after it
+    bad = ServerSentEvents()
+    assert bad.feed("data: oops") is None
+    with pytest.raises(ValueError, match="not JSON: 'oops'"):
+        bad.feed("")
+
+
+def test_a_remote_api_takes_no_weights():
+    remote = RemoteGenerator("http://127.0.0.1:9/v1", "m")
+    with remote, pytest.raises(NotImplementedError, match="cannot take new weights"):
+        remote.sync_weights(torch.nn.Linear(2, 2))

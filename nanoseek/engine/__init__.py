@@ -7,12 +7,26 @@
 
     remote = RemoteGenerator("https://api.deepseek.com", model="deepseek-reasoner")  # same protocol
 
-Modules: `protocol` (SamplingParams, GenerationRequest, Completion, Delta, Generator), `engine`
-(Engine: continuous batching, streaming, abort), `scheduler` (slots, queue, token budget),
-`runner` (model + latent cache), `sampling`, `detok` (streamed text, stop strings, thinking split),
-`speculative` (MTP draft-and-verify), `fast` and `decode` (decode fast paths), `kernels` (the C
-matmul of one- and two-row decode steps, built on first use), `quant` (int8 weights),
-`naive` (reference generation, perplexity), `remote` (OpenAI-compatible HTTP), `cli`.
+A trainer that samples from the model it trains calls `engine.sync_weights(model)` after each
+update (the engine refuses to decode on weights changed since the last sync).
+
+Modules:
+- `protocol`: SamplingParams, GenerationRequest, Completion, Delta, TokenLogprob, Generator.
+- `engine`: Engine (continuous batching, streaming, abort, sync_weights) and its Stats.
+- `scheduler`: slots, the waiting queue, the per-step token budget.
+- `runner`: the model, its cache (`model.new_cache`), prefill on the model's forward, decode on the
+  fast path where it runs; the weight-sync snapshot.
+- `sampling`: penalties, temperature, top-k/p, min-p, per-sample generators, logprobs.
+- `detok`: streamed text, stop strings, the thinking / answer split.
+- `speculative`: MTP draft-and-verify decoding.
+- `decode`: FastDecoder, the decode step on fused copies of a DeepSeek-V3 model's weights, and
+  `supports(model)`, which says why a model takes its own forward instead.
+- `decode_step` (+ decode_step.c): that step in one C call; `kernels` (+ kernels.c): its C matmuls,
+  built on first use.
+- `reference`: the decode step written out in torch, the specification the C step is tested against
+  (tests only, not a runtime path).
+- `quant`: int8 weights. `naive`: greedy generation by full recompute, perplexity.
+- `remote`: RemoteGenerator (OpenAI-compatible HTTP) and the SSE client parser. `cli`: generate, chat.
 """
 
 from nanoseek.engine.engine import Engine, RequestHandle

@@ -6,8 +6,8 @@
  * Layer structs below with pointers to FastDecoder's fused weights. A decode step is the weights
  * streamed once (kernels.c's matmuls) plus ~70 small operations per layer (norms, rope, attention over
  * the cache, routing, activations) that cost a few microseconds each as torch calls and well under
- * one here. This file is those operations written out plainly, with the formulas of decode.py's
- * `LayerWeights.forward`, row by row:
+ * one here. This file is those operations written out plainly, with the formulas of reference.py
+ * (the same step in torch, the specification this code is tested against), row by row:
  *
  *   x = rms_norm(h)                              attention input, (N, C)
  *   a = x Wqkv^T = [q_nope (H*Dn) | q_rope (H*Dr) | k_rope (Dr) | latent (R)]   (or via q_a, q_b)
@@ -18,7 +18,7 @@
  *   x = rms_norm(h);  h += dense SwiGLU(x), or shared expert(x) + sum_k w_k expert_k(x) (MoE)
  *
  * Rope dimensions arrive in [evens | odds] order (the fused rows were reordered that way), so rope is
- * x * [cos | cos] + swap_halves(x) * [-sin | sin]. Routing follows `LayerWeights.route_one`: sigmoid
+ * x * [cos | cos] + swap_halves(x) * [-sin | sin]. Routing follows reference.py's `route`: sigmoid
  * scores, bias-corrected group-limited top-k, ties to the lower index, weights normalized in double.
  * Each expert runs once on the rows routed to it, and a row adds its experts in expert order.
  *
@@ -165,7 +165,8 @@ static int attention(const Layer *L, const float *x, float *h, float *kv, const 
     return mm(&L->o, o_in, h, N, 1.0f, 1);
 }
 
-/* The K experts of one row's router logits (E): ids[k] and weights[k], as `route_one` picks them. */
+/* The K experts of one row's router logits (E): ids[k] and weights[k], as reference.py's `route`
+ * picks them. */
 static void route(const Layer *L, const float *logits, long ids[], float weights[]) {
     long E = L->E, G = L->G, n = E / G;
     float s[E], b[E];

@@ -1,16 +1,14 @@
 """A whole decode step in one C call: N tokens through every layer (decode_step.c).
 
-    step = CDecodeStep.build(fast_decoder.layers)           # None where it cannot run (see `build`)
-    h = step.hidden(h, positions, slots, cache, cos, sin)   # (N, C) embedded tokens -> final hidden
+    step = CDecodeStep(fast_decoder.layers)                 # the fused layers as C structs
+    h = step.hidden(h, positions, slots, cache.kv, cos, sin)   # (N, C) embedded tokens -> final hidden
 
-`FastDecoder.hidden` takes this path when the C kernels are built. A decode step's time is the
-weights streamed once plus ~70 small operations per layer (norms, rope, attention over the cache,
-routing, activations); as torch calls those cost ~4 ms per step at d10, a third of the batch-1 step,
-and in C well under a millisecond. The C code follows `LayerWeights.forward` formula by formula on
-the same fused weights and the same matmul kernels; the other operations round differently from
-torch's in the last bits, as any two float implementations do. Every row is computed alone (the
-matmul kernels give a row the same bits in any batch), so a request's tokens do not depend on what
-else is decoded with it.
+`FastDecoder` runs every decode step through this. The C code follows `reference.py` (the decode
+step written out in torch) formula by formula, on the same fused weights and the same matmul
+kernels; its other operations (norms, rope, softmax, routing) round differently from torch's in the
+last bits, as any two float implementations do. Every row is computed alone (the matmul kernels give
+a row the same bits in any batch), so a request's tokens do not depend on what else is decoded with
+it. The structs hold raw pointers into the fused weights; `keep` holds those tensors alive.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import torch
 from nanoseek.engine import kernels
 
 if TYPE_CHECKING:
-    from nanoseek.engine.decode import LayerWeights, Mat
+    from nanoseek.engine.decode import LayerWeights, Matrix
 
 P, LONG, F32, F64, I32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_double, ctypes.c_int
 
@@ -62,75 +60,60 @@ def _fp32(t: torch.Tensor) -> bool:
     return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
 
 
-def _weight(mat: Mat | None) -> Weight:
-    """A Mat's matrix for the C code: fp32 (out, in) or int8 (out, in) with per-row scales."""
-    if mat is None:
+def _weight(m: Matrix | None) -> Weight:
+    """A Matrix for the C code: fp32 (out, in), or int8 (out, in) with per-row fp32 scales."""
+    if m is None:
         return Weight()
-    if mat.w is not None and _fp32(mat.w):
-        return Weight(mat.w.data_ptr(), None, None, *mat.w.shape)
-    if mat.q is not None and mat.q.device.type == "cpu" and _fp32(mat.scale):
-        return Weight(None, mat.q.data_ptr(), mat.scale.data_ptr(), *mat.q.shape)
-    raise ValueError("no C-ready weight")  # fp32 kept as W^T for MKL: the kernels are not built
+    if m.w is not None and _fp32(m.w):
+        return Weight(m.w.data_ptr(), None, None, *m.w.shape)
+    if m.q is not None and m.q.device.type == "cpu" and m.q.is_contiguous() and _fp32(m.scale):
+        return Weight(None, m.q.data_ptr(), m.scale.data_ptr(), *m.q.shape)
+    raise ValueError("the C step reads contiguous fp32 or int8 matrices on the CPU")
 
 
 def _layer(lw: LayerWeights, keep: list) -> Layer:
     """The C struct for one layer's fused weights; `keep` collects what must outlive it (the struct
-    holds raw pointers into lw's tensors: lw itself, and the copies made here)."""
+    holds raw pointers into lw's tensors: lw itself, and the arrays made here)."""
     keep.append(lw)
     H, Dn, Dr, R, Dv = lw.dims
-    (w_attn, e_attn), (w_mlp, e_mlp), (w_kv, e_kv) = lw.norms
-    w_q, e_q = lw.q_norm if lw.q_lora else (None, 0.0)
-    tensors = [w_attn, w_mlp, w_kv, lw.w_uk_k, lw.w_uv_k] + ([w_q] if lw.q_lora else [])
-    if not all(t is not None and _fp32(t) for t in tensors):
+    (w_attn, e_attn), (w_mlp, e_mlp), (w_kv, e_kv) = lw.norm_attn, lw.norm_mlp, lw.norm_kv
+    w_q, e_q = lw.norm_q if lw.norm_q is not None else (None, 0.0)
+    tensors = [w_attn, w_mlp, w_kv, lw.uk, lw.uv] + ([w_q] if w_q is not None else [])
+    if not all(_fp32(t) for t in tensors):
         raise ValueError("norms and absorbed weights must be contiguous fp32 on the CPU")
-    L = Layer(C=w_attn.shape[0], H=H, Dn=Dn, Dr=Dr, R=R, Dv=Dv, q_rank=w_q.shape[0] if lw.q_lora else 0)
+    L = Layer(C=w_attn.shape[0], H=H, Dn=Dn, Dr=Dr, R=R, Dv=Dv, q_rank=w_q.shape[0] if w_q is not None else 0)
     L.norm_attn, L.norm_mlp, L.norm_kv = w_attn.data_ptr(), w_mlp.data_ptr(), w_kv.data_ptr()
-    L.norm_q = w_q.data_ptr() if lw.q_lora else None
+    L.norm_q = w_q.data_ptr() if w_q is not None else None
     L.eps_attn, L.eps_mlp, L.eps_kv, L.eps_q = e_attn, e_mlp, e_kv, e_q
-    L.qkv, L.q_b, L.o = _weight(lw.qkv), _weight(lw.q_b if lw.q_lora else None), _weight(lw.o)
-    L.uk, L.uv, L.scale = lw.w_uk_k.data_ptr(), lw.w_uv_k.data_ptr(), lw.scale
-    keep += tensors
-    if not lw.moe:
+    L.qkv, L.q_b, L.o = _weight(lw.qkv), _weight(lw.q_b), _weight(lw.o)
+    L.uk, L.uv, L.scale = lw.uk.data_ptr(), lw.uv.data_ptr(), lw.scale
+    if lw.router is None:  # dense
         L.gate_up, L.down = _weight(lw.gate_up), _weight(lw.down)
         return L
-    cfg = lw.cfg
-    L.E, L.K, L.G, L.topk_group = cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group
-    L.norm_topk, L.routed_scaling = int(cfg.norm_topk_prob), cfg.routed_scaling_factor
-    if lw.router_shared is not None:  # fp32: [router | shared gate | shared up] in one matrix
-        L.router, L.shared_fused = _weight(lw.router_shared), 1
-    else:
-        router = lw.router.float().contiguous()
-        keep.append(router)
-        L.router = Weight(router.data_ptr(), None, None, *router.shape)
-        L.shared_gu = _weight(lw.shared[0] if lw.shared is not None else None)
-    L.shared_down = _weight(lw.shared[1] if lw.shared is not None else None)
-    bias = lw.bias.float().contiguous()
-    gu, down = (Weight * L.E)(*map(_weight, lw.gu)), (Weight * L.E)(*map(_weight, lw.dn))
-    keep += [bias, gu, down]
-    L.bias, L.experts_gu, L.experts_down = bias.data_ptr(), gu, down
+    E, K, G, topk_group, norm_topk, scaling = lw.routing
+    L.E, L.K, L.G, L.topk_group, L.norm_topk, L.routed_scaling = E, K, G, topk_group, int(norm_topk), scaling
+    L.router, L.shared_fused = _weight(lw.router), int(lw.shared_fused)
+    L.shared_gu, L.shared_down = _weight(lw.shared_gu), _weight(lw.shared_down)
+    if not _fp32(lw.bias):
+        raise ValueError("the router bias must be contiguous fp32 on the CPU")
+    gu = (Weight * E)(*map(_weight, lw.experts_gu))
+    down = (Weight * E)(*map(_weight, lw.experts_down))
+    keep += [gu, down]
+    L.bias, L.experts_gu, L.experts_down = lw.bias.data_ptr(), gu, down
     return L
 
 
 class CDecodeStep:
-    """FastDecoder's layers as C structs, and the call that runs a decode step through all of them."""
+    """Fused layers (`decode.LayerWeights`) as C structs, and the call that runs a decode step through
+    all of them. Raises ValueError when the kernels are not built or a weight is not in a form the C
+    code reads (see `FastDecoder.supports`)."""
 
-    def __init__(self, layers: ctypes.Array, keep: list):
-        self.layers, self.keep = layers, keep
+    def __init__(self, layers: list[LayerWeights]):
         self.lib = kernels.library()
+        self.keep: list = []
+        structs = [_layer(lw, self.keep) for lw in layers]
+        self.layers = (Layer * len(structs))(*structs)
         self.work, self.work_for = torch.empty(0), (0, 0)  # scratch for (rows, cache length)
-
-    @classmethod
-    def build(cls, layers: list[LayerWeights]) -> CDecodeStep | None:
-        """None when the C kernels are not built or a weight is not in a form the C code reads
-        (fp32 or int8 (out, in) on the CPU)."""
-        if not kernels.available():
-            return None
-        keep: list = []
-        try:
-            structs = [_layer(lw, keep) for lw in layers]
-        except ValueError:
-            return None
-        return cls((Layer * len(structs))(*structs), keep)
 
     def hidden(
         self,
@@ -144,7 +127,7 @@ class CDecodeStep:
         """h (N, C) fp32: the embedded tokens, row i at positions[i] of cache slot slots[i]; cos, sin
         (N, Dr/2) their rope factors. Rows may share a slot at consecutive positions (speculation's
         [pending, draft]): every row's cache entry is written before any row attends, and each
-        attends up to its own position. kv: the layers' caches in order (`LatentCache.kv`; extra ones
+        attends up to its own position. kv: the layers' caches in order (`cache.kv`; extra ones
         after them are not touched). Writes each layer's cache rows; returns the final hidden states
         (N, C)."""
         N = h.shape[0]

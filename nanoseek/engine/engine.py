@@ -19,10 +19,12 @@ Each `step()` admits queued requests into free cache slots, prefills prompts wit
 `decode.py`; two tokens with MTP speculation, see `speculative.py`), samples each row with its own generator (`sampling.py`), and
 retires finished samples, freeing their slots. A request with n samples prefills once and forks.
 
-The engine speeds the model up in place (`fast.prepare_for_inference`: same parameters, same
-state_dict) and reads its weights live, so a GRPO trainer can sample from the model it trains: the
-engine's cached weight layouts follow every optimizer step, and each forward runs in eval mode
-without autograd (the model's own mode is restored after).
+The engine wraps the model and never changes it: its decode path (`runner.py`, `decode.py`) keeps
+fused copies of the weights beside the model, and each forward runs in eval mode without autograd
+(the model's own mode is restored after). A trainer that updates the model hands the new weights
+over explicitly, `engine.sync_weights(model)` after each optimizer step (the `Generator` contract);
+a step on weights changed since the last sync raises RuntimeError instead of decoding with stale
+copies.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from nanoseek.engine.detok import ReasoningSplitter, TextStream
-from nanoseek.engine.fast import prepare_for_inference
 from nanoseek.engine.protocol import (
     Completion,
     Delta,
@@ -50,11 +53,56 @@ from nanoseek.engine.protocol import (
 from nanoseek.engine.runner import ModelRunner
 from nanoseek.engine.sampling import Sampler, SampleRow
 from nanoseek.engine.scheduler import RequestState, Scheduler, Sequence, Status
-from nanoseek.model import DeepSeekV3
+from nanoseek.model import from_pretrained as load_model
 from nanoseek.tokenizer import Tokenizer
 from nanoseek.tokenizer.chat_format import render_prompt, split_completion
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats(Mapping):
+    """What an engine has done since it was built. Counted through the methods; read as attributes or
+    as a read-only mapping (`stats["steps"]`, `dict(stats)`) by servers' metrics and benches."""
+
+    steps: int = 0
+    prefill_tokens: int = 0  # prompt tokens run through the model (a request of n samples counts once)
+    generated_tokens: int = 0
+    drafted: int = 0  # MTP drafts verified
+    accepted: int = 0  # drafts that were the right token
+
+    def count_step(self) -> None:
+        self.steps += 1
+
+    def count_prefill(self, tokens: int) -> None:
+        self.prefill_tokens += tokens
+
+    def count_generated(self, tokens: int = 1) -> None:
+        self.generated_tokens += tokens
+
+    def count_drafts(self, drafted: int, accepted: int) -> None:
+        self.drafted += drafted
+        self.accepted += accepted
+
+    @property
+    def acceptance(self) -> float:
+        """Fraction of MTP drafts accepted (nan before any)."""
+        return self.accepted / self.drafted if self.drafted else float("nan")
+
+    def __getitem__(self, key: str) -> int:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
 
 
 class RequestHandle:
@@ -122,11 +170,11 @@ class RequestHandle:
 
 
 class Engine:
-    """Continuous-batching generator over a DeepSeekV3 model (thread-safe `submit`, one stepping loop)."""
+    """Continuous-batching generator over a model (thread-safe `submit`, one stepping loop)."""
 
     def __init__(
         self,
-        model: DeepSeekV3,
+        model: nn.Module,
         tokenizer: Tokenizer | None = None,
         max_slots: int = 16,
         max_len: int | None = None,
@@ -134,19 +182,20 @@ class Engine:
         prefill_chunk: int | None = None,
         speculative: bool = False,
         cache_dtype: torch.dtype | None = None,
-        prepare: bool = True,
     ):
         """max_slots: samples decoded together (cache rows); max_len: prompt + completion tokens per
         sample (default: the model's max_position_embeddings); token_budget: tokens per step
         (decodes first, prompts get the rest); prefill_chunk: the most prompt tokens of one request
-        per step; speculative: MTP draft-and-verify decoding (needs a model with MTP layers)."""
+        per step; speculative: MTP draft-and-verify decoding (needs a model with MTP layers).
+        The model is any registered family's (`model.new_cache` makes the cache); the engine reads
+        its weights now and at each `sync_weights`, and never changes it."""
         cfg = model.config
         if speculative and not cfg.num_nextn_predict_layers:
             raise ValueError("speculative decoding drafts with the MTP module; this model has none")
         per_decode = 2 if speculative else 1
         if token_budget <= per_decode * max_slots:
             raise ValueError(f"token_budget must exceed {per_decode} x max_slots so prompts can progress")
-        self.model = prepare_for_inference(model) if prepare else model
+        self.model = model
         self.tokenizer = tokenizer
         self.max_len = max_len or cfg.max_position_embeddings
         self.speculative = speculative
@@ -154,8 +203,7 @@ class Engine:
         self.runner = ModelRunner(model, max_slots, self.max_len, speculative, cache_dtype)
         self.sampler = Sampler(cfg.vocab_size, max_slots, model.device)
         self.scheduler = Scheduler(max_slots, token_budget, prefill_chunk)
-        # prefill_tokens: prompt tokens run through the model (a request of n samples counts once)
-        self.stats = {"steps": 0, "prefill_tokens": 0, "generated_tokens": 0, "drafted": 0, "accepted": 0}
+        self.stats = Stats()
         self._lock = threading.Lock()  # guards the waiting queue and the abort set
         self._step_lock = threading.Lock()  # one step at a time
         self._wakeup = threading.Condition(self._lock)
@@ -168,8 +216,9 @@ class Engine:
     def from_pretrained(
         cls, path: str | Path, int8: bool = False, device=None, dtype=None, **kwargs
     ) -> Engine:
-        """Load a model directory (weights + tokenizer.json) into an engine; int8 quantizes the weights."""
-        model = DeepSeekV3.from_pretrained(path, device=device, dtype=dtype).eval()
+        """Load a model directory (weights + tokenizer.json) of any registered family into an engine;
+        int8 quantizes the weights."""
+        model = load_model(path, device=device, dtype=dtype).eval()
         if int8:
             from nanoseek.engine.quant import quantize_int8
 
@@ -180,6 +229,7 @@ class Engine:
     # ------------------------------------------------------------------ Generator protocol
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         """All samples of all requests, request-major (request 0's n samples first)."""
+        self.runner.check_synced()
         handles = [self.submit(r, request_index=i) for i, r in enumerate(requests)]
         try:
             while self._thread is None and not all(h.done for h in handles):
@@ -192,6 +242,7 @@ class Engine:
 
     def stream(self, requests: list[GenerationRequest]) -> Iterator[Delta]:
         """Deltas of all samples as they are generated; closing the iterator aborts what is left."""
+        self.runner.check_synced()
         shared: queue.Queue[Delta] = queue.Queue()
         handles = [self.submit(r, request_index=i, on_delta=shared.put) for i, r in enumerate(requests)]
         try:
@@ -214,6 +265,24 @@ class Engine:
             for h in handles:
                 if not h.done:
                     self.abort(h)
+
+    def sync_weights(self, model: nn.Module) -> None:
+        """Make every later generate() use these weights (the trainer's model after its update k).
+
+        `model` is the engine's own model (updated in place by an optimizer: the sync only rebuilds the
+        engine's fused decode weights, no copy of the model), or another model of the same family and
+        shape, whose state_dict is loaded into the engine's model. Samples already running keep the
+        cache they computed with the old weights. Thread-safe: waits for a running step to finish."""
+        with self._step_lock:
+            if model is not self.model:
+                try:
+                    self.model.load_state_dict(model.state_dict())
+                except RuntimeError as e:
+                    first = str(e).strip().splitlines()[0]
+                    raise ValueError(
+                        f"sync_weights: these weights do not fit the engine's model: {first}"
+                    ) from e
+            self.runner.sync()
 
     # ------------------------------------------------------------------ submitting (any thread)
     def submit(
@@ -351,6 +420,8 @@ class Engine:
         for group in admitted:
             self._start(group)
         plan = self.scheduler.plan(tokens_per_decode=2 if self.speculative else 1)
+        if plan.prefill or plan.decode:
+            self.runner.check_synced()
         tokens = 0
         if plan.prefill:
             tokens += self._prefill(plan.prefill)
@@ -361,7 +432,7 @@ class Engine:
                 tokens += speculative_decode(self, plan.decode)
             else:
                 tokens += self._decode(plan.decode)
-        self.stats["steps"] += 1
+        self.stats.count_step()
         return tokens
 
     def _start(self, group: RequestState) -> None:
@@ -386,7 +457,7 @@ class Engine:
         )  # (B, T, C)
         for seq, (_, _, b) in zip(parents, chunks):
             seq.num_cached = b
-        self.stats["prefill_tokens"] += sum(b - a for _, a, b in chunks)
+        self.stats.count_prefill(sum(b - a for _, a, b in chunks))
         if self.speculative:  # the MTP layer's cache for these positions; the last one waits for its token
             from nanoseek.engine.speculative import prefill_mtp
 
@@ -409,7 +480,7 @@ class Engine:
                     seqs.append(seq)
                     rows.append(j)
         if seqs:
-            self._sample_and_append(seqs, logits[rows])
+            self.sample_and_append(seqs, logits[rows])
             if self.speculative:
                 from nanoseek.engine.speculative import first_drafts
 
@@ -422,11 +493,13 @@ class Engine:
         )
         for seq in seqs:
             seq.num_cached += 1
-        self._sample_and_append(seqs, self.runner.logits(h))
+        self.sample_and_append(seqs, self.runner.logits(h))
         return len(seqs)
 
-    def _sample_and_append(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
-        """Sample one token per sequence from logits (B, V) and append it; returns the tokens."""
+    def sample_and_append(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
+        """Sample one token per sequence from its row of logits (B, V), each with the sequence's own
+        generator and parameters, and append it (stop checks, text, streaming); returns the tokens.
+        Decoding and speculation (`speculative.py`) emit every token through here."""
         rows = [SampleRow(s.params, s.slot, s.generator) for s in seqs]
         tokens, logprobs = self.sampler.sample(logits, rows)
         self.sampler.record([s.slot for s in seqs], tokens)
@@ -442,7 +515,7 @@ class Engine:
         seq.output.append(token)
         if logprob is not None:
             seq.logprobs.append(logprob)
-        self.stats["generated_tokens"] += 1
+        self.stats.count_generated()
         text = ""
         reason: FinishReason | None = None
         if (token == self.eos_id and not params.ignore_eos) or token in params.stop_token_ids:

@@ -25,7 +25,7 @@
  * whatever `rows` is, whichever group of four it falls in, and wherever j sits in w. */
 enum { LANES = 16 };
 /* The blocked loops prefetch the weight rows AHEAD blocks ahead: with this much arithmetic per byte
- * the hardware prefetcher falls behind (1.1-1.4x on cold matrices here). */
+ * the hardware prefetcher falls behind (docs/engine.md has the gain on cold matrices). */
 enum { AHEAD = 2 };
 
 /* the 16 partial sums added pairwise (the same tree in every loop: a few vector adds, not 16 in a row) */
@@ -89,7 +89,7 @@ static inline __attribute__((always_inline)) void block_f32(const int NR, const 
     for (; i + LANES <= in; i += LANES) {
         __m512 wv[4], xv[4];
         /* the empty asm keeps each vector in a register: left alone, the compiler re-reads one operand
-         * from memory in every multiply-add, 20 loads for 16 of them instead of 8 (1.3x here) */
+         * from memory in every multiply-add, 20 loads for 16 of them instead of 8 (slower: docs/engine.md) */
         for (int c = 0; c < NC; c++) {
             _mm_prefetch((const char *)(w + (AHEAD * NC + c) * in + i), _MM_HINT_T0);
             wv[c] = _mm512_loadu_ps(w + c * in + i);

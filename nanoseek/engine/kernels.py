@@ -7,22 +7,19 @@
         y = kernels.matmul_int8(x, q, scale)          # x @ (q * scale[:, None])^T, q int8 (out, in)
         y = kernels.bmatmul(x, w)                     # x[b] @ w[b]^T per head: (B, N, in), (B, out, in)
 
-Why: at batch 1 a decode step streams every active weight once, so its speed is memory bandwidth.
-On this project's CPU (AMD EPYC, one thread) a plain read streams 22-27 GB/s, MKL's fp32 gemv
-reaches 9-16 GB/s on d10's matrices cold (reading the matrix first and multiplying from cache, the
-fallback below, 13-17 GB/s), and the fp32 loop in kernels.c 18-26 GB/s: it walks each weight row
-once, front to back, with 16 partial sums the compiler vectorizes. For int8 weights, torch's
-`_weight_int8pack_mm` (bf16 activations) reaches 6-10 GB/s at one row; kernels.c rounds each
-activation row to 16-bit integers and sums the products exactly in integers (vpmaddwd / vpdpwssd):
-17-20 GB/s at one row, with a relative error of ~3e-5 against ~4e-3 for bf16 activations. Exact
-integer sums also make each int8 result independent of the batch it is computed in.
+Why: at batch 1 a decode step streams every active weight once, so its speed is memory bandwidth,
+and MKL's fp32 gemv and torch's int8 kernel (bf16 activations) read a cold matrix well below what a
+plain read of it reaches on one core. The fp32 loop in kernels.c walks each weight row once, front to
+back, with 16 partial sums the compiler vectorizes. For int8 weights kernels.c rounds each activation
+row to 16-bit integers and sums the products exactly in integers (vpmaddwd / vpdpwssd): faster than
+torch's kernel and ~100x closer to the dequantized product than bf16 activations. Exact integer sums
+also make each int8 result independent of the batch it is computed in.
 
 From four rows on (a batch), the arithmetic dominates: blocks of 4 rows x 4 weight rows share each
 load, written with AVX-512 intrinsics where the compiler targets them (the same numbers in the same
-order as the portable loops): fp32 85-90 GFLOP/s at 16 rows on d10's shapes, against 94-100 for
-oneDNN's packed GEMM and more than it at 4-8 rows; int8 100-130 GOP/s (VNNI). A row's fp32 result
-is the same bits in any batch too: every path sums the same 16 lanes, with the same fused
-multiply-adds, in the same order.
+order as the portable loops); close to oneDNN's packed GEMM at 16 rows and faster at 4-8 rows. A
+row's fp32 result is the same bits in any batch too: every path sums the same 16 lanes, with the
+same fused multiply-adds, in the same order. docs/engine.md has the measured bandwidths and rates.
 
 decode_step.c, built into the same library, runs a whole decode step on these matmuls (see
 decode_step.py).
@@ -31,7 +28,8 @@ How: kernels.c and decode_step.c are compiled once per machine with `cc -O3 -mar
 -fPIC` into $NANOSEEK_CACHE_DIR (default ~/.cache/nanoseek)/kernels/<hash of sources, compiler
 and CPU>.so and loaded with ctypes, which releases the GIL for the call. No C compiler, a failed
 build, a non-x86/ARM CPU or NANOSEEK_KERNELS=0: `available()` is False (with one warning for a
-failed build) and the decode path uses torch's matmuls instead. Set CC to choose the compiler.
+failed build) and the engine decodes with the model's own forward instead (`FastDecoder.supports`).
+Set CC to choose the compiler.
 """
 
 from __future__ import annotations
@@ -161,7 +159,7 @@ F32, I8, CPU = torch.float32, torch.int8, torch.device("cpu")
 
 
 def _result(name: str, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None):
-    """Check x (N, in) fp32 and w (M, in) of `dtype` (a few µs matter here: ~100 calls per token);
+    """Check x (N, in) fp32 and w (M, in) of `dtype` (cheap checks: ~100 calls per token);
     returns out, or a new (N, M) fp32 tensor."""
     (N, K), (M, K_w) = x.shape, w.shape
     if K_w != K or x.dtype is not F32 or w.dtype is not dtype or x.device != CPU or w.device != CPU:

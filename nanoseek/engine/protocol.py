@@ -14,13 +14,18 @@ then request 1's, ...; `Completion.request_index` and `Completion.index` say whi
 
 Consumers: GRPO rollouts (token ids + logprobs of n samples), eval (n samples per prompt, text),
 distillation teachers and arena contestants (chat text), the server (streaming, see `Engine.submit`).
+A trainer hands its updated weights to its rollout generator with `sync_weights(model)` after
+every update.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -146,3 +151,14 @@ class Generator(Protocol):
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...
 
     def stream(self, requests: list[GenerationRequest]) -> Iterator[Delta]: ...
+
+    def sync_weights(self, model: nn.Module) -> None:
+        """Make every later generate() use these weights (the trainer's model after its update k).
+
+        A trainer calls it once before its first rollouts and after every optimizer update, so
+        rollouts of step k see update k: the contract between a trainer and its rollout engine is
+        this call, never shared tensors. The native Engine rebuilds its derived decode weights
+        (no copy when `model` is its own model) and raises RuntimeError when asked to generate on
+        weights changed since the last sync; an engine in another process (vLLM) would load the
+        weights; a generator that holds no weights (a remote API) raises NotImplementedError."""
+        ...

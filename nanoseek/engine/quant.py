@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.engine import kernels
-from nanoseek.engine.fast import run_experts
 from nanoseek.model.moe import RoutedExperts
 
 HAS_INT8PACK = hasattr(torch, "_weight_int8pack_mm")
@@ -97,6 +96,27 @@ class Int8Experts(nn.Module):
         gu = int8_matmul(xe, self.gate_up_q[e], self.gate_up_scale[e], self.gate_up_scale_bf16[e])  # (n, 2I)
         gate, up = gu.chunk(2, dim=-1)
         return int8_matmul(F.silu(gate) * up, self.down_q[e], self.down_scale[e], self.down_scale_bf16[e])
+
+
+def run_experts(x: torch.Tensor, expert_ids: torch.Tensor, weights: torch.Tensor, ffn) -> torch.Tensor:
+    """Sort the (token, expert) pairs by expert, run `ffn(e, rows)` once per used expert, and sum the
+    weighted outputs back per token. x (N, C), expert_ids / weights (N, K) -> (N, C)."""
+    N, K = expert_ids.shape
+    if N == 1:  # one token (batch-1 decode): its K experts, no sorting or scattering
+        ys = torch.cat([ffn(e, x) for e in expert_ids[0].tolist()])  # (K, C)
+        return (ys * weights[0, :, None].to(x.dtype)).sum(0, keepdim=True)
+    flat = expert_ids.flatten()  # (N*K,)
+    order = flat.argsort(stable=True)
+    token_of = order // K
+    counts = torch.bincount(flat).tolist()  # one host sync: which experts run, on how many rows
+    xs = x[token_of]  # (N*K, C) grouped by expert
+    outs, start = [], 0
+    for e, count in enumerate(counts):
+        if count:
+            outs.append(ffn(e, xs[start : start + count]))
+            start += count
+    ys = torch.cat(outs) * weights.flatten()[order, None].to(x.dtype)
+    return torch.zeros_like(x).index_add_(0, token_of, ys)
 
 
 @torch.no_grad()

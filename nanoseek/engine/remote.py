@@ -14,7 +14,9 @@ native completions parses these too. Knobs OpenAI lacks (top_k, min_p, repetitio
 stop_token_ids, ignore_eos) are sent only when set, as vLLM's extra parameters.
 
 Robustness: each HTTP call is retried with exponential backoff (honouring Retry-After) on 429, 5xx,
-timeouts and connection errors; other errors raise `RemoteError` with the server's message. At most
+timeouts and connection errors; other errors, and an error event inside a stream, raise
+`RemoteError` with the server's message. Streams are parsed by `ServerSentEvents`, the one SSE client
+parser in nanoseek (the serving load generator uses it too). At most
 `concurrency` calls are in flight (a thread pool). Remote APIs return token strings, not ids, so
 `token_ids` is empty and `completion_tokens` comes from the reported usage.
 """
@@ -114,6 +116,13 @@ class RemoteGenerator:
                     yield item
         finally:
             stop.set()
+
+    def sync_weights(self, model) -> None:
+        """A remote API holds its own weights: nothing here can hand it new ones."""
+        raise NotImplementedError(
+            f"RemoteGenerator ({self.base_url}) cannot take new weights: a remote API serves its own. "
+            "Train with a local generator (nanoseek.engine.Engine) or reload the server's model yourself"
+        )
 
     # ------------------------------------------------------------------ requests
     def _sample_starts(self, request: GenerationRequest) -> list[int]:
@@ -217,14 +226,18 @@ class RemoteGenerator:
     def _stream_call(self, request_index: int, first: int, request: GenerationRequest) -> Iterator[Delta]:
         url, body = self._body(request, first, stream=True)
         response = self._post(url, body, stream=True)
+        events = ServerSentEvents()
         try:
             for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[len("data:") :].strip()
-                if payload == "[DONE]":
+                data = events.feed(line)
+                if events.done:
                     break
-                data = json.loads(payload)
+                if data is None:
+                    continue
+                if "error" in data:
+                    raise RemoteError(
+                        response.status_code, f"error event in the stream: {_event_error(data)}"
+                    )
                 for choice in data.get("choices") or []:
                     index = first + choice.get("index", 0)
                     reason = choice.get("finish_reason")
@@ -241,6 +254,51 @@ class RemoteGenerator:
                     yield delta
         finally:
             response.close()
+
+
+class ServerSentEvents:
+    """The client side of an OpenAI-style server-sent event stream, fed one line at a time (so a sync
+    and an async transport share it: `RemoteGenerator`, `serve.loadgen`).
+
+        events = ServerSentEvents()
+        for line in response.iter_lines():
+            data = events.feed(line)       # the JSON payload of the event this line completes, or None
+            if events.done:                # `data: [DONE]` ended the stream
+                break
+
+    As the SSE format says: an event is its `data:` lines (one optional space after the colon; several
+    are joined with newlines) up to a blank line; lines starting with ':' are comments; other fields
+    (event, id, retry) are ignored. An event that is not JSON raises ValueError quoting it."""
+
+    def __init__(self):
+        self.done = False
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> dict | None:
+        if line:
+            name, _, value = line.partition(":")
+            if name == "data":
+                self._data.append(value[1:] if value.startswith(" ") else value)
+            return None
+        if not self._data:
+            return None
+        payload, self._data = "\n".join(self._data), []
+        if payload == "[DONE]":
+            self.done = True
+            return None
+        try:
+            data = json.loads(payload)
+        except json.JSONDecodeError:
+            raise ValueError(f"server-sent event is not JSON: {payload[:200]!r}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"server-sent event is not a JSON object: {payload[:200]!r}")
+        return data
+
+
+def _event_error(data: dict) -> str:
+    """The message of an `{"error": ...}` event (OpenAI's and our server's shape)."""
+    error = data["error"]
+    return str(error.get("message", error)) if isinstance(error, dict) else str(error)
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -1,22 +1,26 @@
-"""ModelRunner: the tensor side of the engine, a DeepSeekV3 model and its preallocated latent cache.
+"""ModelRunner: the tensor side of the engine, a model, its preallocated cache and its decode path.
 
     runner = ModelRunner(model, num_slots=16, max_len=1024, speculative=False)
     h = runner.hidden([[1, 2, 3], [4, 5]], starts=[0, 7], slots=[0, 3])   # (2, 3, C), ragged rows padded
     logits = runner.logits(h[:, -1])                                        # (2, V)
+    runner.sync()                      # after a trainer changed the weights: rebuild what derives from them
 
-Every call writes the new tokens' latents into the cache at (slot, start + t) and attends over the
-slot's positions <= its own (see `nanoseek.model.attention`). Ragged rows are right-padded: a pad
-token sits at a position after the row's last real token, so no real token attends to it and the
-next real token written there replaces it. The cache has one position more than `max_len`, a scratch
-row end that pads and speculative drafts past the end may write to.
+Every call writes the new tokens' cache rows at (slot, start + t) and attends over the slot's
+positions <= its own. Ragged rows are right-padded: a pad token sits at a position after the row's
+last real token, so no real token attends to it and the next real token written there replaces it.
+The cache (`model.new_cache`) has one position more than `max_len`, a scratch row end that pads and
+speculative drafts past the end may write to; `cache_bytes_per_token` is measured from its tensors.
 
-The cache holds, per token and layer, only the normalized latent and the rope key:
-`cache_bytes_per_token` = (kv_lora_rank + qk_rope_head_dim) x layers x dtype size, measured from
-the allocated tensors.
+Prefill runs the model's own forward. Decode steps run the fused C step (`decode.FastDecoder`) when
+it `supports` the model, else the model's forward too (the reason is logged once). The fused copies
+are a snapshot of the weights taken at construction and at every `sync()`; `check_synced()` raises
+when the model's weights changed since (a trainer that forgot to sync), so no step ever mixes stale
+copies with live weights.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,7 +28,11 @@ import torch
 from torch import nn
 
 from nanoseek.engine.decode import FastDecoder
-from nanoseek.model import DeepSeekV3
+
+log = logging.getLogger(__name__)
+_logged: set[str] = set()  # fast-path refusals already logged (once per reason per process)
+
+STALE = "weights changed since the last sync_weights(); call engine.sync_weights(model) after each update"
 
 
 @contextmanager
@@ -42,10 +50,27 @@ def inference_mode(model: nn.Module) -> Iterator[None]:
             model.train()
 
 
+class WeightVersions:
+    """Notices in-place updates of a model's weights (parameters and persistent buffers) cheaply: every
+    in-place write bumps a tensor's version counter, which only grows, and replacing a tensor's data
+    moves its pointer; one sum of each per check."""
+
+    def __init__(self, model: nn.Module):
+        tensors = model.state_dict(keep_vars=True).values()  # parameters and persistent buffers
+        self.tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
+        self.key = self.read()
+
+    def read(self) -> tuple[int, int]:
+        return sum(t._version for t in self.tensors), sum(t.data_ptr() for t in self.tensors)
+
+    def changed(self) -> bool:
+        return self.read() != self.key
+
+
 class ModelRunner:
     def __init__(
         self,
-        model: DeepSeekV3,
+        model: nn.Module,
         num_slots: int,
         max_len: int,
         speculative: bool = False,
@@ -57,9 +82,26 @@ class ModelRunner:
         self.speculative = speculative
         self.device = model.device
         self.cache = model.new_cache(num_slots, max_len + 1, with_mtp=speculative, dtype=cache_dtype)
-        self.fast = FastDecoder(model) if fast_decode else None
-        if self.fast is not None and not self.fast.supports(self.cache):
-            self.fast = None
+        self.fast_decode = fast_decode
+        self.fast: FastDecoder | None = None
+        self.fast_decode_off: str | None = None  # why decode steps take the model's forward, or None
+        self.sync()
+
+    def sync(self) -> None:
+        """Take the model's current weights: rebuild the fused decode weights (when the C step can run
+        the model as it is now), snapshot the weights' versions."""
+        reason = FastDecoder.supports(self.model, self.cache) if self.fast_decode else "fast_decode=False"
+        if reason is not None and reason not in _logged:
+            _logged.add(reason)
+            log.info("decoding with the model's own forward: %s", reason)
+        self.fast_decode_off = reason
+        self.fast = FastDecoder(self.model) if reason is None else None
+        self.versions = WeightVersions(self.model)
+
+    def check_synced(self) -> None:
+        """RuntimeError if the model's weights changed since the last `sync()`."""
+        if self.versions.changed():
+            raise RuntimeError(STALE)
 
     @property
     def cache_bytes_per_token(self) -> int:
@@ -92,20 +134,18 @@ class ModelRunner:
         return tokens, positions, [slot for slot, row in zip(slots, ids) for _ in row]
 
     def decode(self, tokens: list[int], starts: list[int], slots: list[int]) -> torch.Tensor:
-        """One new token per row (row i: tokens[i] at position starts[i] of slot slots[i]), through
-        the fused decode path (`decode.FastDecoder`) when the model allows; returns (B, C)."""
+        """One new token per row (row i: tokens[i] at position starts[i] of slot slots[i]); returns
+        (B, C)."""
         return self.decode_runs([[t] for t in tokens], starts, slots)[:, 0]
 
     def decode_runs(self, ids: list[list[int]], starts: list[int], slots: list[int]) -> torch.Tensor:
         """A few consecutive new tokens per row (row i: ids[i] from position starts[i] of slot
-        slots[i], every row the same length T): speculation's [pending, draft]. Through the fused
-        decode path as one row per token where the model allows (a row's tokens share its slot: each
-        attends to the cache up to its own position, its run's earlier tokens included); returns
-        (B, T, C)."""
+        slots[i], every row the same length T): speculation's [pending, draft]. On the fused path as
+        one row per token (a row's tokens share its slot: each attends to the cache up to its own
+        position, its run's earlier tokens included); returns (B, T, C)."""
         if self.fast is None:
             return self.hidden(ids, starts, slots)
-        with inference_mode(self.model):
-            h = self.fast.hidden(*self._token_rows(ids, starts, slots), self.cache)
+        h = self.fast.hidden(*self._token_rows(ids, starts, slots), self.cache)
         return h.view(len(ids), len(ids[0]), -1)
 
     @torch.no_grad()
@@ -113,7 +153,8 @@ class ModelRunner:
         """Next-token logits (..., V) of final hidden states (..., C)."""
         if self.fast is not None:
             return self.fast.logits(h)
-        return self.model.lm_head(self.model.norm(h)).float()
+        with inference_mode(self.model):
+            return self.model.lm_head(self.model.norm(h)).float()
 
     def mtp_hidden(
         self, h: torch.Tensor, next_ids: list[list[int]], starts: list[int], slots: list[int]
@@ -121,20 +162,22 @@ class ModelRunner:
         """The MTP module (depth 1) at the positions of h (B, T, C): it combines the main model's
         hidden state at position p with the token at p + 1 and predicts the token at p + 2. Writes
         the MTP layer's cache; returns its hidden states (B, T, C)."""
-        if self.fast is not None:  # one row per token on the C step, where it runs
+        if self.fast is not None:  # one row per token on the C step
             B, T = h.shape[:2]
             tokens, positions, rows = self._token_rows(next_ids, starts, slots)
-            with inference_mode(self.model):
-                out = self.fast.mtp_hidden(0, h.reshape(B * T, -1), tokens, positions, rows, self.cache)
-            if out is not None:
-                return out.view(B, T, -1)
+            out = self.fast.mtp_hidden(0, h.reshape(B * T, -1), tokens, positions, rows, self.cache)
+            return out.view(B, T, -1)
         tokens, positions, slot_ids = self._batch(next_ids, starts, slots)
         with inference_mode(self.model):
             return self.model.mtp_hidden(0, h, tokens, positions, self.cache, slot_ids)
 
     @torch.no_grad()
     def mtp_logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.model.mtp_logits(0, h).float()
+        """The MTP module's draft logits (..., V) fp32."""
+        if self.fast is not None:
+            return self.fast.mtp_logits(0, h)
+        with inference_mode(self.model):
+            return self.model.mtp_logits(0, h).float()
 
     def fork(self, src: int, dst: int, length: int) -> None:
         """Slot dst gets src's first `length` positions in every layer (the MTP layer included)."""

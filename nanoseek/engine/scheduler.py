@@ -13,7 +13,7 @@ prompts, in arrival order, in chunks of at most `prefill_chunk` tokens (chunked 
 prompt never stalls the samples that are already decoding.
 
 A request with n samples takes n slots at once: sample 0 prefills the prompt, and when the prompt is
-in the cache the other n - 1 fork it (`LatentCache.copy_slot`), so the prompt is computed once.
+in the cache the other n - 1 fork it (the cache's `copy_slot`), so the prompt is computed once.
 The waiting queue is first come first served and also lets any request leave it in O(1) (a
 client that hangs up aborts its queued requests: one HTTP request may hold thousands), and it keeps
 the number of samples it holds, which is what a server's admission counts. Requests and samples

@@ -22,6 +22,9 @@ both cache entries are written before either attends, and each attends up to its
 CPU a decode step costs what reading the weights costs, and two rows read them once, so a right
 draft is a nearly free token. The MTP module runs the same way (`FastDecoder.mtp_hidden`). Drafts are
 the MTP module's argmax; only the first MTP module (depth 1) is used.
+
+It drives the engine through its public API only: `engine.runner` for the tensors,
+`engine.sample_and_append` for every emitted token, `engine.stats.count_drafts` for the acceptance.
 """
 
 from __future__ import annotations
@@ -76,15 +79,14 @@ def speculative_decode(engine: Engine, seqs: list[Sequence]) -> int:
     for seq in seqs:
         seq.num_cached += 1  # the pending token is in the cache now
     drafts = [s.draft for s in seqs]
-    first = engine._sample_and_append(seqs, logits[:, 0])
+    first = engine.sample_and_append(seqs, logits[:, 0])
     accepted = [i for i, s in enumerate(seqs) if s.status is Status.RUNNING and first[i] == drafts[i]]
-    engine.stats["drafted"] += len(seqs)
-    engine.stats["accepted"] += len(accepted)
+    engine.stats.count_drafts(len(seqs), len(accepted))
     second: dict[int, int] = {}
     if accepted:
         for i in accepted:
             seqs[i].num_cached += 1  # the draft was the right token: its cache entry is valid
-        tokens = engine._sample_and_append([seqs[i] for i in accepted], logits[accepted, 1])
+        tokens = engine.sample_and_append([seqs[i] for i in accepted], logits[accepted, 1])
         second = dict(zip(accepted, tokens))
     live = [i for i, s in enumerate(seqs) if s.status is Status.RUNNING]
     if live:

@@ -13,13 +13,14 @@ throughput does not depend on what the model says. Used by `bench/serve_bench.py
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import statistics
 import time
 from dataclasses import dataclass, field
 
 import httpx
+
+from nanoseek.engine.remote import ServerSentEvents
 
 
 @dataclass
@@ -67,16 +68,13 @@ async def one_request(
                 text = (await response.aread()).decode(errors="replace")[:200]
                 result.errors.append(f"HTTP {response.status_code}: {text}")
                 return
-            done = False
-            usage = None
+            events, usage = ServerSentEvents(), None
             async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:]
-                if data == "[DONE]":
-                    done = True
+                event = events.feed(line)
+                if events.done:
                     break
-                event = json.loads(data)
+                if event is None:
+                    continue
                 if "error" in event:
                     result.errors.append(f"stream error: {event['error'].get('message')}")
                     return
@@ -90,12 +88,12 @@ async def one_request(
                         result.disconnected += 1
                         result.tokens += chunks
                         return  # leaving the block closes the connection mid-stream
-            if not done or usage is None:
+            if not events.done or usage is None:
                 result.errors.append("stream ended without a usage chunk and [DONE]")
                 return
             result.completed += 1
             result.tokens += usage["completion_tokens"]
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+    except (httpx.HTTPError, ValueError) as exc:  # ValueError: an event that is not JSON
         result.errors.append(f"{type(exc).__name__}: {exc}")
 
 
