@@ -39,8 +39,8 @@ TASK = "arithmetic?digits=2&ops=+&instruction="
 def build_model(out: Path) -> Path:
     """A fresh tiny DeepSeek-V3 and a BPE trained on R1-Zero documents of the task, in out/model."""
     from nanoseek.model import DeepSeekV3, config_for_depth
+    from nanoseek.rl.micro import write_corpus
     from nanoseek.tokenizer import train_tokenizer
-    from nanoseek.train.grpo_micro import write_corpus
 
     corpus = out / "corpus.jsonl"
     write_corpus(TASK, corpus, shortcut_share=0.7, worked=1, seed=0)
@@ -55,8 +55,7 @@ def build_model(out: Path) -> Path:
 
 
 def nanoseek_trainer(model_dir: Path, out: Path, args):
-    from nanoseek.train.grpo import GRPOTrainer
-    from nanoseek.train.grpo_config import load_grpo_config
+    from nanoseek.rl import GRPOTrainer, load_grpo_config
 
     cfg = load_grpo_config(
         None,
@@ -101,7 +100,7 @@ def bench_trl(model_dir: Path, out: Path, args, after_each_step=None) -> list[fl
     from transformers import DeepseekV3ForCausalLM, PreTrainedTokenizerFast, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from nanoseek.eval.config import parse_task_spec
+    from nanoseek.tasks import parse_task_spec
     from nanoseek.tokenizer import r1_zero_prompt
 
     task = parse_task_spec(TASK).build()
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = Path(tmp)
         model_dir = Path(args.init) if args.init else build_model(out)
         if args.init:
-            from nanoseek.train.checkpointing import resolve_model_dir
+            from nanoseek.model.run_dirs import resolve_model_dir
 
             model_dir = resolve_model_dir(model_dir)
         print(

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tokenize": ("nanoseek.data.shards", "tokenize_main", "tokenize corpora into memmap token shards"),
     "pretrain": ("nanoseek.train.cli", "pretrain_main", "pretrain a DeepSeek-V3 model from a recipe"),
     "sft": ("nanoseek.train.cli", "sft_main", "supervised fine-tuning on chat JSONL"),
-    "grpo": ("nanoseek.train.grpo", "grpo_main", "reinforcement learning with GRPO (R1-Zero and R1 recipes)"),
+    "grpo": ("nanoseek.rl.cli", "grpo_main", "reinforcement learning with GRPO (R1-Zero and R1 recipes)"),
     "distill": ("nanoseek.distill.cli", "distill_main", "R1-style distillation into a small dense student"),
     "eval": (
         "nanoseek.eval.cli",
@@ -61,7 +61,7 @@ FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirect
 # errors that describe the user's input, each naming its file or field: (module, class)
 USER_ERRORS = (
     ("nanoseek.errors", "CheckpointError"),  # exported as nanoseek.model.CheckpointError
-    ("nanoseek.data.documents", "DataError"),
+    ("nanoseek.tokenizer.documents", "DataError"),
     ("nanoseek.train.config", "ConfigError"),
 )
 

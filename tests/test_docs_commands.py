@@ -4,8 +4,8 @@ The commands are the lines of fenced `bash` / `sh` / `shell` / `console` blocks 
 `$ `, `VAR=value` prefixes or `torchrun ...`) with `nanoseek` or `python`; lines continued with `\\`
 are joined, and a trailing `# comment`, pipes and `&&` chains are cut off. Usage synopses (optional
 parts in `[...]`) are not commands and are skipped. Each command is run in-process in a scratch
-directory (with the repository's `recipes/` and `bench/` linked in), with argparse stopped right after
-it has parsed the command line:
+directory (with the repository's `bench/` linked in; `recipes/...` resolves to the recipes shipped in
+the package, as after a plain install), with argparse stopped right after it has parsed the command line:
 - the command and every flag must exist and parse (a bad flag in the docs fails here);
 - a recipe file on the line must load and validate with its stage's own loader;
 - cheap commands that need no model or run directory (`nanoseek info`, `--help`, `--dry-run`, scripts
@@ -113,23 +113,23 @@ def stop_after_parsing(monkeypatch) -> None:
 
 @pytest.fixture
 def scratch(tmp_path, monkeypatch):
-    for name in ("recipes", "bench"):
-        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "bench").symlink_to(ROOT / "bench")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def check_recipes(argv: list[str]) -> None:
     """Load every recipe named on the line with the loader of its stage."""
+    from nanoseek.rl.config import load_grpo_config
     from nanoseek.speedrun.config import load_speedrun_config
     from nanoseek.train import load_config
-    from nanoseek.train.grpo_config import load_grpo_config
+    from nanoseek.train.config import find_recipe
 
     overrides = [a for a in argv if re.match(r"^\w+\.\w+=", a)]
     for arg in argv:
         if not arg.endswith(".toml") or not arg.startswith("recipes/"):
             continue
-        assert Path(arg).is_file(), f"{arg}: no such recipe"
+        assert find_recipe(arg).is_file(), f"{arg}: no such recipe"
         if "grpo" in argv or "r1_zero_micro.toml" in arg:
             load_grpo_config(arg, overrides)
         elif "speedrun" in arg:

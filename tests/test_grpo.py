@@ -9,22 +9,21 @@ import torch
 from safetensors.torch import load_file
 
 from nanoseek.engine.protocol import Completion, TokenLogprob
-from nanoseek.eval.config import parse_task_spec
 from nanoseek.model import DeepSeekV3, ModelConfig
-from nanoseek.tasks import get_task
-from nanoseek.tokenizer import Tokenizer, render_prompt, train_tokenizer
-from nanoseek.train.config import ConfigError, to_toml
-from nanoseek.train.grpo import GRPOTrainer, completion_logprobs, parse_args
-from nanoseek.train.grpo_config import load_grpo_config
-from nanoseek.train.grpo_loss import policy_loss
-from nanoseek.train.grpo_micro import column_reasoning, write_corpus
-from nanoseek.train.grpo_rollout import (
+from nanoseek.rl import GRPOTrainer, completion_logprobs, load_grpo_config
+from nanoseek.rl.cli import parse_args
+from nanoseek.rl.loss import group_advantages, policy_loss
+from nanoseek.rl.micro import column_reasoning, write_corpus
+from nanoseek.rl.rollout import (
     RolloutBatch,
     RolloutSampler,
     completion_text,
     overlong_penalty,
     prompt_ids,
 )
+from nanoseek.tasks import ArithmeticTask, get_task, parse_task_spec
+from nanoseek.tokenizer import Tokenizer, render_prompt, train_tokenizer
+from nanoseek.train.config import ConfigError, to_toml
 from nanoseek.train.report import read_metrics
 
 TASK = "arithmetic?digits=1&ops=+&instruction="
@@ -128,6 +127,10 @@ def test_cli_flags_and_the_random_reward_control(tmp_path):
     assert cfg.reward.random and cfg.grpo.mu == 2 and cfg.model.init == "x" and not resume
     cfg, _ = parse_args(["--out", str(tmp_path)])
     assert not cfg.reward.random
+    cfg, _ = parse_args(["recipes/grpo_r1.toml", "--task", "sort?length=3"])  # the packaged recipe
+    assert cfg.run.kind == "grpo" and cfg.rollout.template == "chat" and cfg.task.name == "sort?length=3"
+    with pytest.raises(ConfigError, match="run.kind is 'pretrain'; run it with `nanoseek pretrain`"):
+        parse_args(["recipes/cpu_toy.toml"])
 
 
 def test_overlong_penalty_is_dapos_soft_punishment():
@@ -205,6 +208,39 @@ def test_rewards_are_correctness_plus_format(base, tmp_path, task_and_problems):
     assert batch.correct == [True, False, True, False] * 3
     assert batch.rewards == pytest.approx([1.1, 0.1, 1.1, 0.1] * 3)
     assert stats["accuracy"] == 0.5 and stats["format"] == 1.0 and stats["zero_variance"] == 0.0
+
+
+class GradedArithmetic(ArithmeticTask):
+    """Partial credit: reward 1 - |answer - reference| / 10 (at least 0); `correct` only when exact."""
+
+    def score_batch(self, problems, completions):
+        out = []
+        for p, (_, details) in zip(problems, super().score_batch(problems, completions)):
+            got = details["extracted"]
+            off = abs(int(got) - int(p.reference)) if got is not None else 10
+            out.append((max(0.0, 1 - off / 10), details))
+        return out
+
+
+def test_rewards_and_advantages_follow_a_graded_tasks_reward(base, tmp_path):
+    """The task's own reward is the reward (times correct_weight), not a rebuilt 0/1 of `correct`: a
+    sample off by one earns more than one off by three, and its advantage says so."""
+    task = GradedArithmetic(digits=1, ops="+", instruction="")
+    tok = Tokenizer.from_dir(base)
+    cfg = config(base, tmp_path, "reward.correct_weight=2")
+
+    def texts(k, n):  # sample j of a group answers reference + j
+        p = sampler.stream.at(k)
+        return [f" <think> easy </think> <answer> {int(p.reference) + j} </answer>" for j in range(n)]
+
+    sampler = RolloutSampler(cfg, ScriptedGenerator(tok, texts), tok, task, task.problems("train", 40))
+    batch, stats, _ = sampler.collect(0)
+    assert batch.scores == pytest.approx([1.0, 0.9, 0.8, 0.7] * 3)
+    assert batch.rewards == pytest.approx([2.0, 1.8, 1.6, 1.4] * 3)
+    assert batch.correct == [True, False, False, False] * 3 and stats["accuracy"] == 0.25
+    adv = group_advantages(torch.tensor(batch.rewards), batch.group_size, "grpo")
+    assert adv[0] > adv[1] > adv[2] > adv[3]  # partial credit ranks the wrong answers too
+    assert adv[:4].tolist() == pytest.approx([1.1619, 0.3873, -0.3873, -1.1619], abs=1e-3)
 
 
 def test_dynamic_sampling_drops_zero_variance_groups_and_refills(base, tmp_path, task_and_problems):
@@ -363,3 +399,46 @@ def test_beta_loads_a_frozen_reference_and_measures_kl(base, tmp_path):
         torch.equal(before[k], v) for k, v in trainer.ref_model.state_dict().items()
     )  # ... which did not
     assert trainer.optimizer.state_dict()["state"][0]["step"] == 6  # mu = 2 updates per step
+
+
+def test_the_rollout_generator_is_synced_before_the_first_rollout_and_after_every_update(base, tmp_path):
+    """The trainer/generator contract: one sync_weights(policy) at the start, then one after each step's
+    updates (mu = 2 optimizer steps here), so the rollouts of step k see update k."""
+    trainer = GRPOTrainer(config(base, tmp_path, "reward.random=true", "grpo.mu=2", "train.max_steps=2"))
+    synced, sync = [], trainer.generator.sync_weights
+
+    def spy(model):
+        state = trainer.optimizer.state_dict()["state"]
+        synced.append((model, int(state[0]["step"]) if state else 0))
+        sync(model)
+
+    trainer.generator.sync_weights = spy
+    trainer.run()
+    assert all(model is trainer.model for model, _ in synced)
+    assert [optimizer_steps for _, optimizer_steps in synced] == [0, 2, 4]
+
+
+class SyncedScript(ScriptedGenerator):
+    """A scripted rollout Generator that records the weights it is handed."""
+
+    def __init__(self, tokenizer, script):
+        super().__init__(tokenizer, script)
+        self.synced = []
+
+    def sync_weights(self, model):
+        self.synced.append(model)
+
+
+def test_any_generator_can_roll_out_for_the_trainer(base, tmp_path):
+    """The trainer needs only the Generator protocol (generate + sync_weights) from its rollout engine:
+    a scripted one rolls out the training steps and the held-out evaluations."""
+    tok = Tokenizer.from_dir(base)
+    formatted = " <think> easy </think> <answer> 7 </answer>"
+    generator = SyncedScript(tok, lambda k, n: [formatted if j % 2 else " 7" for j in range(n)])
+    cfg = config(base, tmp_path, "train.max_steps=2", "eval.every=0", "reward.format_weight=1")
+    trainer = GRPOTrainer(cfg, generator=generator)
+    summary = trainer.run()
+    assert summary["step"] == 2 and generator.calls >= 4  # 2 steps of rollouts + 2 evaluations
+    assert generator.synced == [trainer.model] * 3  # before the first rollout, after each update
+    train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "train"]
+    assert all(r["format"] == 0.5 and r["active_sequences"] > 0 for r in train)  # the format reward teaches

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nanoseek.train.grpo_loss import group_advantages, k3_kl, policy_loss
+from nanoseek.rl.loss import group_advantages, k3_kl, policy_loss
 
 
 def test_group_advantages_by_hand():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nanoseek.model import DeepSeekV3
+from nanoseek.model.run_dirs import resolve_model_dir
 from nanoseek.tokenizer import Tokenizer
 from nanoseek.train import checkpointing as ck
 from nanoseek.train.config import ConfigError, load_config
@@ -136,7 +137,7 @@ def test_keeps_the_last_k(shards, tmp_path):
     )
     assert [p.name for p in ck.complete_checkpoints(tmp_path)] == ["step_000006", "step_000007"]
     newest = tmp_path / "checkpoints" / "step_000007" / "model"
-    assert ck.resolve_model_dir(tmp_path).resolve() == newest.resolve()  # via the run_dir/model link
+    assert resolve_model_dir(tmp_path).resolve() == newest.resolve()  # via the run_dir/model link
 
 
 def test_rng_state_round_trips():

@@ -1,18 +1,28 @@
 """Training config: recipes + overrides -> one typed dataclass; bad keys and values fail naming the key."""
 
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from nanoseek.train.cli import parse_args, pretrain_main, sft_main
-from nanoseek.train.config import SECTIONS, ConfigError, TrainConfig, load_config, to_toml
+from nanoseek.train.config import (
+    SECTIONS,
+    ConfigError,
+    TrainConfig,
+    find_recipe,
+    load_config,
+    packaged_recipe,
+    to_toml,
+)
 
 # the training loop's recipes (GRPO's have sections of their own: [task], [rollout], ...)
 RECIPES = sorted(
-    p
-    for p in (Path(__file__).parent.parent / "recipes").glob("*.toml")
-    if set(tomllib.loads(p.read_text())) <= set(SECTIONS)
+    p for p in packaged_recipe(".").glob("*.toml") if set(tomllib.loads(p.read_text())) <= set(SECTIONS)
 )
 
 
@@ -125,8 +135,65 @@ def test_cli_resume_reuses_the_runs_config(tmp_path):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert pretrain_main(["train.max_stepz=3", "--out", str(tmp_path)]) == 2
     assert "train.max_stepz: unknown key (did you mean train.max_steps?)" in capsys.readouterr().err
-    sft_recipe = Path(__file__).parent.parent / "recipes" / "cpu_toy_sft.toml"
+    sft_recipe = packaged_recipe("cpu_toy_sft.toml")
     assert pretrain_main([str(sft_recipe), "--out", str(tmp_path)]) == 2
     assert "run it with `nanoseek sft`" in capsys.readouterr().err
     assert sft_main(["--out", str(tmp_path), "data.synthetic=arithmetic"]) == 2
     assert "sft starts from a base checkpoint" in capsys.readouterr().err
+
+
+def test_a_packaged_recipe_is_found_from_any_directory(tmp_path, monkeypatch):
+    """`nanoseek pretrain recipes/cpu_toy.toml` works where there is no recipes/ directory (a plain
+    install): the recipe shipped in the package is read; a local file of that path wins."""
+    monkeypatch.chdir(tmp_path)
+    assert (
+        find_recipe("recipes/cpu_toy.toml") == find_recipe("cpu_toy.toml") == packaged_recipe("cpu_toy.toml")
+    )
+    assert (
+        load_config("recipes/cpu_toy.toml").train.max_steps
+        == load_config(packaged_recipe("cpu_toy.toml")).train.max_steps
+    )
+    cfg, _ = parse_args("sft", ["recipes/cpu_toy_sft.toml", "--out", "runs/x"])
+    assert cfg.run.kind == "sft" and cfg.run.out == "runs/x"
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "cpu_toy.toml").write_text("[train]\nmax_steps = 7\n")
+    assert load_config("recipes/cpu_toy.toml").train.max_steps == 7
+    with pytest.raises(
+        ConfigError, match=r"no recipe file at recipes/nope.toml \(packaged recipes: cpu_toy.toml"
+    ):
+        load_config("recipes/nope.toml")
+    with pytest.raises(ConfigError, match="no recipe file at elsewhere/cpu_toy.toml"):
+        load_config("elsewhere/cpu_toy.toml")  # only the documented spellings fall back to the package
+
+
+def test_the_wheel_ships_the_recipes(tmp_path):
+    """A non-editable install gets every recipe: build the wheel (from a copy of the sources, so no
+    stale build/ directory can hide a missing file) and look inside."""
+    pytest.importorskip("setuptools", reason="builds without downloading: needs setuptools installed")
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    shutil.copytree(root / "nanoseek", src / "nanoseek", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=src,
+    )
+    (wheel,) = tmp_path.glob("nanoseek-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"nanoseek/recipes/{p.name}" for p in packaged_recipe(".").glob("*.toml")}
+    assert {"nanoseek/recipes/cpu_toy.toml", "nanoseek/recipes/speedrun.toml"} <= shipped <= names

@@ -118,7 +118,7 @@ def headless(args: argparse.Namespace) -> int:
     from nanoseek.arena.contestants import open_contestant
     from nanoseek.arena.headless import run_headless
     from nanoseek.arena.judges import Judge, ModelJudge, VerifierJudge
-    from nanoseek.eval.config import parse_task_spec
+    from nanoseek.tasks import parse_task_spec
 
     specs = load_contestants(args.contestants)
     judge_spec = None

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from nanoseek.data.documents import DataError
 from nanoseek.data.sampler import EpochSampler
 from nanoseek.tokenizer.chat_format import END_THINK, FormatError, render, split_completion, validate
 from nanoseek.tokenizer.core import Tokenizer
+from nanoseek.tokenizer.documents import DataError
 
 IGNORE_INDEX = -100
 

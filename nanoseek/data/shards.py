@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nanoseek.data.documents import expand_files, iter_documents
 from nanoseek.tokenizer.core import Tokenizer
+from nanoseek.tokenizer.documents import expand_files, iter_documents
 
 FORMAT = "nanoseek-token-shards/1"
 

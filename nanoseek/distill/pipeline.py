@@ -33,9 +33,9 @@ from nanoseek.distill.traces import write_sft_dataset
 from nanoseek.eval.config import R1_INPUT_PRICE, R1_OUTPUT_PRICE, EvalConfig
 from nanoseek.eval.generators import LoadedGenerator, load_generator
 from nanoseek.eval.runner import EvalRunner
+from nanoseek.model.run_dirs import latest_checkpoint, resolve_model_dir
 from nanoseek.tokenizer import Tokenizer
 from nanoseek.train import load_config, train
-from nanoseek.train.checkpointing import latest_checkpoint, resolve_model_dir
 
 # SFT defaults for the student (a recipe file and section.key=value overrides take precedence)
 STUDENT_SFT = [

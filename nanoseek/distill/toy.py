@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from nanoseek.eval.config import parse_task_spec
+from nanoseek.data import write_jsonl
 from nanoseek.model import DeepSeekV3, config_for_depth
-from nanoseek.tasks import SyntheticTask
+from nanoseek.model.run_dirs import latest_checkpoint, resolve_model_dir
+from nanoseek.tasks import SyntheticTask, parse_task_spec
 from nanoseek.tokenizer import Tokenizer, train_tokenizer
 from nanoseek.train import load_config, train
-from nanoseek.train.checkpointing import latest_checkpoint, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,7 @@ def trace_conversations(task_spec: str, n: int, split: str = "train") -> list[di
     task = parse_task_spec(task_spec).build()
     if not isinstance(task, SyntheticTask):
         raise ValueError(f"task {task_spec!r} has no solution traces (only synthetic tasks do)")
-    out = []
-    for p in task.problems(split, n):
-        reasoning, _, answer = task.solution_trace(p).rpartition("\n")
-        out.append(
-            {
-                "messages": [
-                    {"role": "user", "content": p.prompt},
-                    {"role": "assistant", "content": answer, "reasoning_content": reasoning},
-                ]
-            }
-        )
-    return out
+    return [task.chat_record(p) for p in task.problems(split, n)]
 
 
 def longest_conversation(tokenizer: Tokenizer, records: list[dict]) -> int:
@@ -94,9 +83,7 @@ def build_toy_teacher(
     data = out / "chat.jsonl"
     records = trace_conversations(task_spec, n_train)
     if not data.is_file():
-        tmp = data.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        tmp.replace(data)
+        write_jsonl(data, records)
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
         corpus = out / "corpus.txt"

@@ -18,11 +18,10 @@ chat JSONL with DeepSeek's `reasoning_content`, which `nanoseek sft` (THE chat f
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nanoseek.data import write_jsonl
 from nanoseek.eval.store import SampleStore
 
 
@@ -67,7 +66,7 @@ def write_sft_dataset(
         raise FileNotFoundError(f"no teacher samples at {samples_path}")
     stats = FilterStats()
     kept: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    lines = []
+    rows = []
     for r in SampleStore(samples_path).records():  # sorted by task, problem, sample index
         stats.samples += 1
         key = (r["task"], r["problem_id"])
@@ -82,16 +81,9 @@ def write_sft_dataset(
         if trace in kept[key] or (max_per_problem and len(kept[key]) >= max_per_problem):
             continue
         kept[key].append(trace)
-        lines.append(json.dumps(conversation(r, system), ensure_ascii=False))
-    stats.kept = len(lines)
+        rows.append(conversation(r, system))
+    stats.kept = len(rows)
     stats.problems = len(kept)
     stats.problems_covered = sum(1 for traces in kept.values() if traces)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in lines))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(out_path)
+    write_jsonl(out_path, rows)
     return stats

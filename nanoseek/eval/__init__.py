@@ -4,19 +4,20 @@
     summary = run_eval(generator, EvalConfig(tasks=["gsm8k", "math500"], k=8), "runs/eval")
     # or: nanoseek eval --model runs/sft/model --tasks gsm8k,math500 --k 8 --out runs/eval
 
-Modules: `metrics` (pass@k, cons@k), `config` (EvalConfig, task specs, prices), `store` (the
+Modules: `metrics` (pass@k, cons@k), `config` (EvalConfig, prices; task specs are `nanoseek.tasks.spec`), `store` (the
 crash-safe samples.jsonl), `runner` (tasks x problems x k samples through a Generator, resumable),
 `report` (summary.json, report.md), `likelihood` (multiple choice by log-likelihood, lm-eval style),
 `generators` (a Generator from a checkpoint path or an OpenAI-compatible URL), `cli` (eval_main).
 """
 
-from nanoseek.eval.config import R1_INPUT_PRICE, R1_OUTPUT_PRICE, EvalConfig, TaskSpec, parse_task_spec
+from nanoseek.eval.config import R1_INPUT_PRICE, R1_OUTPUT_PRICE, EvalConfig
 from nanoseek.eval.generators import LoadedGenerator, load_generator
 from nanoseek.eval.likelihood import LikelihoodScorer
 from nanoseek.eval.metrics import cons_at_k, majority_vote, pass_at_k
 from nanoseek.eval.report import markdown_table, summarize
 from nanoseek.eval.runner import EvalRunner, problem_seed, run_eval
 from nanoseek.eval.store import SampleStore
+from nanoseek.tasks.spec import TaskSpec, parse_task_spec
 
 __all__ = [
     "EvalConfig",

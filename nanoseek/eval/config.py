@@ -1,17 +1,15 @@
 """What an eval run is: the tasks, the sampling protocol, the budgets and the prices (`EvalConfig`).
 
     cfg = EvalConfig(tasks=["gsm8k", "arithmetic?digits=2"], k=8, max_problems=100)
-    spec = parse_task_spec("arithmetic?digits=2&ops=+")   # TaskSpec("arithmetic", {"digits": 2, "ops": "+"})
-    task = spec.build()                                    # nanoseek.tasks.get_task(name, **kwargs)
+    cfg.specs                          # [TaskSpec, ...]: nanoseek.tasks.parse_task_spec of each task
 
 The defaults are DeepSeek-R1's evaluation protocol: temperature 0.6, top-p 0.95, k samples per problem,
 pass@1 = mean correctness over the k samples, cons@k = majority vote (`nanoseek.eval.metrics`). Token
 prices default to DeepSeek-R1's launch API prices: $0.55 per million input tokens (cache miss) and
 $2.19 per million output tokens.
 
-A task spec is a task name for `nanoseek.tasks.get_task` ("gsm8k", "gsm8k:/path/file.jsonl"),
-optionally followed by `?key=value&key=value` constructor arguments (values are read as JSON when they
-parse, else as strings). The whole spec string is the task's label in samples and reports.
+A task is named by a task spec (`nanoseek.tasks.spec`): "gsm8k", "gsm8k:/path/file.jsonl",
+"arithmetic?digits=2&ops=+"; the whole spec string is the task's label in samples and reports.
 
 Fields that change what is sampled or scored (`identity`) are saved in the run directory; resuming
 with different ones is refused, so a resumed run can never mix samples of two protocols.
@@ -20,46 +18,13 @@ with different ones is refused, so a resumed run can never mix samples of two pr
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nanoseek.tasks import Task, get_task
+from nanoseek.tasks.spec import TaskSpec, parse_task_spec
 
 R1_INPUT_PRICE = 0.55  # $ per million input tokens (cache miss), DeepSeek-R1 at launch (January 2025)
 R1_OUTPUT_PRICE = 2.19  # $ per million output tokens (reasoning included)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str  # for get_task: "gsm8k" or "gsm8k:/path/to/file.jsonl"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    label: str = ""  # the spec as written
-
-    def build(self) -> Task:
-        """The task; a clear error for an unknown name, a missing file or a bad argument."""
-        try:
-            return get_task(self.name, **self.kwargs)
-        except TypeError as e:
-            raise ValueError(f"task {self.label or self.name!r}: bad arguments {self.kwargs}: {e}") from None
-
-
-def parse_task_spec(spec: str) -> TaskSpec:
-    """'name[:path][?key=value&...]' -> TaskSpec."""
-    spec = spec.strip()
-    if not spec:
-        raise ValueError("empty task name")
-    name, _, query = spec.partition("?")
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, query.split("&")):
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"task {spec!r}: expected key=value after '?', got {item!r}")
-        try:
-            kwargs[key] = json.loads(text)
-        except json.JSONDecodeError:
-            kwargs[key] = text
-    return TaskSpec(name, kwargs, spec)
 
 
 @dataclass

@@ -79,7 +79,7 @@ def load_generator(
         )
         return LoadedGenerator(generator, f"{name} @ {model}")
     from nanoseek.engine.engine import Engine
-    from nanoseek.train.checkpointing import resolve_model_dir
+    from nanoseek.model.run_dirs import resolve_model_dir
 
     model_dir = resolve_model_dir(model)
     if not (model_dir / "tokenizer.json").is_file():

@@ -20,6 +20,7 @@ are counted once per sample, as an API without n > 1 bills them (DeepSeek's does
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 from nanoseek.eval.config import EvalConfig
 from nanoseek.eval.metrics import cons_at_k, mean, pass_at_k
+from nanoseek.markdown import percent, table
 
 
 def token_cost(prompt_tokens: int, completion_tokens: int, cfg: EvalConfig) -> float:
@@ -115,8 +117,7 @@ def _no_nan(value: Any) -> Any:
     return value
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}"
+_pct = functools.partial(percent, unit="")  # the report says the figures are percentages
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -136,13 +137,13 @@ def markdown_table(summary: dict[str, Any]) -> str:
             row += [_pct(t["format_rate"]), _pct(t["truncated_rate"]), _num(t["mean_completion_tokens"])]
             row += [f"{t['prompt_tokens']:,}", f"{t['completion_tokens']:,}", f"{t['cost_usd']:.4f}"]
             rows.append(row)
-        parts.append(_table(head, rows))
+        parts.append(table(head, rows))
     if likelihood:
         rows = [
             [n, f"{t['complete_problems']}/{t['problems']}", _pct(t["acc"]), _pct(t["acc_norm"])]
             for n, t in likelihood.items()
         ]
-        parts.append(_table(["task (likelihood)", "problems", "acc", "acc_norm"], rows))
+        parts.append(table(["task (likelihood)", "problems", "acc", "acc_norm"], rows))
     total = summary["total"]
     parts.append(
         f"Total: {total['samples']:,} samples, {total['prompt_tokens']:,} input + "
@@ -155,12 +156,6 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0f}"
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def write_outputs(

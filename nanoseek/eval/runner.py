@@ -41,11 +41,12 @@ from typing import Any
 from tqdm import tqdm
 
 from nanoseek.engine.protocol import Completion, GenerationRequest, Generator, SamplingParams
-from nanoseek.eval.config import EvalConfig, TaskSpec
+from nanoseek.eval.config import EvalConfig
 from nanoseek.eval.likelihood import LikelihoodScorer
 from nanoseek.eval.report import summarize, write_outputs
 from nanoseek.eval.store import SampleStore
 from nanoseek.tasks import Problem, Task
+from nanoseek.tasks.spec import TaskSpec
 from nanoseek.tokenizer.chat_format import END_THINK, THINK, split_completion
 
 # one unfinished problem: (task spec, task, problem index, problem, sample indices still to do)

@@ -1,34 +1,36 @@
 """SpeedrunConfig: the sizes and steps of every speedrun stage, read from a recipe plus overrides.
 
-    cfg = load_speedrun_config()                                   # recipes/speedrun.toml, the default
+    cfg = load_speedrun_config()                                   # the packaged speedrun.toml, the default
                                                                    # (= the dataclass defaults below)
     cfg = load_speedrun_config(QUICK_RECIPE, ["grpo.steps=4"])     # the ~30-second smoke version
     cfg.pretrain.steps, cfg.grpo.group_size                        # plain dataclasses, typed
     Path("runs/speedrun/speedrun.toml").write_text(to_toml(cfg))
 
-Sections: [run] [task] [data] [model] [pretrain] [sft] [grpo] [distill] [serve] [benchmarks]. The value
-syntax and the error messages (`grpo.step: unknown key (did you mean grpo.steps?)`) are those of the
-training config (`nanoseek.train.config`). Each training section also takes `overrides`, a list of
-`section.key=value` strings handed to that stage's own config (`nanoseek pretrain` / `sft` / `grpo` /
-distill's student SFT), for the knobs this file does not name.
+Sections: [run] [task] [data] [model] [pretrain] [sft] [grpo] [distill] [serve] [benchmarks]. They are
+the pipeline's knobs, not a stage's config: each stage's own config (TrainConfig, GRPOConfig, with the
+sections of `nanoseek.train.config`) is built from them as `section.key=value` overrides, so [run]
+here (PipelineSection) holds what every stage shares and [model] (BaseModelSection) the shape of the
+model pretraining starts from. The recipe loader, value syntax and error messages (`grpo.step:
+unknown key (did you mean grpo.steps?)`) are the training config's. Each training section also takes
+`overrides`, a list of `section.key=value` strings handed to that stage's own config (`nanoseek
+pretrain` / `sft` / `grpo` / distill's student SFT), for the knobs this file does not name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from nanoseek.train.config import ConfigError, get_value, read_recipe
+from nanoseek.train.config import ConfigError, fields_of, get_value, load_recipe, packaged_recipe
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-DEFAULT_RECIPE = RECIPES / "speedrun.toml"
-QUICK_RECIPE = RECIPES / "speedrun_quick.toml"
+DEFAULT_RECIPE = packaged_recipe("speedrun.toml")
+QUICK_RECIPE = packaged_recipe("speedrun_quick.toml")
 
 
 @dataclass
-class RunSection:
+class PipelineSection:  # [run]: settings every stage gets
     seed: int = 0
     threads: int = (
         1  # torch CPU threads of in-process stages; 0 = torch's default (tiny models: 1 is fastest)
@@ -36,12 +38,13 @@ class RunSection:
     price_per_device_hour: float = 0.05  # $ per hour of this machine (a laptop's power and wear)
     progress: bool = True  # progress bars
     device: str = "cpu"  # "cpu", "cuda" or "auto" for the training stages
+    rules: ClassVar = {"device": ("cpu", "cuda", "auto")}
 
 
 @dataclass
 class TaskSection:
     name: str = (
-        "sort?length=4&max_value=9&instruction="  # a synthetic task spec (nanoseek.eval.parse_task_spec)
+        "sort?length=4&max_value=9&instruction="  # a synthetic task spec (nanoseek.tasks.parse_task_spec)
     )
     eval_problems: int = 200  # held-out (test split) problems every stage is evaluated on
     k: int = 4  # samples per problem: pass@1 = mean correctness over k, cons@k = majority vote
@@ -49,6 +52,7 @@ class TaskSection:
     top_p: float = 0.95
     max_new_tokens: int = 128  # per sample, thinking included
     concurrency: int = 64  # samples decoded together by the engine
+    rules: ClassVar = {"top_p": "[0, 1]"}
 
 
 @dataclass
@@ -58,10 +62,11 @@ class DataSection:
     vocab_size: int = 512
     sft_conversations: int = 100  # cold-start SFT conversations
     sft_shortcut_share: float = 0.25  # of them, answered without the worked steps
+    rules: ClassVar = {"pretrain_shortcut_share": "[0, 1]", "sft_shortcut_share": "[0, 1]"}
 
 
 @dataclass
-class ModelSection:
+class BaseModelSection:  # [model]: the untrained MoE that pretraining starts from
     depth: int = 2  # nanoseek.model.config_for_depth: hidden 64 x depth, 8 routed experts + 1 shared
     heads: int = 4  # attention heads (the rung's default is max(2, depth))
     mtp: int = 0  # multi-token prediction depths (DeepSeek-V3 used 1; here +~40% pretraining time)
@@ -129,10 +134,10 @@ class BenchmarksSection:
 
 @dataclass
 class SpeedrunConfig:
-    run: RunSection = field(default_factory=RunSection)
+    run: PipelineSection = field(default_factory=PipelineSection)
     task: TaskSection = field(default_factory=TaskSection)
     data: DataSection = field(default_factory=DataSection)
-    model: ModelSection = field(default_factory=ModelSection)
+    model: BaseModelSection = field(default_factory=BaseModelSection)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
     sft: SFTSection = field(default_factory=SFTSection)
     grpo: GRPOSection = field(default_factory=GRPOSection)
@@ -142,7 +147,6 @@ class SpeedrunConfig:
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(SpeedrunConfig)}  # type: ignore[misc]
-SHARES = ("data.pretrain_shortcut_share", "data.sft_shortcut_share", "task.top_p")
 NON_NEGATIVE = ("run.seed", "run.threads", "run.price_per_device_hour", "task.temperature", "grpo.eval_every")
 NON_NEGATIVE += ("grpo.format_weight", "model.mtp")
 
@@ -151,29 +155,18 @@ def load_speedrun_config(
     recipe: str | Path | None = DEFAULT_RECIPE, overrides: list[str] | tuple[str, ...] = ()
 ) -> SpeedrunConfig:
     """A recipe file (the defaults when None) with `section.key=value` overrides applied, validated."""
-    cfg = SpeedrunConfig()
-    if recipe is not None and Path(recipe) == DEFAULT_RECIPE and not DEFAULT_RECIPE.is_file():
-        recipe = None  # installed without the repository's recipes/: the defaults here are that recipe
-    read_recipe(cfg, recipe, overrides)
-    validate(cfg)
-    return cfg
+    return load_recipe(SpeedrunConfig, recipe, overrides, validate)
 
 
 def validate(cfg: SpeedrunConfig) -> None:
-    """Ranges; the task spec is checked when the run starts (building it)."""
+    """Every number positive unless NON_NEGATIVE (the sections' rules and `>= 0` are checked before);
+    the task spec is checked when the run starts (building it)."""
     for section, cls in SECTIONS.items():
-        for name, hint in typing.get_type_hints(cls).items():
+        for name, hint in fields_of(cls).items():
             key = f"{section}.{name}"
             value = get_value(cfg, key)
             if hint in (int, float) and key not in NON_NEGATIVE and not value > 0:
                 raise ConfigError(f"{key}: must be positive, got {value!r}")
-            if hint in (int, float) and value < 0:
-                raise ConfigError(f"{key}: must be >= 0, got {value!r}")
-    for key in SHARES:
-        if not 0 <= get_value(cfg, key) <= 1:
-            raise ConfigError(f"{key}: must be in [0, 1], got {get_value(cfg, key)!r}")
-    if cfg.run.device not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f"run.device: expected 'cpu', 'cuda' or 'auto', got {cfg.run.device!r}")
     if cfg.grpo.group_size < 2:
         raise ConfigError("grpo.group_size: GRPO compares samples within a group; need at least 2")
     if cfg.model.heads < 1 or (64 * cfg.model.depth) % cfg.model.heads:

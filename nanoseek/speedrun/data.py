@@ -4,7 +4,8 @@
     counts = write_cold_start(task, "runs/speedrun/data/cold_start.jsonl", n=400, shortcut_share=0.25)
 
 Both come from the task's TRAIN split only (the test split is the held-out evaluation). Every problem
-has two ways to be written down (the idea of `nanoseek.train.grpo_micro`):
+has two ways to be written down (the idea of `nanoseek.rl.micro`; `SyntheticTask.document` and
+`chat_record` write them):
 - worked: the task's whole `solution_trace` ("The smallest of 7, 9, 2, 2 is 2." ... "Sorted: 2, 2, 7, 9.");
 - shortcut: only the trace's conclusion ("Sorted: 2, 2, 7, 9."), the answer without the work.
 The pretraining corpus holds every train problem as `question \\n trace`, a share of them shortcuts.
@@ -17,25 +18,11 @@ earns the reward.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
-from nanoseek.tasks import Problem, SyntheticTask
-
-
-def reasoning(task: SyntheticTask, problem: Problem, shortcut: bool) -> tuple[str, str]:
-    """(reasoning, answer line) of a problem: the worked trace, or with `shortcut` its conclusion only."""
-    steps, _, answer = task.solution_trace(problem).rpartition("\n")
-    lines = steps.split("\n")
-    return (lines[-1] if shortcut else steps), answer
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+from nanoseek.data import write_jsonl
+from nanoseek.tasks import SyntheticTask
 
 
 def write_pretrain_corpus(
@@ -49,10 +36,9 @@ def write_pretrain_corpus(
         for _ in range(copies):
             short = rng.random() < shortcut_share
             shortcuts += short
-            thought, answer = reasoning(task, problem, short)
-            docs.append({"text": f"{problem.prompt}\n{thought}\n{answer}"})
+            docs.append({"text": task.document(problem, short)})
     rng.shuffle(docs)
-    _write_jsonl(Path(path), docs)
+    write_jsonl(path, docs)
     return {"documents": len(docs), "shortcuts": shortcuts}
 
 
@@ -67,11 +53,6 @@ def write_cold_start(
     for problem in rng.sample(problems, min(n, len(problems))):
         short = rng.random() < shortcut_share
         shortcuts += short
-        thought, answer = reasoning(task, problem, short)
-        messages = [
-            {"role": "user", "content": problem.prompt},
-            {"role": "assistant", "reasoning_content": thought, "content": answer},
-        ]
-        rows.append({"messages": messages})
-    _write_jsonl(Path(path), rows)
+        rows.append(task.chat_record(problem, short))
+    write_jsonl(path, rows)
     return {"conversations": len(rows), "shortcuts": shortcuts}

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from nanoseek.eval.config import R1_INPUT_PRICE, R1_OUTPUT_PRICE
+from nanoseek.markdown import percent, table
 from nanoseek.speedrun.stages import LABELS, MODEL_STAGES, Context, model_record
 from nanoseek.train.cost import DEEPSEEK_V3, human
-from nanoseek.train.report import read_metrics
+from nanoseek.train.report import pyplot, read_metrics, save_figure
 
 V3_PARAMS = (671e9, 37e9)  # total, active per token (DeepSeek-V3 technical report)
 V3_TOKENS = 14.8e12  # pretraining tokens
@@ -30,20 +31,13 @@ SHORT = {
 }
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def _metrics(records: dict[str, Any], name: str) -> list[dict]:
     rec = model_record(records, name)
     return read_metrics(Path(rec["run_dir"]) / "metrics.jsonl") if rec else []
 
 
 def plots(ctx: Context, records: dict[str, Any]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out, written = ctx.out, []
     k = ctx.cfg.task.k
@@ -57,7 +51,7 @@ def plots(ctx: Context, records: dict[str, Any]) -> list[Path]:
     ax.set(xlabel="step", ylabel="train loss (nats/token)", yscale="log", title="loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    written.append(_save(fig, out / "loss.png"))
+    written.append(save_figure(fig, out / "loss.png", dpi=90))
 
     grpo = [r for r in _metrics(records, "grpo") if r.get("type") == "train"]
     grpo_eval = [r for r in _metrics(records, "grpo") if r.get("type") == "eval"]
@@ -68,7 +62,7 @@ def plots(ctx: Context, records: dict[str, Any]) -> list[Path]:
     ax.set(xlabel="GRPO step", ylabel="per sample", title="GRPO reward (training rollouts)")
     ax.grid(alpha=0.3)
     ax.legend()
-    written.append(_save(fig, out / "reward.png"))
+    written.append(save_figure(fig, out / "reward.png", dpi=90))
 
     stages = [s for s in MODEL_STAGES if f"eval_{s}" in records]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -83,7 +77,7 @@ def plots(ctx: Context, records: dict[str, Any]) -> list[Path]:
         a2.plot([r["step"] for r in grpo_eval], [r["pass@1"] for r in grpo_eval], "o-")
     a2.set(xlabel="GRPO step", ylabel="greedy pass@1", ylim=(0, 1), title="held-out pass@1 during GRPO")
     a2.grid(alpha=0.3)
-    written.append(_save(fig, out / "accuracy.png"))
+    written.append(save_figure(fig, out / "accuracy.png", dpi=90))
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     if grpo:
@@ -93,17 +87,8 @@ def plots(ctx: Context, records: dict[str, Any]) -> list[Path]:
     a2.bar(list(xs), [records[f"eval_{s}"]["mean_completion_tokens"] or 0 for s in stages])
     a2.set_xticks(list(xs), [SHORT[s] for s in stages])
     a2.set(ylabel="tokens", title="mean held-out response length")
-    written.append(_save(fig, out / "response_length.png"))
+    written.append(save_figure(fig, out / "response_length.png", dpi=90))
     return written
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def stage_table(ctx: Context, records: dict[str, Any]) -> str:
@@ -120,20 +105,18 @@ def stage_table(ctx: Context, records: dict[str, Any]) -> str:
         ev = ev or {}
         row = [LABELS[name], f"{rec['params']:,}", f"{rec['active_params']:,}", f"{rec['tokens']:,}",
                f"{rec['seconds']:.0f} s", f"{rec['device_hours']:.4f}", f"${rec['dollars']:.5f}",
-               _pct(ev.get("pass@1")), _pct(ev.get(f"cons@{k}")),
+               percent(ev.get("pass@1")), percent(ev.get(f"cons@{k}")),
                "n/a" if ev.get("mean_completion_tokens") is None else f"{ev['mean_completion_tokens']:.1f} tokens"]  # fmt: skip
         for b in benches:
             result = records["benchmarks"]["results"].get(name, {}).get(b, {})
-            row.append(_pct(result.get("pass@1")))
+            row.append(percent(result.get("pass@1")))
         rows.append(row)
     total = sum(r.get("stage_seconds", 0.0) for r in records.values())
     hours = total / 3600  # one machine
     rows.append(["**whole run** (all stages, evals included)", "", "", "", f"**{total / 60:.1f} min**",
                  f"{hours:.4f}", f"${hours * ctx.cfg.run.price_per_device_hour:.5f}", "", "", "",
                  *["" for _ in benches]])  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return table(head, rows)
 
 
 def load_note(records: dict[str, Any]) -> str:
@@ -174,9 +157,7 @@ def deepseek_table(ctx: Context, records: dict[str, Any]) -> str:
              f"${serve['output_usd_per_million']:.4f} (measured here)",
              f"{serve['output_usd_per_million'] / R1_OUTPUT_PRICE:.1e}"),
         ]  # fmt: skip
-    lines = ["| | DeepSeek (published) | this speedrun | ratio |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return "\n".join(lines) + "\n"
+    return table(["", "DeepSeek (published)", "this speedrun", "ratio"], rows)
 
 
 def next_commands(ctx: Context, records: dict[str, Any]) -> list[str]:
@@ -275,11 +256,18 @@ def write_report(ctx: Context, records: dict[str, Any]) -> Path:
             "\n## Serving cost on this machine (native engine)\n",
             f"{serve['requests']} held-out chat requests to the GRPO model, {serve['concurrency']} decoded "
             f"together; prefill measured alone (max_new_tokens = 1), decode as the rest:\n\n"
-            "| | tokens | tokens/s | $ per million |\n|---|---|---|---|\n"
-            f"| input (prefill) | {serve['input_tokens']:,} | {serve['input_tokens_per_s']:,.0f} | "
-            f"${serve['input_usd_per_million']:.4f} |\n"
-            f"| output (decode) | {serve['output_tokens']:,} | {serve['output_tokens_per_s']:,.0f} | "
-            f"${serve['output_usd_per_million']:.4f} |\n",
+            + table(
+                ["", "tokens", "tokens/s", "$ per million"],
+                [
+                    [
+                        f"{name} ({step})",
+                        f"{serve[f'{name}_tokens']:,}",
+                        f"{serve[f'{name}_tokens_per_s']:,.0f}",
+                        f"${serve[f'{name}_usd_per_million']:.4f}",
+                    ]
+                    for name, step in (("input", "prefill"), ("output", "decode"))
+                ],
+            ),  # fmt: skip
         ]
     if "benchmarks" in records:
         b = cfg.benchmarks

@@ -7,10 +7,10 @@
 Every stage calls the project's own stage entry points, so the speedrun is the README's commands in a
 row, not a second implementation:
     data       nanoseek.speedrun.data: the pretraining corpus and the cold-start chat set (train split)
-    tokenizer  a digit-splitting BPE on the corpus (nanoseek.train.grpo_micro.train_digit_tokenizer)
+    tokenizer  a digit-splitting BPE on the corpus (nanoseek.tokenizer.train_digit_tokenizer)
     pretrain   nanoseek.train.train: a DeepSeek-V3 MoE (MLA, DeepSeekMoE, MTP) from scratch
     sft        nanoseek.train.train (run.kind = "sft"): cold start in THE chat format, from the base
-    grpo       nanoseek.train.grpo.GRPOTrainer: the R1 recipe (chat template) from the SFT checkpoint
+    grpo       nanoseek.rl.GRPOTrainer: the R1 recipe (chat template) from the SFT checkpoint
     distill    nanoseek.distill.run_distill: the GRPO model's verified traces -> a dense student
     eval_*     nanoseek.eval.EvalRunner on the test split, R1's protocol (k samples at temperature 0.6)
     serving    the engine's measured prefill and decode rates -> $ per million input / output tokens
@@ -21,9 +21,7 @@ Inside a stage the underlying trainers and evals resume from their own checkpoin
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,25 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from nanoseek.distill import DistillConfig, dense_config, init_student, run_distill
 from nanoseek.distill.pipeline import sft_config
-from nanoseek.eval.config import EvalConfig, parse_task_spec
+from nanoseek.eval.config import EvalConfig
 from nanoseek.eval.generators import load_generator
 from nanoseek.eval.runner import EvalRunner
 from nanoseek.model import DeepSeekV3, account, config_for_depth
+from nanoseek.model.run_dirs import latest_checkpoint
+from nanoseek.rl import GRPOTrainer, load_grpo_config
 from nanoseek.speedrun.config import SpeedrunConfig
 from nanoseek.speedrun.data import write_cold_start, write_pretrain_corpus
 from nanoseek.speedrun.serving import measure_serving
-from nanoseek.tasks import SyntheticTask
-from nanoseek.tokenizer import Tokenizer
+from nanoseek.tasks import SyntheticTask, parse_task_spec
+from nanoseek.tokenizer import Tokenizer, train_digit_tokenizer
 from nanoseek.train import load_config, train
-from nanoseek.train.checkpointing import latest_checkpoint
-from nanoseek.train.grpo import GRPOTrainer
-from nanoseek.train.grpo_config import load_grpo_config
-from nanoseek.train.grpo_micro import train_digit_tokenizer
-from nanoseek.train.report import read_metrics
+from nanoseek.train.parallel import Job, run_parallel
 
 MODEL_STAGES = (
     "pretrain",
@@ -116,21 +111,11 @@ class Stage:
 
 
 def data_stage(ctx: Context) -> dict[str, Any]:
-    d, task = ctx.cfg.data, ctx.task()
+    d, task, out, seed = ctx.cfg.data, ctx.task(), ctx.out / "data", ctx.cfg.run.seed
     pretrain = write_pretrain_corpus(
-        task,
-        ctx.out / "data" / "pretrain.jsonl",
-        d.pretrain_shortcut_share,
-        d.pretrain_copies,
-        ctx.cfg.run.seed,
+        task, out / "pretrain.jsonl", d.pretrain_shortcut_share, d.pretrain_copies, seed
     )
-    sft = write_cold_start(
-        task,
-        ctx.out / "data" / "cold_start.jsonl",
-        d.sft_conversations,
-        d.sft_shortcut_share,
-        ctx.cfg.run.seed,
-    )
+    sft = write_cold_start(task, out / "cold_start.jsonl", d.sft_conversations, d.sft_shortcut_share, seed)
     return {"pretrain": pretrain, "cold_start": sft}
 
 
@@ -243,74 +228,21 @@ def pretrain_overrides(ctx: Context, init: Path) -> list[str]:
 def pretrain_stage(ctx: Context) -> dict[str, Any]:
     """The MoE base and, beside it, the dense base the student will be distilled into (R1 distilled
     into pretrained dense bases): two `nanoseek pretrain` processes of one thread each, one per core
-    (models this small run faster on one thread each than on two threads together)."""
+    (`nanoseek.train.parallel`; models this small run faster on one thread each than on two threads
+    together); then `_train` reads each finished run's summary."""
     runs = {"pretrain": initial_model(ctx), "student_base": student_base_init(ctx)}
     jobs = {name: pretrain_overrides(ctx, init) for name, init in runs.items()}
-    run_parallel(ctx, jobs, ctx.cfg.pretrain.steps)
+    command = [sys.executable, "-m", "nanoseek.train.cli", "pretrain"]
+    run_parallel(
+        [
+            Job(name, [*command, f"run.out={ctx.out / name}", *o, "run.progress=false"], ctx.out / name)
+            for name, o in jobs.items()
+        ],
+        ctx.cfg.pretrain.steps,
+        progress=ctx.cfg.run.progress,
+    )
     records = {name: _train(ctx, name, overrides) for name, overrides in jobs.items()}
     return {**records["pretrain"], "student_base": records["student_base"]}
-
-
-def run_parallel(ctx: Context, jobs: dict[str, list[str]], steps: int) -> None:
-    """`python -m nanoseek.train.cli pretrain` per job (run directory ctx.out / name), one thread each,
-    side by side, with a progress bar per job read from its metrics; resumed where checkpoints exist."""
-    procs = {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    for name, overrides in jobs.items():
-        run = ctx.out / name
-        if (run / "report.md").is_file():
-            continue
-        run.mkdir(parents=True, exist_ok=True)
-        args = [
-            sys.executable,
-            "-m",
-            "nanoseek.train.cli",
-            "pretrain",
-            f"run.out={run}",
-            *overrides,
-            "run.progress=false",
-        ]
-        if latest_checkpoint(run) is not None:
-            args.append("--resume")
-        log = open(run / "stdout.log", "a")  # noqa: SIM115 (closed when the process ends)
-        procs[name] = (subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-    bars = {
-        name: tqdm(
-            total=steps,
-            desc=name,
-            position=i,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not ctx.cfg.run.progress,
-        )
-        for i, name in enumerate(procs)
-    }
-    try:
-        while procs:
-            time.sleep(1)
-            for name in list(procs):
-                proc, log = procs[name]
-                train_steps = [
-                    r["step"]
-                    for r in read_metrics(ctx.out / name / "metrics.jsonl")
-                    if r.get("type") == "train"
-                ]
-                bars[name].n = max(train_steps, default=0)
-                bars[name].refresh()
-                if proc.poll() is None:
-                    continue
-                log.close()
-                bars[name].close()
-                del procs[name]
-                if proc.returncode != 0:
-                    raise RuntimeError(
-                        f"{name} failed (exit {proc.returncode}); see {ctx.out / name / 'stdout.log'}"
-                    )
-    finally:
-        for proc, log in procs.values():  # interrupted: stop the others too (they resume on rerun)
-            proc.terminate()
-            proc.wait()
-            log.close()
 
 
 def sft_stage(ctx: Context) -> dict[str, Any]:
@@ -486,11 +418,9 @@ def eval_stage(name: str) -> Callable[[Context], dict[str, Any]]:
     def run(ctx: Context) -> dict[str, Any]:
         t = ctx.cfg.task
         model = ctx.need(name)["model_dir"]
-        if name == "distill":  # run_distill evaluated the student with this very protocol
-            return evaluate(ctx, model, eval_config(ctx, t.name, t.eval_problems, t.k, t.max_new_tokens),
-                            ctx.out / "distill" / "eval_student")  # fmt: skip
-        return evaluate(ctx, model, eval_config(ctx, t.name, t.eval_problems, t.k, t.max_new_tokens),
-                        ctx.out / "eval" / name)  # fmt: skip
+        # the student's: run_distill evaluated it with this very protocol, the samples are reused
+        out = ctx.out / "distill" / "eval_student" if name == "distill" else ctx.out / "eval" / name
+        return evaluate(ctx, model, eval_config(ctx, t.name, t.eval_problems, t.k, t.max_new_tokens), out)
 
     return run
 

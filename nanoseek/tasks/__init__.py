@@ -8,7 +8,8 @@
 
 Names: synthetic "arithmetic", "countdown", "linear", "sort"; benchmarks "gsm8k", "math500", "aime24",
 "amc23", "mmlu", "humaneval". "name:/path/to/file.jsonl" reads a benchmark from that file; keyword
-arguments go to the task's constructor (difficulty knobs, seed, instruction, ...).
+arguments go to the task's constructor (difficulty knobs, seed, instruction, ...). A task spec
+string names both at once: `parse_task_spec("arithmetic?digits=2&ops=+").build()` (`spec.py`).
 
 Answer format convention: every prompt asks for the final answer in `\\boxed{}` (R1's convention,
 which math-verify reads), and every synthetic `solution_trace` ends with the line
@@ -25,33 +26,8 @@ from nanoseek.tasks.linear import LinearEquationTask
 from nanoseek.tasks.math_bench import AIME24, AMC23, GSM8K, MATH500
 from nanoseek.tasks.mmlu import MultipleChoiceTask
 from nanoseek.tasks.sort import SortTask
+from nanoseek.tasks.spec import TASKS, TaskSpec, get_task, parse_task_spec
 from nanoseek.tasks.synthetic import SyntheticTask
-
-TASKS: dict[str, type[Task]] = {
-    "arithmetic": ArithmeticTask,
-    "countdown": CountdownTask,
-    "linear": LinearEquationTask,
-    "sort": SortTask,
-    "gsm8k": GSM8K,
-    "math500": MATH500,
-    "aime24": AIME24,
-    "amc23": AMC23,
-    "mmlu": MultipleChoiceTask,
-    "humaneval": HumanEval,
-}
-
-
-def get_task(name: str, **kwargs) -> Task:
-    """The task called `name` ("gsm8k", or "gsm8k:/path/to/file.jsonl"), built with `kwargs`."""
-    name, _, path = name.partition(":")
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
-    if path:
-        if not issubclass(TASKS[name], FileTask):
-            raise ValueError(f"task {name!r} is generated, it does not read a file")
-        kwargs["path"] = path
-    return TASKS[name](**kwargs)
-
 
 __all__ = [
     "ANSWER_INSTRUCTION",
@@ -71,5 +47,7 @@ __all__ = [
     "SyntheticTask",
     "TASKS",
     "Task",
+    "TaskSpec",
     "get_task",
+    "parse_task_spec",
 ]

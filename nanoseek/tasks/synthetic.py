@@ -4,6 +4,7 @@
     train = task.problems("train", n=10_000)   # deterministic given the task's seed
     test = task.problems("test", n=500)        # never shares a problem with train
     task.solution_trace(test[0])               # reasoning steps, then "The answer is \\boxed{...}."
+    task.document(p), task.chat_record(p)      # a pretraining document, an SFT chat record (R1's format)
 
 Splits are decided by a hash of each problem's content (`split_of`), not by the seed, so train and
 test are disjoint for every seed and every difficulty setting. Solution traces feed the synthetic
@@ -46,6 +47,25 @@ class SyntheticTask(Task):
     def solution_trace(self, problem: Problem) -> str:
         """Correct step-by-step reasoning; its last line is the answer line, `The answer is \\boxed{...}.`"""
         raise NotImplementedError
+
+    def worked(self, problem: Problem, shortcut: bool = False) -> tuple[str, str]:
+        """(reasoning, answer line) of the solution trace; with `shortcut` the reasoning is only the
+        trace's last step before the answer (the answer without the work)."""
+        steps, _, answer = self.solution_trace(problem).rpartition("\n")
+        return (steps.split("\n")[-1] if shortcut else steps), answer
+
+    def document(self, problem: Problem, shortcut: bool = False) -> str:
+        """A pretraining document: the question, then the worked (or shortcut) solution."""
+        if not shortcut:
+            return f"{problem.prompt}\n{self.solution_trace(problem)}"
+        return "\n".join([problem.prompt, *self.worked(problem, shortcut=True)])
+
+    def chat_record(self, problem: Problem, shortcut: bool = False) -> dict[str, Any]:
+        """A chat record in R1's format: the question as the user turn, the reasoning as the assistant's
+        `reasoning_content` and the answer line as its `content`."""
+        reasoning, answer = self.worked(problem, shortcut)
+        assistant = {"role": "assistant", "reasoning_content": reasoning, "content": answer}
+        return {"messages": [{"role": "user", "content": problem.prompt}, assistant]}
 
     def ask(self, question: str) -> str:
         return f"{question} {self.instruction}".strip()

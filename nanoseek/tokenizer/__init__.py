@@ -5,7 +5,8 @@
     ids, loss_mask = chat_format.render(tok, conversation)
 
 Modules: `core` (Tokenizer, StreamDecoder), `chat_format` (render / render_prompt / split_completion,
-the Jinja chat template), `train` (train_tokenizer and the `nanoseek tokenizer train` command).
+the Jinja chat template), `documents` (corpus files -> text documents, DataError), `train`
+(train_tokenizer, train_digit_tokenizer and the `nanoseek tokenizer train` command).
 """
 
 from nanoseek.tokenizer import chat_format
@@ -20,7 +21,12 @@ from nanoseek.tokenizer.chat_format import (
     split_r1_zero_completion,
 )
 from nanoseek.tokenizer.core import StreamDecoder, Tokenizer
-from nanoseek.tokenizer.train import compression_ratio, tokenizer_train_main, train_tokenizer
+from nanoseek.tokenizer.train import (
+    compression_ratio,
+    tokenizer_train_main,
+    train_digit_tokenizer,
+    train_tokenizer,
+)
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -36,5 +42,6 @@ __all__ = [
     "split_completion",
     "split_r1_zero_completion",
     "tokenizer_train_main",
+    "train_digit_tokenizer",
     "train_tokenizer",
 ]

@@ -6,10 +6,11 @@ or from Python:
 
     from nanoseek.tokenizer import train_tokenizer
     tok = train_tokenizer(["data/stories.txt"], vocab_size=512, out_dir="runs/tok")
+    tok = train_digit_tokenizer("corpus.jsonl", 512, "runs/tok")   # numbers spelled digit by digit
 
 Text is split with GPT-4's regex, mapped to bytes (ByteLevel, so any string is encodable and no
 token is unknown) and merged by BPE. Documents stream from .txt / .jsonl / .parquet files
-(see `nanoseek.data.documents`); `max_chars` trains on a prefix of a huge corpus. A corpus with no
+(see `nanoseek.tokenizer.documents`); `max_chars` trains on a prefix of a huge corpus. A corpus with no
 text is an error; one too small to learn `vocab_size` tokens gives a smaller vocabulary with a
 warning, or, with `exact_size=True` (the command), an error saying how many tokens it could learn.
 The command refuses to overwrite a tokenizer already in --out unless given --force.
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -30,9 +33,9 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from nanoseek.data.documents import DataError, expand_files, iter_documents
 from nanoseek.tokenizer.chat_format import BOS, SPECIAL_TOKENS, THINK_TOKENS
 from nanoseek.tokenizer.core import DEFAULT_MODEL_MAX_LENGTH, Tokenizer
+from nanoseek.tokenizer.documents import DataError, expand_files, iter_documents
 
 # GPT-4's (cl100k) pre-tokenization: contractions, words, 1-3 digit numbers, punctuation runs, whitespace.
 SPLIT_PATTERN = (
@@ -118,6 +121,22 @@ def train_tokenizer(
     tokenizer = Tokenizer(tok, model_max_length=model_max_length)
     if out_dir is not None:
         tokenizer.save(out_dir)
+    return tokenizer
+
+
+def train_digit_tokenizer(corpus: str | Path, vocab_size: int, out_dir: str | Path) -> Tokenizer:
+    """A BPE trained on a JSONL corpus (`{"text": ...}` per line) with every number cut to its first
+    digit, so it learns no merges of digits: numbers are spelled digit by digit, as in DeepSeek's and
+    LLaMA's tokenizers. Saved to `out_dir`."""
+    out_dir = Path(out_dir)
+    scrubbed = out_dir / "digits_scrubbed.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(corpus) as src, open(scrubbed, "w") as dst:
+        for line in src:
+            text = re.sub(r"\d+", lambda m: m.group(0)[0], json.loads(line)["text"])
+            dst.write(json.dumps({"text": text}) + "\n")
+    tokenizer = train_tokenizer([scrubbed], vocab_size, out_dir, show_progress=False)
+    scrubbed.unlink()
     return tokenizer
 
 

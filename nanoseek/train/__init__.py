@@ -4,11 +4,13 @@
     cfg = load_config("recipes/cpu_toy.toml", ["train.max_steps=50", "run.out=runs/toy"])
     summary = train(cfg)                 # or: nanoseek pretrain recipes/cpu_toy.toml --out runs/toy
 
-Modules: `config` (TrainConfig, recipes + overrides), `optim` (AdamW groups, lr schedules), `loop`
-(Trainer, train), `inputs` (tokenizer, loaders, model to start from), `evaluate` (val loss, bits per
-byte, unigram entropy, greedy samples), `checkpointing` (atomic checkpoints, resume), `distributed`
-(torchrun, DDP, FSDP2), `cost` (FLOPs, MFU, device-hours, $), `report` (metrics.jsonl, plots,
-report.md), `toy_data` (synthetic corpora from nanoseek.tasks), `cli` (pretrain_main, sft_main).
+Modules: `config` (the config schema of every training command: sections, recipes + overrides,
+TrainConfig), `optim` (AdamW groups, lr schedules), `loop` (Trainer, train), `inputs` (tokenizer,
+loaders, model to start from), `evaluate` (val loss, bits per byte, unigram entropy, greedy samples),
+`checkpointing` (atomic checkpoints, resume), `distributed` (torchrun, DDP, FSDP2), `cost` (FLOPs,
+MFU, device-hours, $), `report` (metrics.jsonl, plots, report.md), `parallel` (runs side by side as
+processes), `toy_data` (synthetic corpora from nanoseek.tasks), `cli` (pretrain_main, sft_main).
+GRPO, built on these, is `nanoseek.rl`.
 """
 
 from nanoseek.train.config import ConfigError, TrainConfig, load_config, to_toml

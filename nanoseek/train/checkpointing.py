@@ -1,7 +1,7 @@
 """Checkpoints of a training run: the exported model plus everything needed to resume exactly.
 
     save_checkpoint(run_dir, step, model, optimizer, tokenizer, trainer_state, rank_state, env)
-    path = latest_checkpoint(run_dir)           # newest COMPLETE checkpoint, or None
+    path = latest_checkpoint(run_dir)           # newest COMPLETE checkpoint, or None (nanoseek.model.run_dirs)
     ckpt = load_checkpoint(path, env)           # .model_dir, .trainer, .rank, .optimizer
 
 Layout (the model directory is a plain Hugging Face checkpoint; training state lives beside it):
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,42 +35,15 @@ import torch
 from torch import nn
 
 from nanoseek.model.checkpoint import checked_state, read_weights, weight_files
+from nanoseek.model.run_dirs import (  # noqa: F401 (re-exported: the trainers read runs through this module)
+    MARKER,
+    STEP_DIR,
+    checkpoint_dir,
+    checkpoint_step,
+    complete_checkpoints,
+    latest_checkpoint,
+)
 from nanoseek.train.distributed import DistEnv, barrier
-
-MARKER = "COMPLETE"
-_STEP_DIR = re.compile(r"step_(\d+)$")
-
-
-def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{step:06d}"
-
-
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / MARKER).is_file()]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    done = complete_checkpoints(run_dir)
-    return done[-1] if done else None
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model directory from a model dir, a checkpoint dir or a run dir (its newest checkpoint)."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    latest = latest_checkpoint(path)
-    if latest is not None:
-        return latest / "model"
-    raise FileNotFoundError(f"{path}: not a model directory, checkpoint or run directory with a checkpoint")
-
 
 # ------------------------------------------------------------------------------------- RNG state
 
@@ -216,9 +188,9 @@ def prune(run_dir: str | Path, keep: int) -> None:
     for old in done[: max(len(done) - keep, 0)]:
         shutil.rmtree(old, ignore_errors=True)
     root = Path(run_dir) / "checkpoints"
-    newest = int(_STEP_DIR.match(done[-1].name).group(1)) if done else -1
+    newest = checkpoint_step(done[-1]) if done else -1
     for p in root.iterdir():
-        m = _STEP_DIR.match(p.name)
+        m = STEP_DIR.match(p.name)
         if p.name.startswith(".tmp-") or (m and not (p / MARKER).exists() and int(m.group(1)) < newest):
             shutil.rmtree(p, ignore_errors=True)
 

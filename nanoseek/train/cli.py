@@ -21,13 +21,12 @@ import argparse
 import logging
 import shlex
 import sys
-import tomllib
 from pathlib import Path
 
 from nanoseek.data import DataError
 from nanoseek.model import CheckpointError
-from nanoseek.train.checkpointing import latest_checkpoint
-from nanoseek.train.config import ConfigError, load_config, set_value, validate
+from nanoseek.model.run_dirs import latest_checkpoint
+from nanoseek.train.config import ConfigError, command_config, load_config
 from nanoseek.train.distributed import teardown
 from nanoseek.train.loop import train
 
@@ -63,40 +62,19 @@ def _parser(kind: str) -> argparse.ArgumentParser:
 def parse_args(kind: str, argv: list[str] | None):
     """(TrainConfig, resume) from a command line."""
     args = _parser(kind).parse_intermixed_args(argv)
-    recipes = [a for a in args.args if "=" not in a]
-    overrides = [a for a in args.args if "=" in a]
-    if len(recipes) > 1:
-        raise ConfigError(f"expected one recipe file, got {recipes}")
-    recipe = recipes[0] if recipes else None
-    if recipe is None and args.resume and args.out and (Path(args.out) / "config.toml").is_file():
-        recipe = str(Path(args.out) / "config.toml")
-    if recipe is not None:
-        declared = _declared_kind(recipe)
-        if declared not in (None, kind):
-            raise ConfigError(f"{recipe}: run.kind is {declared!r}; run it with `nanoseek {declared}`")
-    cfg = load_config(recipe, overrides)
     flags = {"run.kind": kind, "run.out": args.out, "model.init": args.init, "data.train": args.data}
     if args.data:
         flags["data.synthetic"] = ""  # --data replaces the recipe's data, synthetic included
     if args.skip_bad:
         flags["data.skip_bad"] = True
-    for key, value in flags.items():
-        if value is not None:
-            set_value(cfg, key, value, where=f"--{key.split('.')[1]}")
-    if args.resume and recipe is None and cfg.run.out and latest_checkpoint(cfg.run.out) is None:
+    cfg = command_config(load_config, kind, args.args, args.out, args.resume, flags)
+    recipe_given = any("=" not in a for a in args.args) or (Path(cfg.run.out) / "config.toml").is_file()
+    if args.resume and not recipe_given and cfg.run.out and latest_checkpoint(cfg.run.out) is None:
         raise ConfigError(  # nothing to resume and no config.toml: the defaults would start a new run
             f"--resume: no checkpoint in {cfg.run.out} to resume from (and no config.toml); "
             "to start a new run there, pass a recipe"
         )
-    validate(cfg)
     return cfg, args.resume
-
-
-def _declared_kind(recipe: str) -> str | None:
-    try:
-        return tomllib.loads(Path(recipe).read_text()).get("run", {}).get("kind")
-    except (OSError, tomllib.TOMLDecodeError):
-        return None  # load_config reports it properly
 
 
 def main(kind: str, argv: list[str] | None = None) -> int:

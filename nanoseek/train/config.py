@@ -1,27 +1,43 @@
-"""TrainConfig: one typed config for pretraining and SFT, read from a TOML recipe plus key=value overrides.
+"""The config schema of every training command: sections defined once, composed into TrainConfig
+(`nanoseek pretrain` / `sft`), GRPOConfig (`nanoseek.rl.config`) and SpeedrunConfig, each read from a
+TOML recipe plus `section.key=value` overrides by the same functions.
 
     cfg = load_config("recipes/cpu_toy.toml", ["train.max_steps=50", "run.out=runs/x"])
     cfg.train.lr, cfg.model.depth, cfg.data.train          # plain dataclasses, typed
     Path("runs/x/config.toml").write_text(to_toml(cfg))     # the resolved config, itself a recipe
+    cfg = load_recipe(GRPOConfig, "recipes/grpo_r1.toml", overrides)   # any config made of sections
 
-A recipe has one TOML table per section below ([run], [model], [data], [train], [eval], [checkpoint],
-[cost]); every key must be a field of that section's dataclass. An override `section.key=value` parses
+A recipe has one TOML table per section ([run], [model], [data], [train], [eval], [checkpoint], [cost]
+here); every key must be a field of that section's dataclass. An override `section.key=value` parses
 `value` as a TOML value (`50`, `3e-4`, `true`, `["a", "b"]`), and a bare word is taken as a string
 (`run.device=cpu`). Unknown keys, wrong types and out-of-range values raise `ConfigError` naming the
 key, e.g. `train.max_step: unknown key (did you mean train.max_steps?)`.
+
+Sections shared by the commands are defined here once: RunSection, CheckpointSection, CostSection
+and OptimSection (the optimizer and schedule, [train] of GRPO; TrainSection adds the batch shape).
+A config that wants other defaults composes them (GRPO keeps 2 checkpoints, pretraining 3:
+`field(default_factory=lambda: CheckpointSection(keep=2))`). Every number must be >= 0; a section's
+`rules` name its choices and stricter ranges (`check_rules`); checks across fields are `validate`'s.
+
+A recipe path that does not exist as written but names a packaged recipe (`recipes/cpu_toy.toml`, or
+just `cpu_toy.toml`) is read from the recipes shipped inside the package (`find_recipe`), so the
+documented commands work from any directory after a plain `pip install`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import json
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+POSITIVE = "> 0"  # a rule; choices are a tuple, an interval is written "[0, 1]", "[0, 1)", ...
 
 
 class ConfigError(ValueError):
@@ -30,11 +46,14 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunSection:
-    kind: str = "pretrain"  # "pretrain" or "sft" (distillation is sft on traces); set by the command
+    kind: str = "pretrain"  # the command the recipe is for: "pretrain", "sft" (distillation is sft on
+    # traces) or "grpo"; set by the command
     out: str = ""  # run directory (the --out flag overrides it)
-    seed: int = 0  # model init and data order
+    seed: int = 0  # model init and data order (GRPO: prompt order, sampling seeds, random rewards)
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu" or "cuda"
+    threads: int = 0  # torch CPU threads; 0 = torch's default (two runs side by side: 1 each)
     progress: bool = True  # tqdm progress bar on the main process
+    rules: ClassVar = {"device": ("auto", "cpu", "cuda")}
 
 
 @dataclass
@@ -63,15 +82,12 @@ class DataSection:
     val_fraction: float = 0.01  # held out for validation, of documents / conversations
     skip_bad: bool = False  # sft: skip malformed chat records instead of failing
     num_workers: int = 0  # tokenizing processes; 0 = all cores
+    rules: ClassVar = {"synthetic_examples": POSITIVE, "vocab_size": POSITIVE, "val_fraction": "[0, 0.5]"}
 
 
 @dataclass
-class TrainSection:
-    max_steps: int = 1000  # optimizer steps
-    seq_len: int = 256  # tokens per row (sft: the longest conversation kept)
-    device_batch_size: int = 8  # rows per forward on one device
-    batch_tokens: int = 0  # global tokens per optimizer step (device_batch_size x seq_len x world x
-    # accumulation); 0 = no gradient accumulation
+class OptimSection:  # AdamW and the learning-rate schedule (nanoseek.train.optim); GRPO's [train]
+    max_steps: int = 1000  # optimizer steps (GRPO: steps, one batch of rollouts each)
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # final lr = min_lr_ratio x lr
     schedule: str = "cosine"  # "cosine", "wsd" (warmup-stable-decay) or "constant", after linear warmup
@@ -82,9 +98,26 @@ class TrainSection:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global grad norm; 0 = off
+    rules: ClassVar = {
+        "max_steps": POSITIVE,
+        "lr": POSITIVE,
+        "min_lr_ratio": "[0, 1]",
+        "decay_fraction": "[0, 1]",
+    }
+    rules |= {"schedule": ("cosine", "wsd", "constant"), "beta1": "[0, 1)", "beta2": "(0, 1)"}
+
+
+@dataclass
+class TrainSection(OptimSection):  # pretraining and SFT: the optimizer plus the batch shape
+    seq_len: int = 256  # tokens per row (sft: the longest conversation kept)
+    device_batch_size: int = 8  # rows per forward on one device
+    batch_tokens: int = 0  # global tokens per optimizer step (device_batch_size x seq_len x world x
+    # accumulation); 0 = no gradient accumulation
     dtype: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU), "bf16" or "fp32"
     compile: bool = False  # torch.compile the model
     fsdp: bool = False  # shard parameters with FSDP2 (fully_shard) instead of DDP under torchrun
+    rules: ClassVar = {**OptimSection.rules, "seq_len": POSITIVE, "device_batch_size": POSITIVE}
+    rules |= {"dtype": ("auto", "bf16", "fp32")}
 
 
 @dataclass
@@ -95,12 +128,14 @@ class EvalSection:
     sample_prompts: list[str] = field(default_factory=list)  # pretrain: text prompts to continue
     num_samples: int = 4  # sft: greedy answers to this many held-out conversations' prompts
     sample_tokens: int = 64  # max new tokens per sample
+    rules: ClassVar = {"sample_tokens": POSITIVE}
 
 
 @dataclass
 class CheckpointSection:
     every: int = 0  # save every N steps (and always at the end); 0 = only at the end
     keep: int = 3  # keep the last K complete checkpoints
+    rules: ClassVar = {"keep": POSITIVE}
 
 
 @dataclass
@@ -121,12 +156,7 @@ class TrainConfig:
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}  # type: ignore[misc]
-CHOICES = {
-    "run.kind": ("pretrain", "sft"),
-    "run.device": ("auto", "cpu", "cuda"),
-    "train.schedule": ("cosine", "wsd", "constant"),
-    "train.dtype": ("auto", "bf16", "fp32"),
-}
+KINDS = ("pretrain", "sft")  # the run.kind of a TrainConfig
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -134,10 +164,64 @@ CHOICES = {
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """A recipe file (or the defaults when None) with `section.key=value` overrides applied, validated."""
-    cfg = TrainConfig()
+    return load_recipe(TrainConfig, recipe, overrides, validate)
+
+
+def load_recipe(cls: type, recipe: str | Path | None, overrides=(), validate_fn=None) -> Any:
+    """`cls()` (a config made of sections) set from a recipe and overrides, then checked: every
+    section's `rules`, then `validate_fn(cfg)` for the checks across sections."""
+    cfg = cls()
     read_recipe(cfg, recipe, overrides)
-    validate(cfg)
+    check_rules(cfg)
+    if validate_fn is not None:
+        validate_fn(cfg)
     return cfg
+
+
+def packaged_recipe(name: str) -> Path:
+    """A recipe shipped inside the package (nanoseek/recipes/NAME)."""
+    return Path(str(importlib.resources.files("nanoseek") / "recipes" / name))
+
+
+def find_recipe(recipe: str | Path) -> Path:
+    """The recipe file `recipe` names: the file itself when it exists, else the packaged recipe of that
+    name when it is written `recipes/NAME.toml` or `NAME.toml` (as the docs write them)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    if path.suffix == ".toml" and path.parent in (Path("."), Path("recipes")):
+        packaged = packaged_recipe(path.name)
+        if packaged.is_file():
+            return packaged
+    shipped = sorted(p.name for p in packaged_recipe(".").glob("*.toml"))
+    raise ConfigError(f"no recipe file at {path} (packaged recipes: {', '.join(shipped)})")
+
+
+def command_config(load: Any, kind: str, words: list[str], out: str | None, resume: bool, flags: dict) -> Any:
+    """The config of the command line of `nanoseek {kind}`: `words` are its positional arguments (at
+    most one recipe file, any `section.key=value` overrides); with --resume and no recipe, the run's
+    own config.toml is the recipe. A recipe whose run.kind names another command is refused. `flags`
+    (`{"run.out": --out, ...}`, None where a flag was not given) apply last; `load(recipe, overrides)`
+    reads and validates."""
+    recipes = [a for a in words if "=" not in a]
+    overrides = [a for a in words if "=" in a]
+    if len(recipes) > 1:
+        raise ConfigError(f"expected one recipe file, got {recipes}")
+    recipe = find_recipe(recipes[0]) if recipes else None
+    if recipe is None and resume and out and (Path(out) / "config.toml").is_file():
+        recipe = Path(out) / "config.toml"
+    declared = _declared_kind(recipe) if recipe is not None else None
+    if declared not in (None, kind):
+        raise ConfigError(f"{recipe}: run.kind is {declared!r}; run it with `nanoseek {declared}`")
+    settings = [f"{key}={_toml_value(value)}" for key, value in flags.items() if value is not None]
+    return load(recipe, [*overrides, *settings])
+
+
+def _declared_kind(recipe: Path) -> str | None:
+    try:
+        return tomllib.loads(recipe.read_text()).get("run", {}).get("kind")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # the loader reports it properly
 
 
 # The helpers below work on any config made of dataclass sections (TrainConfig, GRPOConfig,
@@ -152,14 +236,12 @@ def sections(cfg: Any) -> dict[str, type]:
 def read_recipe(cfg: Any, recipe: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> None:
     """Set `cfg` from a TOML recipe file (none when None), then from `section.key=value` overrides."""
     if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise ConfigError(f"no recipe file at {path}")
+        path = find_recipe(recipe)
         try:
             table = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
-        apply_table(cfg, table, where=str(path))
+        apply_table(cfg, table, where=str(recipe))
     for item in overrides:
         apply_override(cfg, item)
 
@@ -196,11 +278,17 @@ def set_value(cfg: Any, key: str, value: Any, where: str = "override") -> None:
     known = sections(cfg)
     if section_name not in known:
         raise ConfigError(f"{where}: {key}: unknown section {section_name!r}{_suggest(section_name, known)}")
-    hints = typing.get_type_hints(known[section_name])
+    hints = fields_of(known[section_name])
     if name not in hints:
         keys = [f"{section_name}.{k}" for k in hints]
         raise ConfigError(f"{where}: {key}: unknown key{_suggest(key, keys)}")
     setattr(getattr(cfg, section_name), name, _coerce(value, hints[name], f"{where}: {key}"))
+
+
+def fields_of(section: type) -> dict[str, Any]:
+    """Key -> type of a section's fields (its `rules` and other class variables are not keys)."""
+    names = {f.name for f in dataclasses.fields(section)}
+    return {k: v for k, v in typing.get_type_hints(section).items() if k in names}
 
 
 def _field_type(cfg: Any, key: str):
@@ -208,7 +296,7 @@ def _field_type(cfg: Any, key: str):
     known = sections(cfg)
     if section_name not in known:
         return None
-    return typing.get_type_hints(known[section_name]).get(name)
+    return fields_of(known[section_name]).get(name)
 
 
 def _base_type(hint):
@@ -264,35 +352,38 @@ def _suggest(name: str, choices) -> str:
 # ---------------------------------------------------------------------------------------- checks
 
 
+def check_rules(cfg: Any) -> None:
+    """Every number >= 0, and every section's `rules`: choices (a tuple), POSITIVE or an interval such
+    as "[0, 1)". None (a derived default) passes."""
+    for section, cls in sections(cfg).items():
+        rules = getattr(cls, "rules", {})
+        for name, hint in fields_of(cls).items():
+            key, value = f"{section}.{name}", get_value(cfg, f"{section}.{name}")
+            rule = rules.get(name, ">= 0" if _base_type(hint) in (int, float) else None)
+            if rule is None or value is None or _satisfies(value, rule):
+                continue
+            if isinstance(rule, tuple):
+                raise ConfigError(f"{key}: expected one of {', '.join(map(repr, rule))}, got {value!r}")
+            words = {POSITIVE: "positive", ">= 0": ">= 0"}.get(rule, f"in {rule}")
+            raise ConfigError(f"{key}: must be {words}, got {value!r}")
+
+
+def _satisfies(value: Any, rule: Any) -> bool:
+    if isinstance(rule, tuple):
+        return value in rule
+    if rule in (POSITIVE, ">= 0"):
+        return value > 0 if rule == POSITIVE else value >= 0
+    lo, hi = (float(x) for x in rule[1:-1].split(","))
+    return (value >= lo if rule[0] == "[" else value > lo) and (
+        value <= hi if rule[-1] == "]" else value < hi
+    )
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Range and choice checks that do not depend on the machine (batch divisibility is checked by the loop)."""
-    for key, allowed in CHOICES.items():
-        value = get_value(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
-    positive = ["train.max_steps", "train.seq_len", "train.device_batch_size", "train.lr", "train.beta2"]
-    positive += ["eval.sample_tokens", "checkpoint.keep", "data.vocab_size", "data.synthetic_examples"]
-    for key in positive:
-        if not get_value(cfg, key) > 0:
-            raise ConfigError(f"{key}: must be positive, got {get_value(cfg, key)!r}")
-    non_negative = ["train.batch_tokens", "train.warmup_steps", "train.weight_decay", "train.grad_clip"]
-    non_negative += ["train.eps", "train.beta1", "eval.every", "eval.batches", "eval.sample_every"]
-    non_negative += ["eval.num_samples", "checkpoint.every", "cost.price_per_device_hour", "cost.peak_flops"]
-    non_negative += ["data.num_workers", "model.depth"]
-    for key in non_negative:
-        if get_value(cfg, key) < 0:
-            raise ConfigError(f"{key}: must be >= 0, got {get_value(cfg, key)!r}")
-    for key in ("train.min_lr_ratio", "train.decay_fraction"):
-        if not 0 <= get_value(cfg, key) <= 1:
-            raise ConfigError(f"{key}: must be in [0, 1], got {get_value(cfg, key)!r}")
-    for key in ("train.beta1", "train.beta2"):
-        if not get_value(cfg, key) < 1:
-            raise ConfigError(f"{key}: must be < 1, got {get_value(cfg, key)!r}")
-    if not 0 <= cfg.data.val_fraction <= 0.5:
-        raise ConfigError(f"data.val_fraction: must be in [0, 0.5], got {cfg.data.val_fraction!r}")
-    for key in ("model.mtp", "model.n_routed_experts", "model.aux_loss_alpha", "model.bias_update_speed"):
-        if get_value(cfg, key) is not None and get_value(cfg, key) < 0:
-            raise ConfigError(f"{key}: must be >= 0, got {get_value(cfg, key)!r}")
+    """The checks across fields of a TrainConfig (the sections' own rules are `check_rules`; batch
+    divisibility is checked by the loop, which knows the machine)."""
+    if cfg.run.kind not in KINDS:
+        raise ConfigError(f"run.kind: expected one of {', '.join(map(repr, KINDS))}, got {cfg.run.kind!r}")
     if cfg.data.synthetic:
         from nanoseek.train.toy_data import SYNTHETIC_TASKS
 
@@ -322,7 +413,7 @@ def get_value(cfg: Any, key: str) -> Any:
 
 
 def to_dict(cfg: Any) -> dict[str, dict[str, Any]]:
-    return dataclasses.asdict(cfg)
+    return dataclasses.asdict(cfg)  # class variables (the sections' rules) are not fields
 
 
 def to_toml(cfg: Any) -> str:

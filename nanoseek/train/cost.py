@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from nanoseek.markdown import table
 from nanoseek.model import ModelConfig, account
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, FLOP/s per device.
@@ -243,4 +244,4 @@ def cost_markdown(s: dict) -> str:
             f"${v3['price_per_device_hour']:g}/GPU-hour (this run: {share:.2g} of its device-hours)",
         ),
     ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+    return table(["", ""], rows)

@@ -10,8 +10,8 @@ validation split in the shard manifest; it compares models with different tokeni
 entropy -sum p log p of the train split's token frequencies is what a model with no context can reach;
 a model that learned anything beyond token frequencies goes below it.
 
-Samples decode greedily with a tiny loop that re-runs the whole sequence for every token (no cache):
-enough for a few short samples during training (the native engine in `nanoseek.engine` is for serving).
+Samples decode greedily with `nanoseek.engine.naive.greedy_generate`, a tiny loop that re-runs the
+whole sequence for every token (no cache): enough for a few short samples during training.
 Under FSDP every rank must call these functions with the same arguments (forwards are collectives).
 """
 
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from nanoseek.data import read_manifest
+from nanoseek.engine.naive import greedy_generate
 from nanoseek.tokenizer import split_completion
 from nanoseek.train.distributed import all_reduce_min, all_reduce_sum
 
@@ -77,25 +78,6 @@ def unigram_entropy(shard_dir: str | Path, split: str = "train", max_tokens: int
             break
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
-
-
-@torch.no_grad()
-def greedy_generate(
-    model: nn.Module, ids: list[int], max_new_tokens: int, eos_id: int | None, autocast=contextlib.nullcontext
-) -> list[int]:
-    """The argmax continuation of `ids` (the new tokens only), stopping after EOS."""
-    device = model.embed_tokens.weight.device
-    window = model.config.max_position_embeddings
-    out = list(ids)
-    for _ in range(max_new_tokens):
-        x = torch.tensor([out[-window:]], device=device)
-        with autocast():
-            logits = model(x)
-        token = int(logits[0, -1].argmax())
-        out.append(token)
-        if token == eos_id:
-            break
-    return out[len(ids) :]
 
 
 def sample(

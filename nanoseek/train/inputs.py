@@ -39,8 +39,8 @@ from nanoseek.data import (
     tokenize_corpus,
 )
 from nanoseek.model import DeepSeekV3, ModelConfig, config_for_depth, preset
+from nanoseek.model.run_dirs import resolve_model_dir
 from nanoseek.tokenizer import Tokenizer, render_prompt, train_tokenizer
-from nanoseek.train.checkpointing import resolve_model_dir
 from nanoseek.train.config import ConfigError, TrainConfig
 from nanoseek.train.distributed import DistEnv, barrier
 from nanoseek.train.evaluate import unigram_entropy
@@ -207,34 +207,15 @@ def prepare_sft(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs:
     else:
         val_conversations = []
 
-    seed = cfg.run.seed
     source = ", ".join(map(str, files))  # what a DataError about the whole data set names
-    loader = ChatLoader(
-        conversations,
-        tokenizer,
-        t.device_batch_size,
-        t.seq_len,
-        seed,
-        env.rank,
-        env.world_size,
-        source=source,
-    )
+    shape = (tokenizer, t.device_batch_size, t.seq_len, cfg.run.seed, env.rank, env.world_size)
+    loader = ChatLoader(conversations, *shape, source=source)
     val_loader = None
     if len(val_conversations) >= env.world_size:
+        val_source = ", ".join(map(str, d.val)) if d.val else f"{source} (held-out part)"
 
         def val_loader():
-            return ChatLoader(
-                val_conversations,
-                tokenizer,
-                t.device_batch_size,
-                t.seq_len,
-                seed,
-                env.rank,
-                env.world_size,
-                False,
-                False,
-                source=", ".join(map(str, d.val)) if d.val else f"{source} (held-out part)",
-            )
+            return ChatLoader(val_conversations, *shape, shuffle=False, loop=False, source=val_source)
 
         val_loader()  # a DataError now, before the run writes anything, not at the first evaluation
 

@@ -69,6 +69,8 @@ class Trainer:
             )
         if env.device.type == "cuda":
             torch.set_float32_matmul_precision("high")
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
 
         t = cfg.train
         prepare = prepare_sft if cfg.run.kind == "sft" else prepare_pretrain

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from nanoseek.train.config import TrainSection
+from nanoseek.train.config import OptimSection
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -44,7 +44,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainSection, device_type: str = "cpu") -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: OptimSection, device_type: str = "cpu") -> torch.optim.AdamW:
     return torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
         lr=cfg.lr,
@@ -54,7 +54,7 @@ def build_optimizer(model: nn.Module, cfg: TrainSection, device_type: str = "cpu
     )
 
 
-def lr_multiplier(step: int, cfg: TrainSection) -> float:
+def lr_multiplier(step: int, cfg: OptimSection) -> float:
     """The schedule's factor on the peak lr at optimizer step `step` (0-based)."""
     total, warmup = cfg.max_steps, cfg.warmup_steps
     if step < warmup:

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from nanoseek.markdown import table
 from nanoseek.train.cost import cost_markdown
 
 
@@ -68,12 +69,27 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def plot_metrics(records: list[dict], out_dir: str | Path) -> list[Path]:
-    """loss.png (train loss, and validation loss if any) and lr.png; returns the files written."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
+def plot_metrics(records: list[dict], out_dir: str | Path) -> list[Path]:
+    """loss.png (train loss, and validation loss if any) and lr.png; returns the files written."""
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     train = [r for r in records if r.get("type") == "train"]
@@ -90,25 +106,15 @@ def plot_metrics(records: list[dict], out_dir: str | Path) -> list[Path]:
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss.png", dpi=100)
-    plt.close(fig)
-    written.append(out_dir / "loss.png")
+    written.append(save_figure(fig, out_dir / "loss.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.plot([r["step"] for r in train], [r["lr"] for r in train])
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "lr.png", dpi=100)
-    plt.close(fig)
-    written.append(out_dir / "lr.png")
+    written.append(save_figure(fig, out_dir / "lr.png"))
     return written
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 
 
 def write_report(
@@ -123,10 +129,10 @@ def write_report(
 ) -> Path:
     """report.md: what ran, what it reached, what it produced and what it cost."""
     run_dir = Path(run_dir)
-    parts = [f"# {title}\n", f"```\n{command}\n```\n", "## Run\n", _table(overview)]
+    parts = [f"# {title}\n", f"```\n{command}\n```\n", "## Run\n", table(["", ""], overview)]
     if notes:
         parts += ["", *[f"- {n}" for n in notes], ""]
-    parts += ["## Results\n", _table(results)]
+    parts += ["## Results\n", table(["", ""], results)]
     if (run_dir / "loss.png").is_file():
         parts += ["\n![loss](loss.png)\n", "![learning rate](lr.png)\n"]
     if samples:

@@ -54,7 +54,7 @@ def write_task_corpus(path: str | Path, spec: str, n_docs: int, seed: int = 0, p
     items = task_problems(spec, n_docs * problems, seed)
     with open(path, "w") as f:
         for i in range(0, len(items), problems):
-            text = "\n\n".join(f"{p.prompt}\n{task.solution_trace(p)}" for task, p in items[i : i + problems])
+            text = "\n\n".join(task.document(p) for task, p in items[i : i + problems])
             f.write(json.dumps({"text": text}) + "\n")
     return path
 
@@ -65,12 +65,7 @@ def write_task_chat(path: str | Path, spec: str, n: int, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for task, p in task_problems(spec, n, seed):
-            reasoning, _, answer = task.solution_trace(p).rpartition("\n")
-            messages = [
-                {"role": "user", "content": p.prompt},
-                {"role": "assistant", "reasoning_content": reasoning, "content": answer},
-            ]
-            f.write(json.dumps({"messages": messages}) + "\n")
+            f.write(json.dumps(task.chat_record(p)) + "\n")
     return path
 
 

@@ -1,18 +1,13 @@
-"""`nanoseek grpo`: Group Relative Policy Optimization (DeepSeekMath, DeepSeek-R1) with the common variants.
+"""The GRPO trainer: Group Relative Policy Optimization (DeepSeekMath, DeepSeek-R1) with the common variants.
 
-    nanoseek grpo recipes/grpo_r1_zero.toml --init runs/base --out runs/grpo          # R1-Zero from a base
-    nanoseek grpo recipes/grpo_r1.toml --init runs/sft --out runs/grpo-r1             # R1 from an SFT model
-    nanoseek grpo --out runs/grpo --resume                                            # continue a run
-    nanoseek grpo recipes/r1_zero_micro.toml --init runs/base --out runs/ctl --random-rewards  # control
-    python -m nanoseek.train.grpo ...                                                 # the same
-
-    from nanoseek.train.grpo import GRPOTrainer, load_grpo_config
+    from nanoseek.rl import GRPOTrainer, load_grpo_config
     summary = GRPOTrainer(load_grpo_config("recipes/grpo_r1_zero.toml", ["run.out=runs/x", ...])).run()
+    # or: nanoseek grpo recipes/grpo_r1_zero.toml --init runs/base --out runs/x   (nanoseek.rl.cli)
 
 One GRPO step (shapes: P prompts, G samples each, N = P x G sequences, L completion tokens):
-1. rollouts (`grpo_rollout`): the native engine samples G completions per prompt from the policy's
-   live weights (the prompt is prefilled once and its cache forked G times); the task scores them into
-   rewards r (N,); dynamic sampling drops and refills groups whose rewards are all equal;
+1. rollouts (`rollout`): the rollout Generator (the native engine) samples G completions per prompt
+   from the policy (the prompt is prefilled once and its cache forked G times); the task scores them
+   into rewards r (N,); dynamic sampling drops and refills groups whose rewards are all equal;
 2. advantages A (N,) = (r - mean_group) / std_group, or r - mean_group (Dr. GRPO);
 3. mu policy updates on this batch: each a pass over micro-batches of sequences that computes
    logp (b, L) of the sampled tokens under the policy (one forward of prompt + completion; the output
@@ -22,15 +17,17 @@ One GRPO step (shapes: P prompts, G samples each, N = P x G sequences, L complet
    are the first pass's, detached (exact: no update happens inside a pass). Sequences with A = 0 and
    beta = 0 contribute exactly zero to the loss, so they are not forwarded at all (they still count in
    the denominators): the gradient equals `policy_loss` over the whole batch at once (tested);
-4. auxiliary-loss-free router balancing (MoE), metrics, held-out pass@1 every eval.every steps,
-   checkpoints every checkpoint.every steps.
+4. auxiliary-loss-free router balancing (MoE), then `generator.sync_weights(model)`: the one call that
+   hands the updated policy to the rollout Generator (free for the native engine, which shares the
+   model and rebuilds its decode weights; a weight load for an engine in another process), so the
+   rollouts of step k+1 see update k; also once before the first rollout;
+5. metrics, held-out pass@1 every eval.every steps, checkpoints every checkpoint.every steps.
 With beta = 0 no reference model is loaded. The run directory gets config.toml, metrics.jsonl,
 checkpoints/ (HF model + optimizer + trainer state, atomic, resumable), plots and report.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shlex
 import sys
@@ -39,20 +36,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from nanoseek.engine import Engine
-from nanoseek.eval.config import parse_task_spec
-from nanoseek.model import DeepSeekV3, LatentCache, account
+from nanoseek.engine import Engine, Generator
+from nanoseek.model import account, from_pretrained
+from nanoseek.model.run_dirs import resolve_model_dir
+from nanoseek.rl.config import GRPOConfig
+from nanoseek.rl.loss import group_advantages, policy_loss
+from nanoseek.rl.report import plot_grpo, write_grpo_report
+from nanoseek.rl.rollout import RolloutBatch, RolloutSampler, evaluate, prompt_ids
+from nanoseek.tasks import parse_task_spec
 from nanoseek.tokenizer import Tokenizer
 from nanoseek.train import checkpointing as ckpt_io
-from nanoseek.train.config import ConfigError, set_value, to_dict, to_toml
+from nanoseek.train.config import ConfigError, to_dict, to_toml
 from nanoseek.train.cost import CostMeter, human
 from nanoseek.train.distributed import setup
-from nanoseek.train.grpo_config import GRPOConfig, load_grpo_config
-from nanoseek.train.grpo_loss import group_advantages, policy_loss
-from nanoseek.train.grpo_report import plot_grpo, write_grpo_report
-from nanoseek.train.grpo_rollout import RolloutBatch, RolloutSampler, evaluate, prompt_ids
 from nanoseek.train.optim import build_optimizer, lr_multiplier, set_lr
 from nanoseek.train.report import MetricsLog, read_metrics, truncate_metrics
 
@@ -63,7 +62,7 @@ log = logging.getLogger(__name__)
 
 
 def completion_logprobs(
-    model: DeepSeekV3, prompts: list[list[int]], completions: list[list[int]], pad_id: int
+    model: nn.Module, prompts: list[list[int]], completions: list[list[int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """logp (B, L) of each completion token given its prompt and the tokens before it, the policy's
     entropy (B, L) at those positions (no gradient), and the mask (B, L) of real completion tokens.
@@ -76,7 +75,6 @@ def completion_logprobs(
     the prompt's last state for j = 0, the completion's state j - 1 after that, and the output head
     runs on those (B, L) states only. Exact: the same attention as one forward of prompt + completion."""
     device = model.device
-    dtype = next(model.parameters()).dtype
     distinct: dict[tuple[int, ...], int] = {}
     owner = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts])  # (B,)
     B, U = len(prompts), len(distinct)
@@ -92,12 +90,12 @@ def completion_logprobs(
     prompt_ids, completion_ids, owner = prompt_ids.to(device), completion_ids.to(device), owner.to(device)
 
     # 1. the distinct prompts, once each: (U, P, C), their latents in cache slots 0 .. U-1
-    prefix = LatentCache(model.config, U, P, device=device, dtype=dtype)
+    prefix = model.new_cache(U, P)
     positions = torch.arange(P, device=device).expand(U, P)
     h_prompt, _ = model.hidden_states(prompt_ids, positions, prefix, torch.arange(U, device=device))
     # 2. fork: row i's cache starts as its prompt's (U -> B rows), with room for its completion
-    rows = LatentCache(model.config, B, P + L, device=device, dtype=dtype)
-    for row_kv, prompt_kv in zip(rows.kv, prefix.kv):
+    rows = model.new_cache(B, P + L)
+    for row_kv, prompt_kv in zip(rows.kv, prefix.kv):  # per layer (slots, len, width), any cache kind
         row_kv[:, :P] = prompt_kv[owner]  # a differentiable copy: gradients reach the shared prompt
     positions = p_len.to(device)[:, None] + torch.arange(L, device=device)[None, :]  # (B, L)
     h_completion, _ = model.hidden_states(completion_ids, positions, rows, torch.arange(B, device=device))
@@ -126,7 +124,15 @@ class UpdatePlan:
 
 
 class GRPOTrainer:
-    def __init__(self, cfg: GRPOConfig, resume: bool = False, command: str | None = None):
+    def __init__(
+        self,
+        cfg: GRPOConfig,
+        resume: bool = False,
+        command: str | None = None,
+        generator: Generator | None = None,
+    ):
+        """`generator`: the rollout Generator (default: a native Engine sharing the policy model); any
+        Generator that returns token ids with logprobs and implements `sync_weights` can roll out."""
         if not cfg.run.out:
             raise ConfigError("run.out: no run directory; pass --out DIR")
         self.cfg = cfg
@@ -152,17 +158,17 @@ class GRPOTrainer:
             raise ConfigError(
                 "model.init: GRPO starts from a model; pass --init (a model, checkpoint or run dir)"
             )
-        init_dir = ckpt_io.resolve_model_dir(cfg.model.init)
+        init_dir = resolve_model_dir(cfg.model.init)
         self.tokenizer = Tokenizer.from_dir(init_dir)
         device = self.env.device
-        self.model = DeepSeekV3.from_pretrained(init_dir, device=device).eval()  # train() only in updates
+        self.model = from_pretrained(init_dir, device=device).eval()  # its family's class; train() in updates
         self.checkpoint = ckpt_io.load_checkpoint(found, self.env) if found is not None else None
         if self.checkpoint is not None:
             self.model.load_state_dict(self.checkpoint.model_state(self.model))
-        self.ref_model: DeepSeekV3 | None = None
+        self.ref_model: nn.Module | None = None
         if cfg.grpo.beta > 0:  # the frozen reference: the starting policy (never the resumed one)
-            ref_dir = ckpt_io.resolve_model_dir(cfg.model.reference or cfg.model.init)
-            self.ref_model = DeepSeekV3.from_pretrained(ref_dir, device=device).eval().requires_grad_(False)
+            ref_dir = resolve_model_dir(cfg.model.reference or cfg.model.init)
+            self.ref_model = from_pretrained(ref_dir, device=device).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.model, cfg.train, device.type)
 
         spec = parse_task_spec(cfg.task.name)
@@ -181,14 +187,14 @@ class GRPOTrainer:
                 f"rollout.max_new_tokens: the longest prompt ({longest} tokens) plus the completion budget exceed "
                 f"the model's {self.model.config.max_position_embeddings} positions"
             )
-        self.engine = Engine(
+        self.generator = generator or Engine(  # rolls out; sees new weights at each sync_weights
             self.model,
             self.tokenizer,
             max_slots=slots,
             max_len=max_len,
             token_budget=max(4096, 2 * slots + 2 * longest),
         )
-        self.sampler = RolloutSampler(cfg, self.engine, self.tokenizer, self.task, self.train_problems)
+        self.sampler = RolloutSampler(cfg, self.generator, self.tokenizer, self.task, self.train_problems)
         self.meter = CostMeter.for_device(device, 1, cfg.cost.price_per_device_hour, cfg.cost.peak_flops)
         self.acct = account(self.model.config, 256)
 
@@ -269,6 +275,7 @@ class GRPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             model.update_router_biases(self.cfg.grpo.router_bias_speed)
         model.eval()  # sampling and evaluation next: no mode switch on every decode step
+        self.generator.sync_weights(model)  # rollouts and evaluations from now on see this update
         stats["logp_mismatch"] = mismatch
         stats["active_sequences"] = len(plan.active)
         stats["advantage_abs"] = float(plan.adv.abs().mean())
@@ -347,7 +354,7 @@ class GRPOTrainer:
     def evaluate(self) -> dict:
         cfg = self.cfg
         result = evaluate(
-            self.engine,
+            self.generator,
             self.tokenizer,
             self.task,
             self.eval_problems,
@@ -404,6 +411,7 @@ class GRPOTrainer:
             f"reference model: {'yes' if self.ref_model is not None else 'none'}"
             + (", RANDOM REWARDS (control)" if cfg.reward.random else "")
         )
+        self.generator.sync_weights(self.model)  # the contract: the generator samples the policy as of now
         if self.checkpoint is not None:
             self.say(f"resumed from {self.checkpoint.path} at step {self.step}")
         else:
@@ -456,69 +464,3 @@ class GRPOTrainer:
             "cost": self.meter.summary(),
             "model_dir": str(ckpt_io.checkpoint_dir(self.run_dir, self.step) / "model"),
         }
-
-
-# ----------------------------------------------------------------------------------- the command
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nanoseek grpo",
-        description="GRPO (DeepSeekMath / R1): reinforcement learning with verifiable rewards from a task.",
-    )
-    p.add_argument(
-        "args", nargs="*", metavar="RECIPE.toml | section.key=value", help="a recipe and/or overrides"
-    )
-    p.add_argument("--out", help="run directory (run.out)")
-    p.add_argument("--init", help="policy to start from: a model, checkpoint or run directory (model.init)")
-    p.add_argument("--task", help="task spec, e.g. 'arithmetic?digits=2&ops=+' (task.name)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the newest complete checkpoint in --out"
-    )
-    p.add_argument(
-        "--random-rewards", action="store_true", help="the control: Bernoulli(0.5) rewards (reward.random)"
-    )
-    return p
-
-
-def parse_args(argv: list[str] | None) -> tuple[GRPOConfig, bool]:
-    args = _parser().parse_intermixed_args(argv)
-    recipes = [a for a in args.args if "=" not in a]
-    overrides = [a for a in args.args if "=" in a]
-    if len(recipes) > 1:
-        raise ConfigError(f"expected one recipe file, got {recipes}")
-    recipe = recipes[0] if recipes else None
-    if recipe is None and args.resume and args.out and (Path(args.out) / "config.toml").is_file():
-        recipe = str(Path(args.out) / "config.toml")
-    cfg = load_grpo_config(recipe, overrides)
-    flags = {"run.out": args.out, "model.init": args.init, "task.name": args.task}
-    for key, value in flags.items():
-        if value is not None:
-            set_value(cfg, key, value, where=f"--{key.split('.')[1]}")
-    if args.random_rewards:
-        cfg.reward.random = True
-    return cfg, args.resume
-
-
-def grpo_main(argv: list[str] | None = None) -> dict | None:
-    """The `nanoseek grpo` command."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        cfg, resume = parse_args(argv)
-        command = " ".join(shlex.quote(a) for a in ["nanoseek", "grpo", *argv])
-        summary = GRPOTrainer(cfg, resume=resume, command=command).run()
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"nanoseek grpo: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    cost = summary["cost"]
-    print(
-        f"done: step {summary['step']}, held-out pass@1 {summary['start_pass@1']:.3f} -> {summary['final_pass@1']:.3f}, "
-        f"response length {summary['start_response_length']:.1f} -> {summary['final_response_length']:.1f} tokens; "
-        f"{cost['device_hours']:.3g} device-hours; report: {summary['run_dir']}/report.md"
-    )
-    return summary
-
-
-if __name__ == "__main__":
-    grpo_main()

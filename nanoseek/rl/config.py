@@ -4,10 +4,11 @@
     cfg.rollout.group_size, cfg.grpo.eps_high, cfg.reward.random       # plain dataclasses, typed
     Path("runs/x/config.toml").write_text(to_toml(cfg))            # the resolved config, a recipe
 
-Sections: [run] [model] [task] [rollout] [reward] [grpo] [train] [eval] [checkpoint] [cost]. The value
-syntax, the error messages (`grpo.eps_hgh: unknown key (did you mean grpo.eps_high?)`) and the TOML
-writer are those of the pretraining config (`nanoseek.train.config`). The [train] section uses the
-pretraining config's names for the optimizer and the schedule, so `nanoseek.train.optim` serves both.
+Sections: [run] [model] [task] [rollout] [reward] [grpo] [train] [eval] [checkpoint] [cost]. [run],
+[train] (OptimSection: the optimizer and schedule, so `nanoseek.train.optim` serves both), [checkpoint]
+and [cost] are the training config's own sections (`nanoseek.train.config`) with GRPO's defaults;
+the value syntax, the error messages (`grpo.eps_hgh: unknown key (did you mean grpo.eps_high?)`) and
+the TOML writer are shared too. Every number is >= 0; a section's `rules` add choices and stricter ranges.
 
 The variants people use, as settings (defaults: DeepSeekMath's GRPO with beta = 0 and mu = 1):
     GRPO (DeepSeekMath)  grpo.advantage="grpo"    grpo.aggregation="grpo"     grpo.beta=0.04
@@ -23,21 +24,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from nanoseek.train.config import ConfigError, get_value, read_recipe
+from nanoseek.rl.loss import ADVANTAGE_MODES, AGGREGATIONS
+from nanoseek.train.config import (
+    POSITIVE,
+    CheckpointSection,
+    ConfigError,
+    CostSection,
+    OptimSection,
+    RunSection,
+    load_recipe,
+)
 
 
 @dataclass
-class RunSection:
-    out: str = ""  # run directory (the --out flag overrides it)
-    seed: int = 0  # prompt order, sampling seeds, the random-reward control
-    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu" or "cuda"
-    threads: int = 0  # torch CPU threads; 0 = torch's default (two runs side by side: 1 each)
-    progress: bool = True  # tqdm progress bar
-
-
-@dataclass
-class ModelSection:
+class PolicySection:  # GRPO's [model]
     init: str = ""  # the policy to start from: a model, checkpoint or run directory (required)
     reference: str = ""  # the frozen KL reference when grpo.beta > 0; default: model.init
 
@@ -60,11 +62,13 @@ class RolloutSection:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=lambda: ["</answer>"])  # r1_zero: stop after the answer tag
     max_slots: int = 0  # engine cache slots (samples decoded together); 0 = prompts_per_step x G
+    rules: ClassVar = {"template": ("r1_zero", "chat"), "top_p": "[0, 1]"}
+    rules |= dict.fromkeys(("group_size", "prompts_per_step", "max_new_tokens"), POSITIVE)
 
 
 @dataclass
 class RewardSection:
-    correct_weight: float = 1.0  # reward for a correct answer (the task's verifier)
+    correct_weight: float = 1.0  # x the task's reward (1 for a correct answer, 0 else; graded tasks between)
     format_weight: float = 0.0  # + this x format reward (<think>..</think> answer; <answer> tags for r1_zero)
     random: bool = False  # control run: rewards ~ Bernoulli(random_p), ignoring the completion
     random_p: float = 0.5
@@ -72,6 +76,7 @@ class RewardSection:
     # overlong punishment: linear from 0 at max_new_tokens - overlong_buffer to -overlong_penalty at the cap)
     overlong_buffer: int = 16
     overlong_penalty: float = 1.0
+    rules: ClassVar = {"random_p": "[0, 1]", "overlong": ("none", "filter", "penalty")}
 
 
 @dataclass
@@ -87,21 +92,12 @@ class GRPOSection:
     max_refills: int = 3  # dynamic sampling: at most this many extra rounds of prompts per step
     router_bias_speed: float = 0.0  # MoE aux-loss-free balancing gamma during RL; 0 freezes the routers'
     # biases (DeepSeek-V3 set gamma = 0 for its last 500B pretraining tokens)
-
-
-@dataclass
-class TrainSection:  # the names of nanoseek.train.config.TrainSection, so nanoseek.train.optim applies
-    max_steps: int = 100  # GRPO steps (one batch of rollouts each)
-    lr: float = 1e-4
-    min_lr_ratio: float = 1.0
-    schedule: str = "constant"  # "constant", "cosine" or "wsd", after linear warmup
-    warmup_steps: int = 0
-    decay_fraction: float = 0.2
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.99
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    rules: ClassVar = {
+        "advantage": ADVANTAGE_MODES,
+        "aggregation": AGGREGATIONS,
+        "mu": POSITIVE,
+        "micro_batch": POSITIVE,
+    }
 
 
 @dataclass
@@ -111,104 +107,47 @@ class EvalSection:
     temperature: float = 0.0  # 0 = greedy pass@1; > 0 samples `samples` completions per problem
     samples: int = 1  # completions per problem (pass@1 = mean correctness over them)
     max_new_tokens: int = 0  # 0 = rollout.max_new_tokens
+    rules: ClassVar = {"problems": POSITIVE, "samples": POSITIVE}
 
 
-@dataclass
-class CheckpointSection:
-    every: int = 0  # save every N steps (and always at the end); 0 = only at the end
-    keep: int = 2
-
-
-@dataclass
-class CostSection:
-    price_per_device_hour: float = 2.0
-    peak_flops: float = 0.0  # per device; 0 = a known GPU's datasheet peak, or measured on CPU
+def _optim() -> OptimSection:  # GRPO's defaults: a small constant learning rate, no weight decay
+    return OptimSection(
+        max_steps=100,
+        lr=1e-4,
+        min_lr_ratio=1.0,
+        schedule="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        beta2=0.99,
+    )
 
 
 @dataclass
 class GRPOConfig:
-    run: RunSection = field(default_factory=RunSection)
-    model: ModelSection = field(default_factory=ModelSection)
+    run: RunSection = field(default_factory=lambda: RunSection(kind="grpo"))
+    model: PolicySection = field(default_factory=PolicySection)
     task: TaskSection = field(default_factory=TaskSection)
     rollout: RolloutSection = field(default_factory=RolloutSection)
     reward: RewardSection = field(default_factory=RewardSection)
     grpo: GRPOSection = field(default_factory=GRPOSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    train: OptimSection = field(default_factory=_optim)
     eval: EvalSection = field(default_factory=EvalSection)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    checkpoint: CheckpointSection = field(default_factory=lambda: CheckpointSection(keep=2))
     cost: CostSection = field(default_factory=CostSection)
-
-
-CHOICES = {
-    "run.device": ("auto", "cpu", "cuda"),
-    "rollout.template": ("r1_zero", "chat"),
-    "reward.overlong": ("none", "filter", "penalty"),
-    "grpo.advantage": ("grpo", "dr_grpo"),
-    "grpo.aggregation": ("grpo", "dapo", "dr_grpo"),
-    "train.schedule": ("constant", "cosine", "wsd"),
-}
-POSITIVE = [
-    "rollout.group_size",
-    "rollout.prompts_per_step",
-    "rollout.max_new_tokens",
-    "grpo.mu",
-    "grpo.micro_batch",
-    "train.max_steps",
-    "train.lr",
-    "eval.problems",
-    "eval.samples",
-    "checkpoint.keep",
-]
-NON_NEGATIVE = [
-    "run.threads",
-    "task.train_problems",
-    "rollout.temperature",
-    "rollout.max_slots",
-    "reward.overlong_buffer",
-    "reward.overlong_penalty",
-    "grpo.eps_low",
-    "grpo.eps_high",
-    "grpo.beta",
-    "grpo.max_refills",
-    "grpo.router_bias_speed",
-    "train.warmup_steps",
-    "train.weight_decay",
-    "train.grad_clip",
-    "eval.every",
-    "eval.temperature",
-    "eval.max_new_tokens",
-    "checkpoint.every",
-    "cost.price_per_device_hour",
-    "cost.peak_flops",
-]
 
 
 def load_grpo_config(
     recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> GRPOConfig:
     """A recipe file (or the defaults when None) with `section.key=value` overrides applied, validated."""
-    cfg = GRPOConfig()
-    read_recipe(cfg, recipe, overrides)
-    validate(cfg)
-    return cfg
+    return load_recipe(GRPOConfig, recipe, overrides, validate)
 
 
 def validate(cfg: GRPOConfig) -> None:
-    """Choices and ranges; the task spec and the init checkpoint are checked when the run starts."""
-    for key, allowed in CHOICES.items():
-        if get_value(cfg, key) not in allowed:
-            raise ConfigError(
-                f"{key}: expected one of {', '.join(map(repr, allowed))}, got {get_value(cfg, key)!r}"
-            )
-    for key in POSITIVE:
-        if not get_value(cfg, key) > 0:
-            raise ConfigError(f"{key}: must be positive, got {get_value(cfg, key)!r}")
-    for key in NON_NEGATIVE:
-        if get_value(cfg, key) < 0:
-            raise ConfigError(f"{key}: must be >= 0, got {get_value(cfg, key)!r}")
-    for key in ("reward.random_p", "train.min_lr_ratio", "train.decay_fraction", "rollout.top_p"):
-        if not 0 <= get_value(cfg, key) <= 1:
-            raise ConfigError(f"{key}: must be in [0, 1], got {get_value(cfg, key)!r}")
+    """The checks across fields (`check_rules` did each field's range); the task spec and the init
+    checkpoint are checked when the run starts."""
+    if cfg.run.kind != "grpo":
+        raise ConfigError(f"run.kind: a GRPO config has kind 'grpo', got {cfg.run.kind!r}")
     if cfg.rollout.group_size < 2:
         raise ConfigError("rollout.group_size: GRPO compares samples within a group; need at least 2")
     if cfg.rollout.temperature == 0:
@@ -219,6 +158,3 @@ def validate(cfg: GRPOConfig) -> None:
         raise ConfigError(
             "reward.overlong_buffer: must be in (0, rollout.max_new_tokens] for the soft penalty"
         )
-    for key in ("train.beta1", "train.beta2"):
-        if not 0 <= get_value(cfg, key) < 1:
-            raise ConfigError(f"{key}: must be in [0, 1), got {get_value(cfg, key)!r}")

@@ -1,8 +1,9 @@
-"""Read text documents from corpus files, streaming: .txt, .jsonl and .parquet.
+"""Read text documents from corpus files, streaming: .txt, .jsonl and .parquet; write JSONL atomically.
 
-    from nanoseek.data.documents import expand_files, iter_documents
+    from nanoseek.tokenizer.documents import expand_files, iter_documents   # also: nanoseek.data
     for text in iter_documents(expand_files(["data/"]), text_field="text"):
         ...
+    write_jsonl("runs/x/corpus.jsonl", [{"text": "..."}, ...])    # whole or not at all (temp + rename)
 
 What a document is, per file type:
 - .txt: the whole file, or, if the file contains lines that are exactly `<|endoftext|>` (the GPT-2 /
@@ -12,13 +13,15 @@ What a document is, per file type:
 - .parquet: the `text_field` column, one document per row, read in record batches.
 Empty documents are skipped. A malformed record raises `DataError` naming the file, line and field;
 a .txt or .jsonl file that is not UTF-8 text (a binary file) raises it naming the file.
-Used by tokenizer training and by `tokenize_corpus`.
+Used by tokenizer training and by `nanoseek.data` (token shards, chat files), so it lives here, in the
+lowest layer that reads corpora; `nanoseek.data` re-exports DataError, expand_files and iter_documents.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -123,3 +126,17 @@ def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
         for text in batch.column(0).to_pylist():
             if text is not None:
                 yield text
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
+    """One JSON object per line (UTF-8 as is), written to a temp file, fsynced and renamed into place,
+    so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return path

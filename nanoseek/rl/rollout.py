@@ -1,8 +1,8 @@
-"""GRPO rollouts: prompts -> G samples each from the engine -> rewards -> groups (dynamic sampling).
+"""GRPO rollouts: prompts -> G samples each from a Generator -> rewards -> groups (dynamic sampling).
 
-    sampler = RolloutSampler(cfg, engine, tokenizer, task, train_problems)
+    sampler = RolloutSampler(cfg, generator, tokenizer, task, train_problems)
     batch, stats = sampler.collect(cursor=0)     # one step's groups; stats: reward, accuracy, lengths, ...
-    result = evaluate(engine, tokenizer, task, test_problems, "r1_zero", max_new_tokens=64)   # pass@1
+    result = evaluate(generator, tokenizer, task, test_problems, "r1_zero", max_new_tokens=64)   # pass@1
 
 Prompts (`prompt_ids`), one definition for rollouts and held-out evaluation:
 - "r1_zero" (a base model): BOS + the R1 paper's plain-text prompt `r1_zero_prompt(question)`, encoded as
@@ -16,7 +16,9 @@ verifier reads the answer after `</think>` (inside `<answer>` tags if present) a
 checks the layout (`answer_tag=True` for "r1_zero").
 
 Rewards per sample (N = prompts x G, group after group):
-    r = correct_weight x correct + format_weight x format_ok + overlong penalty
+    r = correct_weight x task reward + format_weight x format_ok + overlong penalty
+    task reward: what the task's `score` returns: 1 for a correct answer and 0 else for a verifier
+                 task, anything in between for a graded one (partial credit is kept, not rounded)
     overlong penalty (DAPO, "penalty"): 0 up to L_max - buffer tokens, then linear down to -overlong_penalty
                                         at L_max (a truncated sample gets the full penalty)
     random control: r ~ Bernoulli(random_p) from a generator seeded by (run seed, prompt index), so the
@@ -40,9 +42,9 @@ from dataclasses import dataclass, field
 import torch
 
 from nanoseek.engine import GenerationRequest, Generator, SamplingParams
+from nanoseek.rl.config import GRPOConfig
 from nanoseek.tasks import Problem, Task
 from nanoseek.tokenizer import Tokenizer, r1_zero_prompt, render_prompt
-from nanoseek.train.grpo_config import GRPOConfig
 from nanoseek.verify import format_reward
 
 # ----------------------------------------------------------------------------------- prompts and texts
@@ -111,6 +113,7 @@ class RolloutBatch:
     completions: list[list[int]] = field(default_factory=list)  # (N) generated ids (stop token included)
     engine_logprobs: list[list[float]] = field(default_factory=list)  # (N) sampler's logp of each token
     texts: list[str] = field(default_factory=list)  # (N) scored texts
+    scores: list[float] = field(default_factory=list)  # (N) the task's reward for each sample
     rewards: list[float] = field(default_factory=list)  # (N)
     correct: list[bool] = field(default_factory=list)  # (N) the verifier's verdict (also in the control)
     format_ok: list[float] = field(default_factory=list)  # (N)
@@ -135,6 +138,7 @@ class RolloutBatch:
             "completions",
             "engine_logprobs",
             "texts",
+            "scores",
             "rewards",
             "correct",
             "format_ok",
@@ -147,13 +151,13 @@ class RolloutBatch:
 
 
 class RolloutSampler:
-    """Samples groups for GRPO steps from a `Generator` that reads the policy's live weights (the native
-    engine; any generator returning token ids and their logprobs works)."""
+    """Samples groups for GRPO steps from a `Generator` holding the policy (the trainer syncs its weights
+    after each update; any generator returning token ids and their logprobs works)."""
 
     def __init__(
-        self, cfg: GRPOConfig, engine: Generator, tokenizer: Tokenizer, task: Task, problems: list[Problem]
+        self, cfg: GRPOConfig, generator: Generator, tokenizer: Tokenizer, task: Task, problems: list[Problem]
     ):
-        self.cfg, self.engine, self.tokenizer, self.task = cfg, engine, tokenizer, task
+        self.cfg, self.generator, self.tokenizer, self.task = cfg, generator, tokenizer, task
         self.stream = PromptStream(problems, cfg.run.seed)
 
     def params(self, index: int) -> SamplingParams:
@@ -178,13 +182,14 @@ class RolloutSampler:
             GenerationRequest(prompt=ids, params=self.params(start + k))
             for k, ids in enumerate(batch.prompts)
         ]
-        outs = self.engine.generate(requests)  # request-major: G samples of prompt 0, then prompt 1, ...
+        outs = self.generator.generate(requests)  # request-major: G samples of prompt 0, then prompt 1, ...
         batch.completions = [list(o.token_ids) for o in outs]
         batch.engine_logprobs = [[lp.logprob for lp in o.logprobs or []] for o in outs]
         batch.truncated = [o.finish_reason == "length" for o in outs]
         batch.texts = [completion_text(self.tokenizer, ids, r.template) for ids in batch.completions]
         problems = [p for p in batch.problems for _ in range(G)]
         scored = self.task.score_batch(problems, batch.texts)
+        batch.scores = [float(reward) for reward, _ in scored]
         batch.correct = [bool(details["correct"]) for _, details in scored]
         answer_tag = r.template == "r1_zero"
         batch.format_ok = [format_reward(t, answer_tag=answer_tag) for t in batch.texts]
@@ -200,8 +205,8 @@ class RolloutSampler:
                 out += (torch.rand(G, generator=gen) < w.random_p).float().tolist()
             return out
         rewards = []
-        for ids, ok, fmt in zip(batch.completions, batch.correct, batch.format_ok):
-            r = w.correct_weight * float(ok) + w.format_weight * fmt
+        for ids, score, fmt in zip(batch.completions, batch.scores, batch.format_ok):
+            r = w.correct_weight * score + w.format_weight * fmt
             if w.overlong == "penalty":
                 r += overlong_penalty(
                     len(ids), self.cfg.rollout.max_new_tokens, w.overlong_buffer, w.overlong_penalty
@@ -264,7 +269,7 @@ def _mean(xs: list[float]) -> float:
 
 
 def evaluate(
-    engine: Generator,
+    generator: Generator,
     tokenizer: Tokenizer,
     task: Task,
     problems: list[Problem],
@@ -293,7 +298,7 @@ def evaluate(
         for p in problems
     ]
     t0 = time.perf_counter()
-    outs = engine.generate(requests)
+    outs = generator.generate(requests)
     texts = [completion_text(tokenizer, o.token_ids, template) for o in outs]
     expanded = [p for p in problems for _ in range(n)]
     scored = task.score_batch(expanded, texts)

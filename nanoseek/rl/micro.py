@@ -1,7 +1,7 @@
 """The micro R1-Zero experiment: pretrain a tiny base model, then GRPO beside a random-reward control.
 
-    python -m nanoseek.train.grpo_micro --out runs/r1zero                 # ~15 minutes on 2 CPU cores
-    python -m nanoseek.train.grpo_micro --out runs/r1zero --figures docs/img   # also the docs' figures
+    python -m nanoseek.rl.micro --out runs/r1zero                 # ~15 minutes on 2 CPU cores
+    python -m nanoseek.rl.micro --out runs/r1zero --figures docs/img   # also the docs' figures
 
 Four stages, each skipped when its output already exists (so an interrupted run continues):
 1. corpus, from every problem of the task's TRAIN split (2-digit additions):
@@ -11,10 +11,10 @@ Four stages, each skipped when its output already exists (so an interrupted run 
    - `worked` textbook-style worked solutions: the question, the column work, the answer.
    Base models see both habits in pretraining data; this one takes the shortcut (the majority of its
    transcripts) and, at its size, is usually wrong when it does;
-2. tokenizer (BPE on the corpus, digits split one per token) and pretraining
-   (`recipes/r1_zero_micro_pretrain.toml`, the ordinary `nanoseek pretrain` loop);
+2. tokenizer (`train_digit_tokenizer`: BPE on the corpus, digits split one per token) and pretraining
+   (the packaged `recipes/r1_zero_micro_pretrain.toml`, the ordinary `nanoseek pretrain` loop);
 3. GRPO (`recipes/r1_zero_micro.toml`) and the same run with Bernoulli(0.5) rewards
-   (`--random-rewards`), side by side as two single-threaded processes (one per core);
+   (`--random-rewards`), side by side as two single-threaded processes (`nanoseek.train.parallel`);
 4. figures: held-out pass@1 and response length per step for both runs, and summary.json.
 What GRPO has to find is the R1-Zero story in miniature: reasoning step by step (longer responses)
 earns more reward than answering at once, so held-out accuracy and response length rise together,
@@ -25,30 +25,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from nanoseek.eval.config import parse_task_spec
+from nanoseek.data import write_jsonl
 from nanoseek.model import DeepSeekV3, config_for_depth
-from nanoseek.tasks import Problem
+from nanoseek.model.run_dirs import checkpoint_step, latest_checkpoint
+from nanoseek.rl.config import load_grpo_config
+from nanoseek.rl.report import plot_comparison
+from nanoseek.tasks import Problem, parse_task_spec
 from nanoseek.tasks.arithmetic import ArithmeticTask
-from nanoseek.tokenizer import Tokenizer, r1_zero_prompt, train_tokenizer
+from nanoseek.tokenizer import Tokenizer, r1_zero_prompt, train_digit_tokenizer
 from nanoseek.train import load_config, train
-from nanoseek.train.checkpointing import latest_checkpoint
-from nanoseek.train.grpo_config import load_grpo_config
-from nanoseek.train.grpo_report import plot_comparison
+from nanoseek.train.config import packaged_recipe
+from nanoseek.train.parallel import Job, run_parallel
 from nanoseek.train.report import read_metrics
-
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-
 
 PLACES = ["ones", "tens", "hundreds", "thousands", "ten-thousands"]
 
@@ -102,26 +97,9 @@ def write_corpus(
     transcripts = [r1_zero_document(p, rng.random() < shortcut_share) for p in problems]
     docs = transcripts + [worked_solution(p) for p in problems for _ in range(worked)]
     rng.shuffle(docs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    tmp.replace(path)
+    write_jsonl(path, [{"text": d} for d in docs])
     shortcuts = sum(": ones" not in t for t in transcripts)
     return {"transcripts": len(transcripts), "shortcuts": shortcuts, "worked": len(docs) - len(transcripts)}
-
-
-def train_digit_tokenizer(corpus: Path, vocab_size: int, out_dir: Path) -> Tokenizer:
-    """A BPE trained on the corpus with every number cut to its first digit, so it learns no merges of
-    digits: numbers are spelled digit by digit, as in DeepSeek's and LLaMA's tokenizers."""
-    scrubbed = out_dir / "digits_scrubbed.jsonl"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(corpus) as src, open(scrubbed, "w") as dst:
-        for line in src:
-            text = re.sub(r"\d+", lambda m: m.group(0)[0], json.loads(line)["text"])
-            dst.write(json.dumps({"text": text}) + "\n")
-    tokenizer = train_tokenizer([scrubbed], vocab_size, out_dir, show_progress=False)
-    scrubbed.unlink()
-    return tokenizer
 
 
 def initial_model(tokenizer: Tokenizer, out_dir: Path, seed: int = 0) -> Path:
@@ -142,7 +120,7 @@ def initial_model(tokenizer: Tokenizer, out_dir: Path, seed: int = 0) -> Path:
 def pretrain(out: Path, corpus: Path, steps: int | None, threads: int, seed: int) -> Path:
     """Stage 2: tokenizer, initial model and `nanoseek pretrain` with the micro recipe; returns the run dir."""
     run = out / "base"
-    recipe = RECIPES / "r1_zero_micro_pretrain.toml"
+    recipe = packaged_recipe("r1_zero_micro_pretrain.toml")
     init = out / "init"
     if not (init / "model.safetensors").is_file():
         tokenizer = train_digit_tokenizer(corpus, 512, out / "tokenizer")
@@ -152,7 +130,7 @@ def pretrain(out: Path, corpus: Path, steps: int | None, threads: int, seed: int
         overrides.append(f"train.max_steps={steps}")
     cfg = load_config(recipe, overrides)
     done = latest_checkpoint(run)
-    if done is not None and int(done.name.split("_")[1]) >= cfg.train.max_steps:
+    if done is not None and checkpoint_step(done) >= cfg.train.max_steps:
         return run
     if threads:
         torch.set_num_threads(threads)
@@ -162,55 +140,16 @@ def pretrain(out: Path, corpus: Path, steps: int | None, threads: int, seed: int
 
 def grpo_runs(out: Path, base: Path, overrides: list[str]) -> dict[str, Path]:
     """GRPO and its random-reward control as two processes, one thread each; progress from their metrics."""
-    recipe = RECIPES / "r1_zero_micro.toml"
+    recipe = packaged_recipe("r1_zero_micro.toml")
     cfg = load_grpo_config(recipe, overrides)
     runs = {"GRPO": out / "grpo", "random-reward control": out / "control"}
-    procs = {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for label, run in runs.items():
-        if (run / "report.md").is_file():
-            continue
-        run.mkdir(parents=True, exist_ok=True)
-        args = [
-            sys.executable,
-            "-m",
-            "nanoseek.train.grpo",
-            str(recipe),
-            "--init",
-            str(base),
-            "--out",
-            str(run),
-        ]
-        args += ["run.progress=false", "run.threads=1", *overrides]
-        if label != "GRPO":
-            args.append("--random-rewards")
-        if (run / "checkpoints").is_dir():
-            args.append("--resume")
-        log = open(run / "stdout.log", "a")  # noqa: SIM115 (closed when the process ends)
-        procs[label] = (subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-    bars = {
-        label: tqdm(total=cfg.train.max_steps, desc=label, position=i, unit="step", dynamic_ncols=True)
-        for i, label in enumerate(procs)
-    }
-    while procs:
-        time.sleep(2)
-        for label in list(procs):
-            proc, log = procs[label]
-            records = read_metrics(runs[label] / "metrics.jsonl")
-            steps = [r["step"] for r in records if r.get("type") == "train"]
-            evals = [r for r in records if r.get("type") == "eval"]
-            bars[label].n = max(steps, default=0)
-            if evals:
-                bars[label].set_postfix(pass1=f"{evals[-1]['pass@1']:.3f}", refresh=False)
-            bars[label].refresh()
-            if proc.poll() is not None:
-                log.close()
-                bars[label].close()
-                del procs[label]
-                if proc.returncode != 0:
-                    raise RuntimeError(
-                        f"{label} failed (exit {proc.returncode}); see {runs[label] / 'stdout.log'}"
-                    )
+    command = [sys.executable, "-m", "nanoseek.rl.cli", str(recipe), "--init", str(base)]
+    jobs = [
+        Job(label, [*command, "--out", str(run), "run.progress=false", "run.threads=1", *overrides]
+            + ([] if label == "GRPO" else ["--random-rewards"]), run)
+        for label, run in runs.items()
+    ]  # fmt: skip
+    run_parallel(jobs, cfg.train.max_steps)
     return runs
 
 
@@ -232,9 +171,7 @@ def summarize(runs: dict[str, Path], figures: Path, seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(
-        prog="python -m nanoseek.train.grpo_micro", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m nanoseek.rl.micro", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/r1zero", help="experiment directory")
     p.add_argument("--figures", default=None, help="where the comparison figures go (default: --out)")
     p.add_argument("--pretrain-steps", type=int, default=None, help="override the pretraining recipe's steps")
@@ -243,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     out = Path(args.out)
     t0 = time.perf_counter()
-    grpo_cfg = load_grpo_config(RECIPES / "r1_zero_micro.toml", args.overrides)
+    grpo_cfg = load_grpo_config(packaged_recipe("r1_zero_micro.toml"), args.overrides)
     corpus = out / "corpus" / "r1_zero.jsonl"
     if not corpus.is_file():
         n = write_corpus(grpo_cfg.task.name, corpus, seed=grpo_cfg.run.seed)

@@ -13,16 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nanoseek.markdown import table
 from nanoseek.train.cost import cost_markdown
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from nanoseek.train.report import pyplot, save_figure
 
 
 def _series(records: list[dict], kind: str, key: str) -> tuple[list[int], list[float]]:
@@ -33,7 +26,7 @@ def _series(records: list[dict], kind: str, key: str) -> tuple[list[int], list[f
 def plot_grpo(records: list[dict], out_dir: str | Path) -> list[Path]:
     """grpo_accuracy.png (held-out pass@1, training reward and accuracy), grpo_length.png (response
     length) and grpo_dynamics.png (KL, entropy, clip fraction, zero-variance groups)."""
-    plt = _plt()
+    plt = pyplot()
     out_dir = Path(out_dir)
     written = []
 
@@ -44,10 +37,7 @@ def plot_grpo(records: list[dict], out_dir: str | Path) -> list[Path]:
     ax.set_xlabel("GRPO step")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    written.append(out_dir / "grpo_accuracy.png")
-    fig.savefig(written[-1], dpi=100)
-    plt.close(fig)
+    written.append(save_figure(fig, out_dir / "grpo_accuracy.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(*_series(records, "train", "response_length"), lw=1, label="rollouts (sampled)")
@@ -56,10 +46,7 @@ def plot_grpo(records: list[dict], out_dir: str | Path) -> list[Path]:
     ax.set_ylabel("response length (tokens)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    written.append(out_dir / "grpo_length.png")
-    fig.savefig(written[-1], dpi=100)
-    plt.close(fig)
+    written.append(save_figure(fig, out_dir / "grpo_length.png"))
 
     fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharex=True)
     for ax, (key, label) in zip(
@@ -76,17 +63,14 @@ def plot_grpo(records: list[dict], out_dir: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("GRPO step")
-    fig.tight_layout()
-    written.append(out_dir / "grpo_dynamics.png")
-    fig.savefig(written[-1], dpi=100)
-    plt.close(fig)
+    written.append(save_figure(fig, out_dir / "grpo_dynamics.png"))
     return written
 
 
 def plot_comparison(runs: dict[str, list[dict]], out_dir: str | Path, prefix: str) -> list[Path]:
     """{prefix}_accuracy.png (held-out pass@1 per run) and {prefix}_length.png (response length per run:
     rollouts as thin lines, held-out as markers)."""
-    plt = _plt()
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -100,10 +84,7 @@ def plot_comparison(runs: dict[str, list[dict]], out_dir: str | Path, prefix: st
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    written.append(out_dir / f"{prefix}_accuracy.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(save_figure(fig, out_dir / f"{prefix}_accuracy.png", dpi=110))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, (label, records) in enumerate(runs.items()):
@@ -120,15 +101,8 @@ def plot_comparison(runs: dict[str, list[dict]], out_dir: str | Path, prefix: st
     ax.set_ylabel("response length (tokens)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    written.append(out_dir / f"{prefix}_length.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(save_figure(fig, out_dir / f"{prefix}_length.png", dpi=110))
     return written
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -210,8 +184,13 @@ def write_grpo_report(
     ]:
         if key in last:
             results.append((label, _fmt(last[key])))
-    parts = [f"# nanoseek grpo: {run_dir.name}\n", f"```\n{command}\n```\n", "## Run\n", _table(overview)]
-    parts += ["## Results\n", _table(results)]
+    parts = [
+        f"# nanoseek grpo: {run_dir.name}\n",
+        f"```\n{command}\n```\n",
+        "## Run\n",
+        table(["", ""], overview),
+    ]
+    parts += ["## Results\n", table(["", ""], results)]
     parts += [f"![{p.stem}]({p.name})\n" for p in plots]
     if summary.get("examples"):
         parts.append("## Held-out completions (final model)\n")
