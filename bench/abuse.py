@@ -70,9 +70,9 @@ MAX_ERROR_BYTES = 4096  # an error body longer than this echoes what the client 
 API_KEY = "sk-bench#1"  # a '#' inside a key is part of it (issue 15, item 4)
 DEADLINES = {"header": 2.0, "body": 3.0}  # the servers' read deadlines (seconds) in this benchmark
 MAX_CONNECTIONS = 256
-SHED_CODES = ("too_many_connections", "arena_busy")
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 HI = [{"role": "user", "content": "hi"}]
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -184,10 +184,12 @@ def error_problem(o: Outcome) -> str | None:
 
 
 async def call(http: httpx.AsyncClient, method: str, path: str, label: str, **kwargs) -> Outcome:
-    """One request; a JSON `body` (any object, lone surrogates escaped) or raw `content`."""
+    """One request; a JSON `body` (any object, lone surrogates escaped, or bytes sent as they are) or
+    any other `content`."""
     if "body" in kwargs:
-        kwargs["content"] = json.dumps(kwargs.pop("body")).encode()
-        kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
+        body = kwargs.pop("body")
+        kwargs["content"] = body if isinstance(body, bytes) else json.dumps(body).encode()
+        kwargs["headers"] = {**JSON, **kwargs.get("headers", {})}
     start = time.perf_counter()
     try:
         r = await http.request(method, path, timeout=kwargs.pop("timeout", HANG_S), **kwargs)
@@ -197,6 +199,10 @@ async def call(http: httpx.AsyncClient, method: str, path: str, label: str, **kw
         return Outcome(label, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start)
     body = r.content
     return Outcome(label, r.status_code, dict(r.headers), body[:2048], len(body), time.perf_counter() - start)
+
+
+async def post(http: httpx.AsyncClient, path: str, label: str, **kwargs) -> Outcome:
+    return await call(http, "POST", path, label, **kwargs)
 
 
 # ----------------------------------------------------------------------------- the servers
@@ -294,37 +300,15 @@ def start_servers(tmp: Path, log) -> tuple[subprocess.Popen, subprocess.Popen, T
             for name in ("demo-a", "demo-b")
         )
     )
-    guard = [
-        "--header-timeout",
-        str(DEADLINES["header"]),
-        "--body-timeout",
-        str(DEADLINES["body"]),
-        "--max-connections",
-        str(MAX_CONNECTIONS),
-    ]
+    guard = f"--header-timeout {DEADLINES['header']} --body-timeout {DEADLINES['body']}".split()
+    guard += ["--max-connections", str(MAX_CONNECTIONS)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     serve_port, arena_port = free_port(), free_port()
     serve_cmd = ["-m", "nanoseek.serve.cli", "--model", str(model), "--port", str(serve_port)]
     serve_cmd += ["--max-slots", "8", "--threads", "1", "--api-key-file", str(keys), "--log-level", "warning"]
-    arena_cmd = [
-        "-m",
-        "nanoseek.arena.cli",
-        "serve",
-        "--contestants",
-        str(contestants),
-        "--port",
-        str(arena_port),
-    ]
-    arena_cmd += [
-        "--db",
-        str(tmp / "arena.db"),
-        "--trusted-proxy",
-        "127.0.0.1",
-        "--seed",
-        "0",
-        "--bootstrap",
-        "10",
-    ]
+    arena_cmd = ["-m", "nanoseek.arena.cli", "serve", "--contestants", str(contestants)]
+    arena_cmd += ["--port", str(arena_port), "--db", str(tmp / "arena.db")]
+    arena_cmd += ["--trusted-proxy", "127.0.0.1", "--seed", "0", "--bootstrap", "10"]
     serve = subprocess.Popen([sys.executable, *serve_cmd, *guard], env=env, stdout=log, stderr=log)
     arena = subprocess.Popen([sys.executable, *arena_cmd, *guard], env=env, stdout=log, stderr=log)
     wait_until_up(serve, f"http://127.0.0.1:{serve_port}/health")
@@ -352,29 +336,20 @@ async def ordinary_traffic(t: Target, sizes: Sizes) -> None:
             seed=1,
         )
         async with t.client() as http:
-            await call(http, "POST", COMPLETIONS, "warm-up", body={"prompt": ["hi"] * 8, "max_tokens": 8})
+            await post(http, COMPLETIONS, "warm-up", body={"prompt": ["hi"] * 8, "max_tokens": 8})
         return
     async with t.client() as http:
         ids = []
         for _ in range(5):
+            hi = [{"prompt": f"Hi {i}"} for i in range(t.max_active)]
             started = await asyncio.gather(
-                *(
-                    call(
-                        http,
-                        "POST",
-                        "/api/battles",
-                        "warm-up",
-                        body={"prompt": f"Hi {i}"},
-                        headers=t.identity(),
-                    )
-                    for i in range(t.max_active)
-                )
+                *(post(http, "/api/battles", "warm-up", body=b, headers=t.identity()) for b in hi)
             )
             ids += [json.loads(o.body)["battle_id"] for o in started if o.status == 201]
             await asyncio.gather(*(battle_ended(http, b, HANG_S) for b in ids))
         if ids:
             vote = {"battle_id": ids[0], "winner": "tie"}
-            await call(http, "POST", "/api/vote", "warm-up", body=vote, headers=t.identity())
+            await post(http, "/api/vote", "warm-up", body=vote, headers=t.identity())
         reads = ["/api/leaderboard", "/api/contestants", *(f"/api/battles/{b}" for b in ids)] * 2
         await asyncio.gather(*(call(http, "GET", path, "warm-up") for path in reads))
 
@@ -471,23 +446,9 @@ def serve_malformed_cases() -> list[tuple[str, str, bytes | object]]:
 async def malformed_serve(t: Target, row: Row, sizes: Sizes) -> None:
     async with t.client() as http:
         for label, path, body in serve_malformed_cases():
-            kwargs = (
-                {"content": body, "headers": {"Content-Type": "application/json"}}
-                if isinstance(body, bytes)
-                else {"body": body}
-            )
-            row.add(await call(http, "POST", path, label, **kwargs), range(400, 500))
-        row.add(
-            await call(
-                http,
-                "POST",
-                CHAT,
-                "text/plain body",
-                content=json.dumps({"messages": HI}).encode(),
-                headers={"Content-Type": "text/plain"},
-            ),
-            range(400, 500),
-        )
+            row.add(await post(http, path, label, body=body), range(400, 500))
+        plain = {"content": json.dumps({"messages": HI}).encode(), "headers": {"Content-Type": "text/plain"}}
+        row.add(await post(http, CHAT, "text/plain body", **plain), range(400, 500))
         for method, path in (
             ("GET", "/v1/nope"),
             ("PUT", CHAT),
@@ -504,13 +465,8 @@ async def malformed_arena(t: Target, row: Row, sizes: Sizes) -> None:
     async with t.client() as http:
         voted = await started_battle(t, http)
         if voted:
-            await call(
-                http,
-                "POST",
-                "/api/vote",
-                "vote",
-                body={"battle_id": voted, "winner": "tie"},
-                headers=t.identity(),
+            await post(
+                http, "/api/vote", "vote", body={"battle_id": voted, "winner": "tie"}, headers=t.identity()
             )
         battle_bodies = [
             {},
@@ -548,9 +504,7 @@ async def malformed_arena(t: Target, row: Row, sizes: Sizes) -> None:
         cases = [(f"battle {str(b)[:30]}", "/api/battles", b) for b in battle_bodies + raw]
         cases += [(f"vote {str(b)[:40]}", "/api/vote", b) for b in vote_bodies + raw]
         for label, path, body in cases:
-            headers = {"Content-Type": "application/json", **t.identity()}
-            kwargs = {"content": body} if isinstance(body, bytes) else {"body": body}
-            row.add(await call(http, "POST", path, label, headers=headers, **kwargs), range(400, 500))
+            row.add(await post(http, path, label, body=body, headers=t.identity()), range(400, 500))
         for method, path in (
             ("GET", "/nope"),
             ("DELETE", "/api/vote"),
@@ -563,7 +517,7 @@ async def malformed_arena(t: Target, row: Row, sizes: Sizes) -> None:
 
 async def started_battle(t: Target, http: httpx.AsyncClient, prompt: str = "What is 2 + 2?") -> str | None:
     """A battle whose answers are complete (None if the arena would not start one)."""
-    o = await call(http, "POST", "/api/battles", "battle", body={"prompt": prompt}, headers=t.identity())
+    o = await post(http, "/api/battles", "battle", body={"prompt": prompt}, headers=t.identity())
     if o.status != 201:
         return None
     battle_id = json.loads(o.body)["battle_id"]
@@ -574,8 +528,7 @@ async def started_battle(t: Target, http: httpx.AsyncClient, prompt: str = "What
 
 async def timed_chats(http: httpx.AsyncClient, count: int) -> list[Outcome]:
     return [
-        await call(http, "POST", CHAT, "normal client", body={"messages": HI, "max_tokens": 8})
-        for _ in range(count)
+        await post(http, CHAT, "normal client", body={"messages": HI, "max_tokens": 8}) for _ in range(count)
     ]
 
 
@@ -583,17 +536,7 @@ async def floods_serve(t: Target, row: Row, sizes: Sizes) -> None:
     flood = json.dumps({"prompt": ["Sort: 3, 1, 2."] * 20000, "n": 32, "max_tokens": 16}).encode()
     async with t.client() as http:
         alone = await timed_chats(http, 4)
-        floods = [
-            call(
-                http,
-                "POST",
-                COMPLETIONS,
-                "20,000 prompts x n=32",
-                content=flood,
-                headers={"Content-Type": "application/json"},
-            )
-            for _ in range(4)
-        ]
+        floods = [post(http, COMPLETIONS, "20,000 prompts x n=32", body=flood) for _ in range(4)]
         *flooded, during = await asyncio.gather(*floods, timed_chats(http, 4))
         for o in flooded:
             row.add(o, {400})
@@ -606,10 +549,7 @@ async def floods_serve(t: Target, row: Row, sizes: Sizes) -> None:
         # more samples than the queue holds: each request is 8 prompts; the excess gets 429 + Retry-After
         body = {"prompt": [f"Count to {i}." for i in range(8)], "max_tokens": 2}
         many = await asyncio.gather(
-            *(
-                call(http, "POST", COMPLETIONS, "8-prompt burst", body=body)
-                for _ in range(sizes.flood_requests)
-            )
+            *(post(http, COMPLETIONS, "8-prompt burst", body=body) for _ in range(sizes.flood_requests))
         )
         for o in many:
             row.add(o, {200, 429})
@@ -633,11 +573,9 @@ async def floods_serve(t: Target, row: Row, sizes: Sizes) -> None:
 async def floods_arena(t: Target, row: Row, sizes: Sizes) -> None:
     one = t.identity()  # all from one client
     async with t.client() as http:
+        prompts = [{"prompt": f"Q{i}"} for i in range(sizes.arena_flood)]
         out = await asyncio.gather(
-            *(
-                call(http, "POST", "/api/battles", "battle flood", body={"prompt": f"Q{i}"}, headers=one)
-                for i in range(sizes.arena_flood)
-            )
+            *(post(http, "/api/battles", "battle flood", body=b, headers=one) for b in prompts)
         )
     for o in out:
         row.add(o, {201, 429, 503})
@@ -685,13 +623,9 @@ async def huge_serve(t: Target, row: Row, sizes: Sizes) -> None:
     async with t.client() as http:
         for path, body in bodies:
             payload = json.dumps(body).encode()
-            json_type = {"Content-Type": "application/json"}
             with polled(t.url + "/health") as health:
                 out = await asyncio.gather(
-                    *(
-                        call(http, "POST", path, f"4 MB prompt to {path}", content=payload, headers=json_type)
-                        for _ in range(4)
-                    )
+                    *(post(http, path, f"4 MB prompt to {path}", body=payload) for _ in range(4))
                 )
             for o in out:
                 row.add(o, {400})
@@ -704,11 +638,9 @@ async def huge_serve(t: Target, row: Row, sizes: Sizes) -> None:
 async def huge_arena(t: Target, row: Row, sizes: Sizes) -> None:
     text = "Sort: 3, 1, 2. " * (1_000_000 // 15)  # under the arena's 1 MiB body limit
     async with t.client() as http:
+        body = {"prompt": text}
         out = await asyncio.gather(
-            *(
-                call(http, "POST", "/api/battles", "1 MB prompt", body={"prompt": text}, headers=t.identity())
-                for _ in range(4)
-            )
+            *(post(http, "/api/battles", "1 MB prompt", body=body, headers=t.identity()) for _ in range(4))
         )
     for o in out:
         row.add(o, {400})
@@ -826,13 +758,8 @@ async def disconnects_arena(t: Target, row: Row, sizes: Sizes) -> None:
     async with t.client() as http:
         ids = []
         for i in range(sizes.race_battles):
-            o = await call(
-                http,
-                "POST",
-                "/api/battles",
-                "battle",
-                body={"prompt": f"Tell me about {i}."},
-                headers=t.identity(),
+            o = await post(
+                http, "/api/battles", "battle", body={"prompt": f"Tell me about {i}."}, headers=t.identity()
             )
             row.add(o, {201})
             if o.status == 201:
@@ -858,18 +785,9 @@ async def races(t: Target, row: Row, sizes: Sizes) -> None:
                 row.fail("could not start a battle to vote on")
                 continue
             winners = [random.choice(["model_a", "model_b", "tie", "tie (bothbad)"]) for _ in range(16)]
+            votes = [{"battle_id": battle_id, "winner": w} for w in winners]
             out = await asyncio.gather(
-                *(
-                    call(
-                        http,
-                        "POST",
-                        "/api/vote",
-                        "racing vote",
-                        body={"battle_id": battle_id, "winner": w},
-                        headers=t.identity(),
-                    )
-                    for w in winners
-                )
+                *(post(http, "/api/vote", "racing vote", body=v, headers=t.identity()) for v in votes)
             )
             for o in out:
                 row.add(o, {200, 409})
@@ -894,8 +812,7 @@ async def rates(t: Target, row: Row, sizes: Sizes) -> None:
         )
         async with t.client() as http:
             out = [
-                await call(http, "POST", path, f"{what} over the limit", body=body, headers=one)
-                for _ in range(tries)
+                await post(http, path, f"{what} over the limit", body=body, headers=one) for _ in range(tries)
             ]
         allowed = {201, 503, 429} if what == "battles" else {404, 429}
         for o in out:
@@ -914,33 +831,13 @@ async def bodies(t: Target, row: Row, sizes: Sizes) -> None:
         {"messages": [{"role": "user", "content": "x" * (limit + 2**20)}], "prompt": "x" * 10}
     ).encode()
     async with t.client() as http:
-        row.add(
-            await call(
-                http,
-                "POST",
-                path,
-                "over the limit",
-                content=big,
-                headers={"Content-Type": "application/json"},
-            ),
-            {413},
-        )
+        row.add(await post(http, path, "over the limit", body=big), {413})
 
         async def chunks():
             for _ in range(limit // 2**16 + 32):
                 yield b"x" * 2**16
 
-        row.add(
-            await call(
-                http,
-                "POST",
-                path,
-                "chunked, no length",
-                content=chunks(),
-                headers={"Content-Type": "application/json"},
-            ),
-            {413},
-        )
+        row.add(await post(http, path, "chunked, no length", content=chunks(), headers=JSON), {413})
     host = t.url.removeprefix("http://")
     lie = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 200000000\r\n\r\n{{"
     row.add(await raw_socket(t.url, "declares 200 MB", lie.encode(), None, HANG_S, until_closed=False), {413})
@@ -984,31 +881,15 @@ async def auth(t: Target, row: Row, sizes: Sizes) -> None:
             row.add(
                 await call(http, "GET", "/v1/models", f"Authorization: {header}", headers=headers), expected
             )
+            chat = {"messages": HI, "max_tokens": 2}
             row.add(
-                await call(
-                    http,
-                    "POST",
-                    CHAT,
-                    f"chat, Authorization: {header}",
-                    headers=headers,
-                    body={"messages": HI, "max_tokens": 2},
-                ),
-                expected,
+                await post(http, CHAT, f"chat, Authorization: {header}", headers=headers, body=chat), expected
             )
     with tempfile.TemporaryDirectory() as tmp:  # a key file without keys must not start an open server
         keys = Path(tmp) / "keys.txt"
         keys.write_text("# only comments\n   # and blanks\n\n")
-        cmd = [
-            sys.executable,
-            "-m",
-            "nanoseek.serve.cli",
-            "--model",
-            tmp,
-            "--port",
-            str(free_port()),
-            "--api-key-file",
-            str(keys),
-        ]
+        cmd = [sys.executable, "-m", "nanoseek.serve.cli", "--model", tmp, "--port", str(free_port())]
+        cmd += ["--api-key-file", str(keys)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         o = Outcome(
             "key file with only comments", 400 if done.returncode == 2 else 200, body=done.stderr.encode()
@@ -1048,20 +929,9 @@ async def run_category(name: str, t: Target, sizes: Sizes) -> Row:
 # ----------------------------------------------------------------------------- the table
 
 
-COLUMNS = [
-    "category",
-    "server",
-    "cases",
-    "2xx",
-    "4xx",
-    "shed",
-    "5xx",
-    "hangs",
-    "unexpected",
-    "leaked",
-    "RSS before",
-    "RSS after",
-]
+COLUMNS = ["category", "server", "cases", "2xx", "4xx", "shed", "5xx", "hangs", "unexpected", "leaked"]
+COLUMNS += ["RSS before", "RSS after"]
+COUNTS = ("cases", "ok", "client_errors", "shed", "server_errors", "hangs", "unexpected", "leaked")  # Row's
 
 
 def table(rows: list[Row]) -> str:
@@ -1069,14 +939,7 @@ def table(rows: list[Row]) -> str:
         [
             r.category,
             r.server,
-            r.cases,
-            r.ok,
-            r.client_errors,
-            r.shed,
-            r.server_errors,
-            r.hangs,
-            r.unexpected,
-            r.leaked,
+            *(getattr(r, k) for k in COUNTS),
             f"{r.rss_before:.0f} MiB",
             f"{r.rss_after:.0f} MiB",
         ]

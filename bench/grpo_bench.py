@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
 TASK = "arithmetic?digits=2&ops=+&instruction="
 
 

@@ -25,15 +25,13 @@ from nanoseek.train.cost import human
 from nanoseek.train.distributed import setup, teardown
 from nanoseek.train.loop import Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("overrides", nargs="*", help="section.key=value overrides of the recipe")
     p.add_argument(
-        "--recipe", default="recipes/cpu_toy.toml"
-    )  # the packaged recipe unless a local one exists
+        "--recipe", default="recipes/cpu_toy.toml", help="a recipe file (or a packaged one's name)"
+    )
     p.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--out", default=None, help="run directory (default: a temporary one)")

@@ -13,39 +13,25 @@ from __future__ import annotations
 import importlib
 import sys
 
-# command -> (module, function taking argv, one-line help)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "info": ("nanoseek.model.info", "info_main", "parameters, FLOPs and KV cache of a preset or checkpoint"),
-    "tokenizer train": (
-        "nanoseek.tokenizer.train",
-        "tokenizer_train_main",
-        "train a byte-level BPE tokenizer",
-    ),
-    "tokenize": ("nanoseek.data.shards", "tokenize_main", "tokenize corpora into memmap token shards"),
-    "pretrain": ("nanoseek.train.cli", "pretrain_main", "pretrain a DeepSeek-V3 model from a recipe"),
-    "sft": ("nanoseek.train.cli", "sft_main", "supervised fine-tuning on chat JSONL"),
-    "grpo": ("nanoseek.rl.cli", "grpo_main", "reinforcement learning with GRPO (R1-Zero and R1 recipes)"),
-    "distill": ("nanoseek.distill.cli", "distill_main", "R1-style distillation into a small dense student"),
-    "eval": (
-        "nanoseek.eval.cli",
-        "eval_main",
-        "pass@1 / cons@k / pass@k on tasks, for a checkpoint or a URL",
-    ),
-    "generate": ("nanoseek.engine.cli", "generate_main", "generate from a prompt with the native engine"),
-    "chat": (
-        "nanoseek.engine.cli",
-        "chat_main",
-        "chat in the terminal, thinking shown apart from the answer",
-    ),
+# command -> ("module:function", one-line help); the function takes the command's argv
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("nanoseek.model.info:info_main", "parameters, FLOPs and KV cache of a preset or checkpoint"),
+    "tokenizer train": ("nanoseek.tokenizer.train:tokenizer_train_main", "train a byte-level BPE tokenizer"),
+    "tokenize": ("nanoseek.data.shards:tokenize_main", "tokenize corpora into memmap token shards"),
+    "pretrain": ("nanoseek.train.cli:pretrain_main", "pretrain a DeepSeek-V3 model from a recipe"),
+    "sft": ("nanoseek.train.cli:sft_main", "supervised fine-tuning on chat JSONL"),
+    "grpo": ("nanoseek.rl.cli:grpo_main", "reinforcement learning with GRPO (R1-Zero and R1 recipes)"),
+    "distill": ("nanoseek.distill.cli:distill_main", "R1-style distillation into a small dense student"),
+    "eval": ("nanoseek.eval.cli:eval_main", "pass@1 / cons@k / pass@k on tasks, for a checkpoint or a URL"),
+    "generate": ("nanoseek.engine.cli:generate_main", "generate from a prompt with the native engine"),
+    "chat": ("nanoseek.engine.cli:chat_main", "chat in the terminal, thinking shown apart from the answer"),
     "serve": (
-        "nanoseek.serve.cli",
-        "serve_main",
+        "nanoseek.serve.cli:serve_main",
         "a DeepSeek/OpenAI-compatible HTTP server with a web chat page",
     ),
-    "arena": ("nanoseek.arena.cli", "arena_main", "blind battles, votes and a Bradley-Terry leaderboard"),
+    "arena": ("nanoseek.arena.cli:arena_main", "blind battles, votes and a Bradley-Terry leaderboard"),
     "speedrun": (
-        "nanoseek.speedrun.cli",
-        "speedrun_main",
+        "nanoseek.speedrun.cli:speedrun_main",
         "the whole R1 story end to end (tokenizer to distilled student, evals, report) in one command",
     ),
 }
@@ -53,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    rows = "\n".join(f"  {name:<{width}}  {text}" for name, (_, _, text) in COMMANDS.items())
+    rows = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
     return f"usage: nanoseek <command> [args]\n\nDeepSeek-R1 in miniature.\n\ncommands:\n{rows}\n\nRun `nanoseek <command> --help` for a command's options."
 
 
@@ -91,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for words in (2, 1):  # two-word commands first ("tokenizer train")
         command = " ".join(argv[:words])
         if command in COMMANDS:
-            module, function, _ = COMMANDS[command]
+            module, function = COMMANDS[command][0].split(":")
             try:
                 result = getattr(importlib.import_module(module), function)(argv[words:])
             except Exception as exc:

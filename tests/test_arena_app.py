@@ -2,7 +2,7 @@
 votes refused with 4xx; 16 clients voting at once store exactly one vote per battle; a failing
 contestant; the pages and the leaderboard served with nothing from outside.
 
-The contestants are `ScriptedGenerator`s (the Generator protocol, no model), shared with the other
+The contestants are helpers' `ScriptedGenerator`s (the Generator protocol, no model), as in the other
 test_arena_* files; test_arena_browser.py runs real checkpoints.
 """
 
@@ -12,136 +12,32 @@ import asyncio
 import json
 import random
 import re
-import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
+from helpers import (
+    ANSWERS,
+    ScriptedGenerator,
+    answers_from,
+    assert_error,
+    read_events,
+    running_server,
+    scripted_contestants,
+    start_battle,
+)
 
 from nanoseek.arena import ArenaStore
 from nanoseek.arena.app import STATIC, create_app, sse
 from nanoseek.arena.contestants import Contestant
 from nanoseek.arena.limits import ArenaLimits
 from nanoseek.arena.live import LiveArena, LiveBattle
-from nanoseek.engine.protocol import Completion, Delta, GenerationRequest
-
-# model name -> what it answers: the names never appear in the answers, so a leak would show
-ANSWERS = {"alpha-7b": "The sum is 42.", "bravo-1b": "I think it is 41.", "charlie-xl": "Forty-two, clearly."}
-
-
-class ScriptedGenerator:
-    """A Generator that answers every chat request with `answer(user prompt)`, after `reasoning`,
-    streamed a word at a time. `gate`: streaming waits for it before finishing; `fail`: raises."""
-
-    def __init__(
-        self,
-        answer: Callable[[str], str],
-        reasoning: str = "Let me think.",
-        gate: threading.Event | None = None,
-        fail: bool = False,
-    ) -> None:
-        self.answer, self.reasoning, self.gate, self.fail = answer, reasoning, gate, fail
-        self.calls = 0  # requests answered
-        self.batches = 0  # generate() calls
-
-    def _content(self, request: GenerationRequest) -> str:
-        self.calls += 1
-        if self.fail:
-            raise RuntimeError("HTTP 500: upstream model secret-model-name is down")
-        assert request.messages is not None and request.params.n == 1
-        return self.answer(request.messages[-1]["content"])
-
-    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        self.batches += 1
-        out = []
-        for i, request in enumerate(requests):
-            content = self._content(request)
-            text = f"{self.reasoning}\n</think>\n\n{content}"
-            out.append(
-                Completion(
-                    text, [], "stop", 0, reasoning_content=self.reasoning, content=content, request_index=i
-                )
-            )
-        return out
-
-    def stream(self, requests: list[GenerationRequest]) -> Iterator[Delta]:
-        for i, request in enumerate(requests):
-            content = self._content(request)
-            yield Delta(i, 0, reasoning_content=self.reasoning)
-            for word in re.findall(r"\S+\s*", content):
-                yield Delta(i, 0, content=word)
-            if self.gate is not None:
-                assert self.gate.wait(30), "the test never opened the gate"
-            yield Delta(i, 0, finish_reason="stop")
-
-
-def scripted_contestants() -> dict[str, Contestant]:
-    """The three ANSWERS models."""
-    return {
-        name: Contestant(name, ScriptedGenerator(lambda _, a=answer: a)) for name, answer in ANSWERS.items()
-    }
-
-
-@contextmanager
-def running_server(app) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-def read_events(client: TestClient | httpx.Client, battle_id: str) -> list[dict]:
-    """All events of a battle's SSE stream, checking the framing and the final [DONE]."""
-    events, done = [], False
-    with client.stream("GET", f"/api/battles/{battle_id}/stream") as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if not line or line.startswith(":"):
-                continue
-            assert line.startswith("data: ") and not done
-            if line == "data: [DONE]":
-                done = True
-            else:
-                events.append(json.loads(line[len("data: ") :]))
-    assert done and events[-1]["type"] == "end"
-    return events
-
-
-def answers_from(events: list[dict]) -> dict[str, str]:
-    return {
-        side: "".join(e["content"] for e in events if e.get("side") == side and e["type"] == "delta")
-        for side in "ab"
-    }
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["message"]
-    if code is not None:
-        assert error["code"] == code
-    return error
 
 
 @pytest.fixture
@@ -153,13 +49,6 @@ def store(tmp_path: Path) -> ArenaStore:
 def client(store: ArenaStore) -> Iterator[TestClient]:
     with TestClient(create_app(LiveArena(scripted_contestants(), store, seed=0), num_bootstrap=20)) as c:
         yield c
-
-
-def start_battle(client: TestClient | httpx.Client, prompt: str = "What is 40 + 2?") -> str:
-    response = client.post("/api/battles", json={"prompt": prompt})
-    assert response.status_code == 201, response.text
-    assert set(response.json()) == {"battle_id"}  # nothing about the pair
-    return response.json()["battle_id"]
 
 
 def test_a_battle_streams_anonymously_and_reveals_after_the_vote(client: TestClient, store: ArenaStore):

@@ -7,13 +7,10 @@ Needs the `playwright` Python package and Debian's chromium (/usr/bin/chromium);
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import pytest
-from test_arena_app import running_server
-from test_arena_cli import TINY, one_thread, tiny_checkpoints, write_contestants  # noqa: F401  (fixtures)
+from helpers import CHROMIUM, CHROMIUM_ARGS, TINY, needs_chromium, running_server, write_contestants
 
 from nanoseek.arena import ArenaStore
 from nanoseek.arena.app import create_app
@@ -21,18 +18,7 @@ from nanoseek.arena.contestants import close_contestants, load_contestants, open
 from nanoseek.arena.live import LiveArena
 
 sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+pytestmark = [needs_chromium, pytest.mark.usefixtures("one_thread")]
 TIMEOUT_MS = 90_000  # a busy 2-core machine: generous, never part of what is checked
 
 
@@ -45,7 +31,7 @@ def wait_until(page, predicate: str) -> None:
 
 
 @pytest.fixture
-def arena_url(tmp_path, tiny_checkpoints):  # noqa: F811  (the imported fixture)
+def arena_url(tmp_path, tiny_checkpoints):
     config = write_contestants(tmp_path / "arena.toml", tiny_checkpoints, max_new_tokens=12)
     store = ArenaStore(tmp_path / "arena.db")
     contestants = open_contestants(load_contestants(config))

@@ -3,28 +3,33 @@ headless battles between two tiny checkpoints (verifier and judge), and between 
 local OpenAI-compatible endpoint; leaderboard, export and import on files and databases; `serve`
 as a real process answering a battle and a vote over HTTP.
 
-`tiny_checkpoints` (a tiny random DeepSeek-V3 + a tiny BPE tokenizer per contestant) is shared with
-test_arena_browser.py.
+The checkpoints are conftest's `tiny_checkpoints` (a tiny random DeepSeek-V3 + a tiny BPE tokenizer per
+contestant), shared with test_arena_browser.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
-from test_arena_app import answers_from, read_events, running_server
-from test_arena_headless import solve
+from helpers import (
+    TINY,
+    answers_from,
+    build_checkpoint,
+    free_port,
+    read_events,
+    running_server,
+    solve,
+    write_contestants,
+)
 
 from nanoseek.arena import ArenaStore, BattleFormatError, read_battles, write_battles
 from nanoseek.arena.app import create_app
@@ -38,69 +43,8 @@ from nanoseek.arena.contestants import (
     open_contestants,
 )
 from nanoseek.arena.live import LiveArena
-from nanoseek.model import DeepSeekV3, ModelConfig
-from nanoseek.tokenizer import train_tokenizer
 
-TINY = ("tiny-alpha", "tiny-bravo")
-
-
-def build_checkpoint(path: Path, seed: int, max_positions: int = 256) -> Path:
-    """A model directory: a tiny random DeepSeek-V3 (MoE, MLA) and a 300-token BPE tokenizer."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "corpus.txt").write_text("What is 12 + 34? I add them and get 46. The cat sat on the mat.\n" * 40)
-    tok = train_tokenizer([path / "corpus.txt"], vocab_size=300, out_dir=path, show_progress=False)
-    cfg = ModelConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        moe_intermediate_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        kv_lora_rank=16,
-        qk_nope_head_dim=8,
-        qk_rope_head_dim=8,
-        v_head_dim=8,
-        n_routed_experts=4,
-        num_experts_per_tok=2,
-        max_position_embeddings=max_positions,
-        bos_token_id=tok.bos_id,
-        eos_token_id=tok.eos_id,
-    )
-    torch.manual_seed(seed)
-    model = DeepSeekV3(cfg).eval()
-    with torch.no_grad():  # every weight random: our init zeroes output projections
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-    model.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("checkpoints")
-    return {name: build_checkpoint(root / name, seed) for seed, name in enumerate(TINY)}
-
-
-def write_contestants(
-    path: Path, checkpoints: dict[str, Path], max_new_tokens: int = 8, extra: str = ""
-) -> Path:
-    """A TOML contestants file for the checkpoints (greedy, short answers)."""
-    entries = [
-        f'[[contestants]]\nname = "{name}"\nkind = "checkpoint"\npath = "{ckpt}"\n'
-        f"params = {{ temperature = 0, max_new_tokens = {max_new_tokens} }}\n"
-        for name, ckpt in checkpoints.items()
-    ]
-    path.write_text("\n".join(entries) + extra)
-    return path
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine it costs a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- the contestants file
@@ -406,12 +350,6 @@ def test_import_is_all_or_nothing(tmp_path):
     assert store.counts() == {"battles": 0, "votes": 0}
     assert store.import_records([good, good]) == 2
     assert [b.tstamp for b in store.battles()] == [1.5, 1.5] and store.battles()[0].voter == "import"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_runs_the_arena_on_checkpoints(tmp_path, tiny_checkpoints):

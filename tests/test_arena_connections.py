@@ -14,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from test_arena_app import scripted_contestants
+from helpers import scripted_contestants
 
 from nanoseek.arena import ArenaStore
 from nanoseek.arena.app import create_app

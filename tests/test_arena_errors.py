@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from test_arena_app import assert_error, read_events, running_server, scripted_contestants, start_battle
+from helpers import assert_error, read_events, running_server, scripted_contestants, start_battle
 
 from nanoseek.arena import ArenaStore
 from nanoseek.arena.app import create_app

@@ -1,30 +1,22 @@
 """Headless arena: the verifier ranks an oracle above a coin-flipper above a random guesser on
 arithmetic; a judge model's verdicts are parsed and counted; battles land in the store.
 
-The contestants speak the Generator protocol without a model (`ScriptedGenerator`, test_arena_app.py).
+The contestants speak the Generator protocol without a model (helpers' `ScriptedGenerator`).
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 
 import pytest
-from test_arena_app import ScriptedGenerator
+from helpers import ScriptedGenerator, solve
 
 from nanoseek.arena import ArenaStore, compute_leaderboard
 from nanoseek.arena.contestants import Contestant
 from nanoseek.arena.headless import run_headless
 from nanoseek.arena.judges import ModelJudge, VerifierJudge, parse_verdict
 from nanoseek.tasks import get_task
-
-QUESTION = re.compile(r"What is (\d+) ([-+*]) (\d+)\?")
-
-
-def solve(prompt: str) -> int:
-    a, op, b = QUESTION.search(prompt).groups()
-    return {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
 
 
 def arithmetic_contestants(seed: int = 0) -> dict[str, Contestant]:

@@ -3,7 +3,7 @@ a bound on battles generating at once (503 with Retry-After; the threads stay bo
 identity for both (the remote address; X-Forwarded-For only from a trusted proxy, also through
 uvicorn as `nanoseek arena serve` runs it), and the `serve` flags that set them.
 
-Contestants are test_arena_app's `ScriptedGenerator`s: no model, a gate holds their answers open.
+Contestants are helpers' `ScriptedGenerator`s: no model, a gate holds their answers open.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from test_arena_app import ANSWERS, ScriptedGenerator, assert_error, read_events, scripted_contestants
+from helpers import ANSWERS, ScriptedGenerator, assert_error, read_events, scripted_contestants
 
 from nanoseek.arena import ArenaStore
 from nanoseek.arena.app import create_app

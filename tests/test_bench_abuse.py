@@ -11,17 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from test_arena_app import scripted_contestants
+from helpers import scripted_contestants
 
 from nanoseek.arena import ArenaStore
 from nanoseek.arena.app import create_app as create_arena
 from nanoseek.arena.limits import ArenaLimits
 from nanoseek.arena.live import LiveArena
-from nanoseek.engine import Engine
-from nanoseek.serve import ServerConfig, create_app
+from nanoseek.serve import ServerConfig
 from nanoseek.serve.background import BackgroundServer
-from nanoseek.serve.demo import build_demo_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import abuse  # noqa: E402  (bench/abuse.py)
@@ -64,14 +61,13 @@ def test_outcomes_are_counted_by_what_each_case_must_get():
 
 
 @pytest.fixture(scope="module")
-def serve_target(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model = build_demo_checkpoint(tmp_path_factory.mktemp("abuse") / "model", max_len=256)
-    config = ServerConfig(model_name="demo", api_keys=[abuse.API_KEY, "sk-second"])
-    with BackgroundServer(create_app(Engine.from_pretrained(model, max_slots=4), config)) as server:
-        yield abuse.Target("serve", server.url, os.getpid(), api_key=abuse.API_KEY)
-    torch.set_num_threads(threads)
+def server_config():
+    return ServerConfig(model_name="demo", api_keys=[abuse.API_KEY, "sk-second"])
+
+
+@pytest.fixture(scope="module")
+def serve_target(one_thread, server):
+    return abuse.Target("serve", server.url, os.getpid(), api_key=abuse.API_KEY)
 
 
 @pytest.mark.parametrize("category", ["malformed", "host"])

@@ -4,8 +4,9 @@ import inspect
 import json
 
 import pytest
+from helpers import tokenizer_on
 
-from nanoseek.tokenizer import chat_format, train_tokenizer
+from nanoseek.tokenizer import chat_format
 from nanoseek.tokenizer.chat_format import (
     ASSISTANT,
     BOS,
@@ -52,8 +53,7 @@ def tok(tmp_path_factory):
     text = " ".join(
         m["content"] + " " + m.get("reasoning_content", "") for c in CONVERSATIONS.values() for m in c
     )
-    (d / "corpus.txt").write_text((text + "\n") * 20)
-    return train_tokenizer([d / "corpus.txt"], vocab_size=400, out_dir=d / "out", show_progress=False)
+    return tokenizer_on((text + "\n") * 20, d, 400, out_dir=d / "out")
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 import torch
+from helpers import tokenizer_on
 
 from nanoseek.cli import main
 from nanoseek.model import DeepSeekV3, ModelConfig
-from nanoseek.tokenizer import train_tokenizer
 
 CORPUS = "the cat sat on the mat. What is 12 + 34? I add them: 46. Some more words to merge here.\n"
 
@@ -22,8 +22,7 @@ CORPUS = "the cat sat on the mat. What is 12 + 34? I add them: 46. Some more wor
 def dirs(tmp_path_factory):
     """A good model directory (weights + tokenizer) and broken copies of it."""
     root = tmp_path_factory.mktemp("cli_errors")
-    (root / "corpus.txt").write_text(CORPUS * 50)
-    tok = train_tokenizer([root / "corpus.txt"], 280, None, show_progress=False)
+    tok = tokenizer_on(CORPUS * 50, root, 280)
     torch.manual_seed(0)
     good = root / "good"
     DeepSeekV3(ModelConfig(vocab_size=tok.vocab_size, max_position_embeddings=256)).save_pretrained(good)

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import tokenizer_on
 
 from nanoseek.data import (
     ChatLoader,
@@ -20,7 +21,6 @@ from nanoseek.data import (
     tokenize_corpus,
 )
 from nanoseek.data.shards import token_dtype
-from nanoseek.tokenizer import train_tokenizer
 
 WORDS = ["the", "cat", "sat", "on", "mat", "and", "ran", "far", "你好", "🙂", "über", "42"]
 
@@ -38,8 +38,7 @@ def doc_ids(text: str) -> set[int]:
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")
-    (d / "corpus.txt").write_text("\n".join(make_docs(200, seed=1)))
-    train_tokenizer([d / "corpus.txt"], vocab_size=400, out_dir=d, show_progress=False)
+    tokenizer_on("\n".join(make_docs(200, seed=1)), d, 400, out_dir=d)
     return d
 
 

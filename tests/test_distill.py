@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from helpers import tokenizer_on
 
 from nanoseek.data import load_chat_jsonl
 from nanoseek.distill import DistillConfig, dense_config, run_distill, write_sft_dataset
 from nanoseek.distill.cli import distill_main
-from nanoseek.distill.toy import TOY_TASK, build_toy_teacher, trace_conversations
+from nanoseek.distill.toy import TOY_TASK, trace_conversations
 from nanoseek.eval import SampleStore
 from nanoseek.model import DeepSeekV3, config_for_depth
-from nanoseek.tokenizer import train_tokenizer
 
 # the student's SFT in the test: CPU, a fixed peak (no matmul benchmark), quick
 STUDENT_SFT = [
@@ -27,14 +26,7 @@ STUDENT_SFT = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small gain little from intra-op threads, and on a busy machine OpenMP's threads
-    wait on each other at every op (several times slower); one thread keeps the runtime predictable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sample(
@@ -108,8 +100,9 @@ def test_toy_traces_are_in_the_chat_format():
 def test_bad_setups_fail_before_any_generation(tmp_path, capsys):
     assert distill_main(["--task", TOY_TASK, "--out", str(tmp_path / "a")]) == 2
     assert "exactly one of --teacher and --toy-teacher" in capsys.readouterr().err
-    (tmp_path / "corpus.txt").write_text("Sort these numbers: 3, 1, 2. The smallest is 1.\n" * 50)
-    tok = train_tokenizer([tmp_path / "corpus.txt"], 300, tmp_path / "moe", show_progress=False)
+    tok = tokenizer_on(
+        "Sort these numbers: 3, 1, 2. The smallest is 1.\n" * 50, tmp_path, 300, tmp_path / "moe"
+    )
     DeepSeekV3(config_for_depth(2, vocab_size=tok.vocab_size, mtp=0)).save_pretrained(tmp_path / "moe")
     cfg = DistillConfig(
         teacher=str(tmp_path / "moe"), task=TOY_TASK, out=str(tmp_path / "d"), student=str(tmp_path / "moe")
@@ -130,11 +123,10 @@ def train_records(out) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_distilled_student_reaches_80_percent_of_the_teacher(tmp_path_factory, capsys):
-    teacher = build_toy_teacher(tmp_path_factory.getbasetemp() / "toy-teacher")
+def test_distilled_student_reaches_80_percent_of_the_teacher(toy_teacher, tmp_path_factory, capsys):
     out = tmp_path_factory.mktemp("distill")
     cfg = DistillConfig(
-        teacher=str(teacher),
+        teacher=str(toy_teacher),
         task=TOY_TASK,
         out=str(out),
         problems=300,
@@ -165,8 +157,9 @@ def test_distilled_student_reaches_80_percent_of_the_teacher(tmp_path_factory, c
     lines = {p: len(p.read_text().splitlines()) for p in out.glob("*/samples.jsonl")}
     trained = train_records(out)
     assert len(lines) == 3 and len(trained) == 400
-    argv = ["--teacher", str(teacher), "--task", TOY_TASK, "--out", str(out), "--problems", "300", "--k", "2"]
-    argv += ["--max-new-tokens", "96", "--student-hidden", "48", "--eval-problems", "64", "--eval-k", "2"]
+    argv = ["--teacher", str(toy_teacher), "--task", TOY_TASK, "--out", str(out), "--problems", "300"]
+    argv += ["--k", "2", "--max-new-tokens", "96", "--student-hidden", "48", "--eval-problems", "64"]
+    argv += ["--eval-k", "2"]
     assert distill_main([*argv, "--concurrency", "64", "--no-progress", *STUDENT_SFT]) == 0
     assert "student pass@1 / teacher pass@1" in capsys.readouterr().out
     assert json.loads((out / "distill.json").read_text())["student"]["pass@1"] == s["pass@1"]

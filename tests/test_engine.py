@@ -1,106 +1,18 @@
 """Native engine: greedy equals full recompute (batch 1, ragged batch 8, int8, MTP speculation),
 continuous batching, prefix sharing, per-request seeds, aborts, threads, the latent cache's size.
-
-The helpers here (tiny models, a scripted bigram model) are shared by the other test_engine_* files.
 """
 
 import threading
 
 import pytest
 import torch
+from helpers import greedy, predictable_model, ragged_prompts, random_model, run, tiny_config
 
 from nanoseek.engine import Engine, GenerationRequest, SamplingParams, kernels
 from nanoseek.engine.naive import greedy_generate, naive_generate, perplexity
 from nanoseek.engine.quant import Int8Linear, quantize_int8, weight_bytes
-from nanoseek.model import DeepSeekV3, ModelConfig
 
-
-def tiny_config(**overrides) -> ModelConfig:
-    """MoE with expert groups, a dense first layer, low-rank queries and one MTP module."""
-    base = dict(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=96,
-        moe_intermediate_size=16,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        q_lora_rank=24,
-        kv_lora_rank=32,
-        qk_nope_head_dim=16,
-        qk_rope_head_dim=8,
-        v_head_dim=12,
-        n_routed_experts=8,
-        n_shared_experts=1,
-        num_experts_per_tok=3,
-        n_group=4,
-        topk_group=2,
-        first_k_dense_replace=1,
-        num_nextn_predict_layers=1,
-        max_position_embeddings=64,
-    )
-    return ModelConfig(**{**base, **overrides})
-
-
-def random_model(cfg: ModelConfig, seed: int = 0, std: float = 0.1) -> DeepSeekV3:
-    """Every weight random (our init zeroes output projections, which makes generation degenerate)."""
-    torch.manual_seed(seed)
-    model = DeepSeekV3(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, std)
-        for moe in model.moe_layers():
-            moe.gate.e_score_correction_bias.normal_(0, 0.1)
-    return model
-
-
-def bigram_model(cfg: ModelConfig, successor: dict[int, int], mtp_exact: bool = True) -> DeepSeekV3:
-    """A scripted model: every block starts as the identity (our init), so the hidden state is the
-    current token's embedding and the head maps token t to successor[t]. With mtp_exact the MTP
-    module reads only the next token's embedding, so its draft (the successor of the next token) is
-    always right."""
-    torch.manual_seed(0)
-    model = DeepSeekV3(cfg).eval()
-    with torch.no_grad():
-        emb = model.embed_tokens.weight
-        unit = emb / emb.pow(2).mean(-1, keepdim=True).sqrt()  # what the final RMSNorm makes of it
-        model.lm_head.weight.zero_()
-        for t, nxt in successor.items():
-            model.lm_head.weight[nxt] += 20 * unit[t]
-        if mtp_exact:
-            C = cfg.hidden_size
-            model.mtp[0].eh_proj.weight.copy_(torch.cat([torch.eye(C), torch.zeros(C, C)], dim=1))
-    return model
-
-
-def predictable_model(cfg: ModelConfig, noise: float = 0.03) -> DeepSeekV3:
-    """A random permutation bigram plus small random attention/MLP weights: attention matters, and
-    MTP drafts are right most (not all) of the time."""
-    perm = torch.randperm(cfg.vocab_size, generator=torch.Generator().manual_seed(3)).tolist()
-    model = bigram_model(cfg, dict(enumerate(perm)))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight", "down_proj")):
-                p.normal_(0, noise)
-    return model
-
-
-def ragged_prompts(lengths, vocab=300, seed=0) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(2, vocab, (n,), generator=g).tolist() for n in lengths]
-
-
-def greedy(max_new_tokens: int, **kw) -> SamplingParams:
-    return SamplingParams(temperature=0, max_new_tokens=max_new_tokens, ignore_eos=True, **kw)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine it costs a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +28,6 @@ def prompts():
 @pytest.fixture(scope="module")
 def reference(model, prompts):
     return naive_generate(model, prompts, 10)
-
-
-def run(engine: Engine, prompts, params: SamplingParams) -> list[list[int]]:
-    return [
-        c.token_ids for c in engine.generate([GenerationRequest(prompt=p, params=params) for p in prompts])
-    ]
 
 
 @pytest.mark.parametrize("speculative", [False, True], ids=["plain", "mtp"])

@@ -4,10 +4,11 @@ shown apart (plain <think> markers when the output is not a terminal), history, 
 import io
 
 import pytest
-from test_engine import one_thread  # noqa: F401  (autouse fixture)
-from test_engine_text import ANSWER, REASONING, USER, make_tokenizer, scripted
+from helpers import ANSWER, REASONING, USER, make_tokenizer, scripted
 
 from nanoseek.engine.cli import Printer, chat_main, generate_main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 import torch
-from test_engine import greedy, predictable_model, ragged_prompts, random_model, run, tiny_config
+from helpers import greedy, predictable_model, ragged_prompts, random_model, run, tiny_config
 from torch import nn
 
 from nanoseek.engine import Engine, decode, kernels
@@ -24,14 +24,7 @@ VARIANTS = {
     "no-shared-one-group": {"n_shared_experts": 0, "n_group": 1, "topk_group": 1},
     "dense": {"first_k_dense_replace": 3},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=["kernel", "torch"])

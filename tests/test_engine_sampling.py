@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
-from test_engine import one_thread  # noqa: F401  (autouse fixture)
 
 from nanoseek.engine.protocol import SamplingParams
 from nanoseek.engine.sampling import Sampler, SampleRow, truncated_probs
 
 PROBS = torch.tensor([0.4, 0.3, 0.15, 0.1, 0.05])
 LOGITS = PROBS.log()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def kept(**kw) -> list[int]:

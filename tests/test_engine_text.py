@@ -4,34 +4,18 @@ reasoning_content / content like the chat format, text prompts, on a scripted mo
 import random
 
 import pytest
-import torch
-from test_engine import bigram_model, one_thread, tiny_config  # noqa: F401  (one_thread: autouse)
+from helpers import ANSWER, REASONING, USER, make_tokenizer, scripted
 
 from nanoseek.engine import Engine, GenerationRequest, SamplingParams
 from nanoseek.engine.detok import ReasoningSplitter, TextStream
-from nanoseek.tokenizer import train_tokenizer
 from nanoseek.tokenizer.chat_format import split_completion
 
-USER = [{"role": "user", "content": "What is 12 + 34?"}]
-REASONING, ANSWER = "I add", "46 🙂"
-
-
-def make_tokenizer(d):
-    (d / "corpus.txt").write_text("the cat sat on the mat. What is 12 + 34? I add them: 46.\n" * 40)
-    return train_tokenizer([d / "corpus.txt"], vocab_size=300, out_dir=None, show_progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     return make_tokenizer(tmp_path_factory.mktemp("tok"))
-
-
-def scripted(tok, prompt_ids: list[int], completion: list[int]) -> torch.nn.Module:
-    """A model whose greedy continuation of prompt_ids is `completion` (distinct tokens: it is a bigram)."""
-    chain = [prompt_ids[-1], *completion]
-    assert len(set(chain)) == len(chain), "a bigram script needs distinct tokens"
-    cfg = tiny_config(vocab_size=tok.vocab_size, max_position_embeddings=128)
-    return bigram_model(cfg, dict(zip(chain, chain[1:])))
 
 
 @pytest.fixture(scope="module")

@@ -8,48 +8,27 @@ toy checkpoint; the client side is the `RemoteGenerator` that `nanoseek eval --m
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
-import torch
+from helpers import free_port
 
-from nanoseek.distill.toy import TOY_TASK, build_toy_teacher
+from nanoseek.distill.toy import TOY_TASK
 from nanoseek.eval import EvalConfig, run_eval
 from nanoseek.eval.cli import eval_main
 from nanoseek.eval.generators import load_generator
 
 pytest.importorskip("nanoseek.serve.cli", reason="nanoseek serve is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small gain little from intra-op threads, and on a busy machine OpenMP's threads
-    wait on each other at every op (several times slower); one thread keeps the runtime predictable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    return build_toy_teacher(tmp_path_factory.getbasetemp() / "toy-teacher")
-
-
-@pytest.fixture(scope="module")
-def server(teacher):
+def server(toy_teacher):
     port = free_port()
-    cmd = [sys.executable, "-m", "nanoseek.serve.cli", "--model", str(teacher), "--port", str(port)]
+    cmd = [sys.executable, "-m", "nanoseek.serve.cli", "--model", str(toy_teacher), "--port", str(port)]
     cmd += ["--served-model-name", "toy", "--max-slots", "8", "--threads", "1", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/v1"
@@ -73,9 +52,9 @@ def server(teacher):
             proc.kill()
 
 
-def test_native_and_http_give_identical_verdicts(teacher, server, tmp_path):
+def test_native_and_http_give_identical_verdicts(toy_teacher, server, tmp_path):
     cfg = EvalConfig(tasks=[TOY_TASK], k=1, max_problems=24, temperature=0, max_new_tokens=128, concurrency=8)
-    native = load_generator(teacher, concurrency=8)
+    native = load_generator(toy_teacher, concurrency=8)
     remote = load_generator(server, concurrency=4)  # the served model's name comes from /v1/models
     assert remote.label == f"toy @ {server}"
     try:

@@ -7,12 +7,12 @@ import string
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tokenizer_on
 
 from nanoseek.eval import EvalConfig, LikelihoodScorer, run_eval
 from nanoseek.eval import likelihood as lk
 from nanoseek.model import DeepSeekV3, config_for_depth
 from nanoseek.tasks import Problem, get_task
-from nanoseek.tokenizer import train_tokenizer
 
 QUESTIONS = [
     ("What color is the sky on a clear day?", ["blue", "green", "a very long answer about red"], 0),
@@ -25,8 +25,7 @@ QUESTIONS = [
 def lm(tmp_path_factory):
     d = tmp_path_factory.mktemp("lm")
     text = "\n".join(f"Question: {q}\nAnswer: {' '.join(c)}" for q, c, _ in QUESTIONS * 20)
-    (d / "corpus.txt").write_text(text)
-    tok = train_tokenizer([d / "corpus.txt"], 300, None, show_progress=False)
+    tok = tokenizer_on(text, d, 300)
     cfg = config_for_depth(2, vocab_size=tok.vocab_size, mtp=0).replace(max_position_embeddings=64)
     torch.manual_seed(0)
     return DeepSeekV3(cfg).eval(), tok

@@ -18,8 +18,9 @@ import time
 import pytest
 
 from nanoseek.engine.protocol import Completion, GenerationRequest
-from nanoseek.eval import EvalConfig, SampleStore, parse_task_spec, problem_seed, run_eval
+from nanoseek.eval import EvalConfig, SampleStore, problem_seed, run_eval
 from nanoseek.eval.runner import check_text_only, scored_text
+from nanoseek.tasks import parse_task_spec
 from nanoseek.tokenizer import split_completion
 
 TASKS = ["arithmetic?digits=2", "linear?steps=1"]

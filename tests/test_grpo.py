@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+from helpers import small_config
 from safetensors.torch import load_file
 
 from nanoseek.engine.protocol import Completion, TokenLogprob
-from nanoseek.model import DeepSeekV3, ModelConfig
+from nanoseek.model import DeepSeekV3
 from nanoseek.rl import GRPOTrainer, completion_logprobs, load_grpo_config
 from nanoseek.rl.cli import parse_args
 from nanoseek.rl.loss import group_advantages, policy_loss
@@ -59,24 +60,8 @@ def base(tmp_path_factory):
     write_corpus(TASK, corpus, shortcut_share=0.5, worked=1, seed=0)
     model_dir = root / "model"
     tok = train_tokenizer([corpus], 420, model_dir, show_progress=False)
-    cfg = ModelConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        moe_intermediate_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        kv_lora_rank=16,
-        qk_nope_head_dim=16,
-        qk_rope_head_dim=8,
-        v_head_dim=16,
-        n_routed_experts=4,
-        num_experts_per_tok=2,
-        first_k_dense_replace=1,
-        max_position_embeddings=256,
-    )
     torch.manual_seed(0)
-    model = DeepSeekV3(cfg)
+    model = DeepSeekV3(small_config(tok.vocab_size))
     with torch.no_grad():  # the zero-initialized head would make every sample a uniform draw; give it shape
         model.lm_head.weight.normal_(std=0.5)
     model.save_pretrained(model_dir)
@@ -442,3 +427,13 @@ def test_any_generator_can_roll_out_for_the_trainer(base, tmp_path):
     assert generator.synced == [trainer.model] * 3  # before the first rollout, after each update
     train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "train"]
     assert all(r["format"] == 0.5 and r["active_sequences"] > 0 for r in train)  # the format reward teaches
+
+
+def test_a_policy_without_routers_trains(base, tmp_path, monkeypatch):
+    """Router balancing belongs to MoE families: the update asks a policy to balance only where it can
+    (a dense family's model has no update_router_biases)."""
+    monkeypatch.delattr(DeepSeekV3, "update_router_biases")
+    trainer = GRPOTrainer(
+        config(base, tmp_path, "reward.random=true", "train.max_steps=1", "eval.problems=2")
+    )
+    assert trainer.run()["step"] == 1 and trainer.optimizer.state_dict()["state"][0]["step"] == 1

@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_model
+from helpers import tiny_config as engine_tiny_config
 
 from nanoseek.model import (
     DeepSeekV3,
@@ -19,53 +21,21 @@ from nanoseek.model import (
 )
 from nanoseek.model.moe import MoE, RoutedExperts
 
+YARN = {
+    "type": "yarn",
+    "factor": 4.0,
+    "original_max_position_embeddings": 16,
+    "beta_fast": 32,
+    "beta_slow": 1,
+    "mscale": 1.0,
+    "mscale_all_dim": 1.0,
+}
+
 
 def tiny_config(**overrides) -> ModelConfig:
-    """MoE with expert groups, low-rank queries, YaRN and MTP: every feature the parity test must cover."""
-    base = dict(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=96,
-        moe_intermediate_size=16,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        q_lora_rank=24,
-        kv_lora_rank=32,
-        qk_nope_head_dim=16,
-        qk_rope_head_dim=8,
-        v_head_dim=12,
-        n_routed_experts=8,
-        n_shared_experts=1,
-        num_experts_per_tok=3,
-        n_group=4,
-        topk_group=2,
-        routed_scaling_factor=2.5,
-        first_k_dense_replace=1,
-        num_nextn_predict_layers=1,
-        max_position_embeddings=64,
-        rope_scaling={
-            "type": "yarn",
-            "factor": 4.0,
-            "original_max_position_embeddings": 16,
-            "beta_fast": 32,
-            "beta_slow": 1,
-            "mscale": 1.0,
-            "mscale_all_dim": 1.0,
-        },
-    )
-    return ModelConfig(**{**base, **overrides})
-
-
-def random_model(cfg: ModelConfig, seed: int = 0) -> DeepSeekV3:
-    """Our init zeroes output projections; parity tests need every weight and bias to matter."""
-    torch.manual_seed(seed)
-    model = DeepSeekV3(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-        for moe in model.moe_layers():
-            moe.gate.e_score_correction_bias.normal_(0, 0.1)
-    return model
+    """The engine tests' tiny MoE (expert groups, low-rank queries, MTP) with YaRN and a routed scale:
+    every feature the parity test must cover."""
+    return engine_tiny_config(**{"routed_scaling_factor": 2.5, "rope_scaling": YARN, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +201,21 @@ def test_group_limited_routing_matches_brute_force():
         assert sorted(ids[n].tolist()) == sorted(best)
 
 
+def through_each_expert(experts: RoutedExperts, x, ids, w) -> torch.Tensor:
+    """The routed experts' output by the definition: token by token, the weighted sum of its experts."""
+    return torch.stack(
+        [
+            sum(
+                w[n, k]
+                * (F.silu(x[n] @ experts.gate_proj[e]) * (x[n] @ experts.up_proj[e]))
+                @ experts.down_proj[e]
+                for k, e in enumerate(ids[n].tolist())
+            )
+            for n in range(len(x))
+        ]
+    )
+
+
 def test_expert_dispatch_equals_every_token_through_its_experts():
     cfg = tiny_config()
     experts = RoutedExperts(cfg)
@@ -240,17 +225,7 @@ def test_expert_dispatch_equals_every_token_through_its_experts():
     ids = torch.stack([torch.randperm(8)[:3] for _ in range(40)])
     w = torch.rand(40, 3)
     out = experts(x, ids, w)
-    ref = torch.stack(
-        [
-            sum(
-                w[n, k]
-                * (F.silu(x[n] @ experts.gate_proj[e]) * (x[n] @ experts.up_proj[e]))
-                @ experts.down_proj[e]
-                for k, e in enumerate(ids[n].tolist())
-            )
-            for n in range(40)
-        ]
-    )
+    ref = through_each_expert(experts, x, ids, w)
     assert (out - ref).abs().max() < 1e-5
     # the hand-written backward (one gradient buffer for all experts) against autograd through the loop
     x.requires_grad_(True)
@@ -259,21 +234,32 @@ def test_expert_dispatch_equals_every_token_through_its_experts():
     ids[:, 0] = 0  # expert 7 may go unused: its gradient must come back zero
     ids[ids == 7] = 6
     grads = torch.autograd.grad((experts(x, ids, w) * upstream).sum(), [x, w, *experts.parameters()])
-    ref = torch.stack(
-        [
-            sum(
-                w[n, k]
-                * (F.silu(x[n] @ experts.gate_proj[e]) * (x[n] @ experts.up_proj[e]))
-                @ experts.down_proj[e]
-                for k, e in enumerate(ids[n].tolist())
-            )
-            for n in range(40)
-        ]
-    )
+    ref = through_each_expert(experts, x, ids, w)
     ref_grads = torch.autograd.grad((ref * upstream).sum(), [x, w, *experts.parameters()])
     for got, want in zip(grads, ref_grads):
         assert (got - want).abs().max() < 1e-5
     assert experts.down_proj.shape[0] == 8 and grads[-1][7].abs().max() == 0
+
+
+def test_experts_without_autograd_concatenate_only_the_experts_in_use(monkeypatch):
+    # generation needs no backward: no (E, C, 2I) copy of every expert's [gate | up], the same result
+    cfg = tiny_config()
+    experts = RoutedExperts(cfg)
+    for p in experts.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, ids, w = torch.randn(1, cfg.hidden_size), torch.tensor([[2, 5, 7]]), torch.rand(1, 3)
+    training = experts(x, ids, w)
+    concatenated, cat = [], torch.cat
+
+    def counting_cat(tensors, *args, **kwargs):
+        concatenated.append(sum(t.numel() for t in tensors))
+        return cat(tensors, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "cat", counting_cat)
+    with torch.no_grad():
+        generating = experts(x, ids, w)
+    assert torch.equal(generating, training.detach())
+    assert sum(concatenated) == 3 * cfg.hidden_size * 2 * cfg.moe_intermediate_size  # the 3 in use
 
 
 def test_block_causal_attention_equals_sdpa():

@@ -23,8 +23,10 @@ from nanoseek.model import (
     register,
     registry,
 )
+from nanoseek.model.accounting import account, account_of
 from nanoseek.model.checkpoint import save_model
 from nanoseek.model.kernels import fused_linear, linear
+from nanoseek.train.checkpointing import exportable
 
 
 def tiny() -> ModelConfig:
@@ -135,6 +137,21 @@ def test_a_second_family_loads_through_the_same_strict_path(tmp_path, monkeypatc
     (tmp_path / "toy" / "config.json").write_text(json.dumps({**config, "hidden_size": 6}))
     with pytest.raises(CheckpointError, match=r"embed_tokens\.weight has shape \(10, 4\) in the weights"):
         from_pretrained(tmp_path / "toy")
+
+
+def test_a_second_family_exports_and_is_counted(monkeypatch):
+    """Saving a sharded model builds a plain one of its own family; accounting counts a family without
+    DeepSeek-V3's config as dense (every parameter active)."""
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))  # undone after the test
+    register(toy_family())
+    toy = Toy(ToyConfig())
+    plain = exportable(toy, toy.state_dict())
+    assert type(plain) is Toy and torch.equal(plain.lm_head.weight, toy.lm_head.weight)
+    acct = account_of(toy, 16)
+    assert acct.total_params == acct.active_params == 2 * 10 * 4 and acct.embedding_params == 10 * 4
+    assert acct.forward_flops_per_token == 2 * 10 * 4 and acct.train_flops_per_token == 3 * 2 * 10 * 4
+    deepseek = DeepSeekV3(tiny())
+    assert account_of(deepseek, 16) == account(deepseek.config, 16)
 
 
 @pytest.mark.parametrize("with_mtp", [False, True])

@@ -8,7 +8,6 @@ always thinks DEMO_REASONING and answers DEMO_ANSWER, so every expectation here 
 """
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -16,41 +15,28 @@ import time
 import httpx
 import pytest
 import torch
+from helpers import free_port
 from openai import AsyncOpenAI, OpenAI
 
 from nanoseek.engine import Engine
-from nanoseek.serve import Prices, ServerConfig, create_app
-from nanoseek.serve.background import BackgroundServer
+from nanoseek.serve import Prices, ServerConfig
 from nanoseek.serve.cli import build_parser
-from nanoseek.serve.demo import DEMO_ANSWER, DEMO_REASONING, build_demo_checkpoint, demo_script
+from nanoseek.serve.demo import DEMO_ANSWER, DEMO_REASONING, demo_script
 
 HI = [{"role": "user", "content": "Hello there!"}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # the toy model is overhead-bound; two OpenMP threads on two busy cores only spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return build_demo_checkpoint(tmp_path_factory.mktemp("demo") / "model", max_len=256)
+def engine(demo_checkpoint):
+    return Engine.from_pretrained(demo_checkpoint, max_slots=8)
 
 
 @pytest.fixture(scope="module")
-def engine(checkpoint):
-    return Engine.from_pretrained(checkpoint, max_slots=8)
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    config = ServerConfig(model_name="demo", prices=Prices(input=1.0, cached_input=0.5, output=4.0))
-    with BackgroundServer(create_app(engine, config)) as server:
-        yield server
+def server_config():
+    return ServerConfig(model_name="demo", prices=Prices(input=1.0, cached_input=0.5, output=4.0))
 
 
 @pytest.fixture(scope="module")
@@ -311,28 +297,18 @@ def test_chat_page_and_its_assets_are_served(server):
     assert "http" not in page.text.replace("http-equiv", "")  # no CDN: everything comes from here
 
 
-def test_serve_command_end_to_end(checkpoint, tmp_path):
-    args = build_parser().parse_args(["--model", str(checkpoint)])
+def test_serve_command_end_to_end(demo_checkpoint, tmp_path):
+    args = build_parser().parse_args(["--model", str(demo_checkpoint)])
     assert (args.host, args.port, args.price_input, args.price_output) == ("127.0.0.1", 8000, 0.55, 2.19)
-    config = ServerConfig.for_model(checkpoint)
+    config = ServerConfig.for_model(demo_checkpoint)
     assert (config.model_name, config.temperature, config.top_p) == ("model", 0.6, 0.95)  # generation_config
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     keys = tmp_path / "keys"
     keys.write_text("sk-test\n")
-    command = [sys.executable, "-m", "nanoseek.serve.cli", "--model", str(checkpoint), "--port", str(port)]
-    command += [
-        "--served-model-name",
-        "tiny",
-        "--api-key-file",
-        str(keys),
-        "--threads",
-        "1",
-        "--log-level",
-        "warning",
-    ]
+    command = [sys.executable, "-m", "nanoseek.serve.cli", "--model", str(demo_checkpoint)]
+    command += ["--port", str(port), "--served-model-name", "tiny", "--api-key-file", str(keys)]
+    command += ["--threads", "1", "--log-level", "warning"]
     server = subprocess.Popen(command)
     try:
         deadline = time.monotonic() + 60

@@ -5,50 +5,19 @@ page works under its Content-Security-Policy; the API key stays out of localStor
 chromium or playwright.
 """
 
-import os
-import shutil
-
 import pytest
-import torch
+from helpers import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 
-from nanoseek.engine import Engine
-from nanoseek.serve import ServerConfig, create_app
-from nanoseek.serve.background import BackgroundServer
-from nanoseek.serve.demo import DEMO_REASONING, build_demo_checkpoint
+from nanoseek.serve.demo import DEMO_REASONING
 
-CHROMIUM = os.environ.get("NANOSEEK_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)), reason=f"no Chromium at {CHROMIUM}"
-)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    checkpoint = build_demo_checkpoint(tmp_path_factory.mktemp("demo") / "model", max_len=256)
-    engine = Engine.from_pretrained(checkpoint, max_slots=4)
-    with BackgroundServer(create_app(engine, ServerConfig(model_name="demo"))) as server:
-        yield server
-    torch.set_num_threads(threads)
+pytestmark = [needs_chromium, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
 def page(server):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.set_default_timeout(30_000)
         requests, console = [], []

@@ -23,7 +23,7 @@ import time
 
 import httpx
 import pytest
-import torch
+from helpers import error_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,51 +32,17 @@ from nanoseek.serve import ServerConfig, create_app
 from nanoseek.serve import cli as serve_cli
 from nanoseek.serve.auth import load_api_keys
 from nanoseek.serve.background import BackgroundServer
-from nanoseek.serve.demo import DEMO_ANSWER, build_demo_checkpoint
+from nanoseek.serve.demo import DEMO_ANSWER
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 HI = [{"role": "user", "content": "hi"}]
-CONTEXT = 256
+CONTEXT = 256  # the demo checkpoint's (conftest.py)
 # the request of the issue: a 360 KB body that once took all 32 slots for minutes
 FLOOD = json.dumps({"prompt": ["Sort: 3, 1, 2."] * 20000, "n": 32, "max_tokens": 16}).encode()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # the toy model is overhead-bound; two OpenMP threads on two busy cores only spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return build_demo_checkpoint(tmp_path_factory.mktemp("demo") / "model", max_len=CONTEXT)
-
-
-@pytest.fixture(scope="module")
-def engine(checkpoint):
-    return Engine.from_pretrained(checkpoint, max_slots=4)
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    with BackgroundServer(create_app(engine, ServerConfig(model_name="demo"))) as server:
-        yield server
-
-
-@pytest.fixture()
-def http(server):
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
-
-
-def error_of(response: httpx.Response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    return body["error"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def wait_for(condition, timeout: float, step: float = 0.01):
@@ -119,8 +85,8 @@ def test_a_request_larger_than_the_queue_is_refused_whole_before_any_work(server
     assert r.status_code == 200 and len(r.json()["choices"]) == 16  # what fits is served
 
 
-def test_a_flood_does_not_slow_a_normal_client(checkpoint):
-    engine = Engine.from_pretrained(checkpoint, max_slots=32)
+def test_a_flood_does_not_slow_a_normal_client(demo_checkpoint):
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=32)
     with (
         BackgroundServer(create_app(engine, ServerConfig(model_name="demo"))) as server,
         httpx.Client(base_url=server.url, timeout=60) as http,
@@ -160,8 +126,8 @@ def test_a_flood_does_not_slow_a_normal_client(checkpoint):
         assert http.get("/health").json()["waiting"] == 0
 
 
-def test_a_client_that_hangs_up_leaves_nothing_waiting(checkpoint):
-    engine = Engine.from_pretrained(checkpoint, max_slots=4)
+def test_a_client_that_hangs_up_leaves_nothing_waiting(demo_checkpoint):
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=4)
     config = ServerConfig(model_name="demo", max_queue=10_000, max_prompts=5_000)
     with (
         BackgroundServer(create_app(engine, config)) as server,
@@ -184,10 +150,10 @@ def test_a_client_that_hangs_up_leaves_nothing_waiting(checkpoint):
         )
 
 
-def test_aborting_queued_requests_never_compares_them(checkpoint, monkeypatch):
+def test_aborting_queued_requests_never_compares_them(demo_checkpoint, monkeypatch):
     # the queue used to find an aborted request by value (`in` / `.remove` on a deque of dataclasses
     # comparing every field): quadratic, 16,429 samples were still waiting 22 s after a hang-up
-    engine = Engine.from_pretrained(checkpoint, max_slots=2)
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=2)
     compared = []
     equal = GenerationRequest.__eq__
     monkeypatch.setattr(GenerationRequest, "__eq__", lambda a, b: compared.append(1) or equal(a, b))
@@ -207,8 +173,8 @@ def test_aborting_queued_requests_never_compares_them(checkpoint, monkeypatch):
 # ---------------------------------------------------------------------------------------- item 2
 
 
-def test_a_huge_prompt_is_refused_without_tokenizing_it(checkpoint, monkeypatch):
-    engine = Engine.from_pretrained(checkpoint, max_slots=2)
+def test_a_huge_prompt_is_refused_without_tokenizing_it(demo_checkpoint, monkeypatch):
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=2)
     seen: list[int] = []
     for name in ("encode", "encode_ordinary"):
         original = getattr(engine.tokenizer, name)
@@ -290,8 +256,8 @@ def dribble(sockets: list[socket.socket], quiet: int, limit: float, every: float
     return [(v[0], v[1]) for v in state.values()]
 
 
-def test_slow_clients_are_cut_at_the_read_deadlines(checkpoint):
-    engine = Engine.from_pretrained(checkpoint, max_slots=2)
+def test_slow_clients_are_cut_at_the_read_deadlines(demo_checkpoint):
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=2)
     config = ServerConfig(model_name="demo", header_timeout=1.0, body_timeout=1.5)
     with BackgroundServer(create_app(engine, config)) as server:
         address = (server.host, server.port)
@@ -321,8 +287,8 @@ def test_slow_clients_are_cut_at_the_read_deadlines(checkpoint):
         assert wait_for(lambda: httpx.get(server.url + "/health").json()["active"] == 0, 10)
 
 
-def test_connections_over_the_cap_are_refused(checkpoint):
-    engine = Engine.from_pretrained(checkpoint, max_slots=2)
+def test_connections_over_the_cap_are_refused(demo_checkpoint):
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=2)
     config = ServerConfig(model_name="demo", max_connections=6, header_timeout=5.0)
     with BackgroundServer(create_app(engine, config)) as server:
         sockets = []
@@ -371,11 +337,11 @@ def test_allowed_hosts_are_configurable(engine):
         assert httpx.get(server.url + "/health", headers={"Host": "anything.example"}).status_code == 200
 
 
-def test_serving_beyond_loopback_without_keys_warns(checkpoint, monkeypatch, capsys):
+def test_serving_beyond_loopback_without_keys_warns(demo_checkpoint, monkeypatch, capsys):
     monkeypatch.delenv("NANOSEEK_API_KEY", raising=False)
     served = []
     monkeypatch.setattr(serve_cli, "run_server", lambda app, *args: served.append((app, args)))
-    base = ["--model", str(checkpoint), "--threads", "1", "--log-level", "warning"]
+    base = ["--model", str(demo_checkpoint), "--threads", "1", "--log-level", "warning"]
     assert serve_cli.serve_main([*base, "--host", "0.0.0.0", "--allowed-host", "box.lan"]) == 0
     err = capsys.readouterr().err
     assert "warning" in err and "no API key" in err and "0.0.0.0" in err
@@ -392,7 +358,9 @@ def test_serving_beyond_loopback_without_keys_warns(checkpoint, monkeypatch, cap
     assert (config.allowed_hosts, config.header_timeout, config.max_connections) == (["127.0.0.1"], 3.0, 9)
 
 
-def test_key_files_comments_only_at_line_start_and_never_empty(checkpoint, tmp_path, monkeypatch, capsys):
+def test_key_files_comments_only_at_line_start_and_never_empty(
+    demo_checkpoint, tmp_path, monkeypatch, capsys
+):
     monkeypatch.delenv("NANOSEEK_API_KEY", raising=False)
     keys = tmp_path / "keys.txt"
     keys.write_text("# team keys\nsk-abc#def\n  # indented comment\n  sk-two  \n\n")
@@ -407,7 +375,7 @@ def test_key_files_comments_only_at_line_start_and_never_empty(checkpoint, tmp_p
 
     served = []
     monkeypatch.setattr(serve_cli, "run_server", lambda *args: served.append(args))
-    assert serve_cli.serve_main(["--model", str(checkpoint), "--api-key-file", str(comments)]) == 2
+    assert serve_cli.serve_main(["--model", str(demo_checkpoint), "--api-key-file", str(comments)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(comments) in err and "no keys" in err
     assert served == []  # no open server

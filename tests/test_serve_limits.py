@@ -10,13 +10,12 @@ import time
 
 import httpx
 import pytest
-import torch
+from helpers import error_of
 
 from nanoseek.engine import Engine
 from nanoseek.serve import ServerConfig, create_app
 from nanoseek.serve.auth import load_api_keys
 from nanoseek.serve.background import BackgroundServer
-from nanoseek.serve.demo import build_demo_checkpoint
 from nanoseek.serve.errors import validation_param
 
 CHAT = "/v1/chat/completions"
@@ -24,25 +23,12 @@ HI = [{"role": "user", "content": "hi"}]
 LONG = {"messages": HI, "ignore_eos": True, "stream": True}  # loops the script until the context is full
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # the toy model is overhead-bound; two OpenMP threads on two busy cores only spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return build_demo_checkpoint(tmp_path_factory.mktemp("demo") / "model", max_len=256)
-
-
-@pytest.fixture(scope="module")
-def server(checkpoint):
-    engine = Engine.from_pretrained(checkpoint, max_slots=4)
-    with BackgroundServer(create_app(engine, ServerConfig(model_name="demo", max_body_bytes=20_000))) as s:
-        yield s
+def server_config():
+    return ServerConfig(model_name="demo", max_body_bytes=20_000)
 
 
 def slow_engine(checkpoint, seconds_per_step: float = 0.02, max_slots: int = 1) -> Engine:
@@ -60,21 +46,9 @@ def slow_engine(checkpoint, seconds_per_step: float = 0.02, max_slots: int = 1) 
 
 
 @pytest.fixture(scope="module")
-def slow_server(checkpoint):
-    with BackgroundServer(create_app(slow_engine(checkpoint, 0.01, max_slots=4))) as s:
+def slow_server(demo_checkpoint):
+    with BackgroundServer(create_app(slow_engine(demo_checkpoint, 0.01, max_slots=4))) as s:
         yield s
-
-
-@pytest.fixture()
-def http(server):
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
-
-
-def error_of(response: httpx.Response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    return body["error"]
 
 
 def disconnects(client: httpx.Client) -> float:
@@ -209,8 +183,8 @@ def test_non_stream_disconnect_frees_the_slots(slow_server):
     assert disconnects(http) == before + 1
 
 
-def test_full_queue_is_429_with_retry_after_and_timeouts_are_408(checkpoint):
-    engine = slow_engine(checkpoint, seconds_per_step=0.03)  # 240 tokens: 7 s
+def test_full_queue_is_429_with_retry_after_and_timeouts_are_408(demo_checkpoint):
+    engine = slow_engine(demo_checkpoint, seconds_per_step=0.03)  # 240 tokens: 7 s
     config = ServerConfig(model_name="demo", max_queue=1, request_timeout=3.0)
     with (
         BackgroundServer(create_app(engine, config)) as server,
@@ -244,13 +218,13 @@ def test_full_queue_is_429_with_retry_after_and_timeouts_are_408(checkpoint):
         assert health["busy_slots"] == 0 and health["waiting"] == 0
 
 
-def test_api_keys(checkpoint, tmp_path, monkeypatch):
+def test_api_keys(demo_checkpoint, tmp_path, monkeypatch):
     key_file = tmp_path / "keys.txt"
     key_file.write_text("# comment\nsk-file\n\n")
     monkeypatch.setenv("NANOSEEK_API_KEY", "sk-env1, sk-env2")
     keys = load_api_keys(["sk-flag"], key_file)
     assert keys == ["sk-flag", "sk-file", "sk-env1", "sk-env2"]
-    engine = Engine.from_pretrained(checkpoint, max_slots=2)
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=2)
     with BackgroundServer(create_app(engine, ServerConfig(api_keys=keys))) as server:
         url = server.url
         body = {"messages": HI, "max_tokens": 1}
@@ -267,11 +241,11 @@ def test_api_keys(checkpoint, tmp_path, monkeypatch):
         assert httpx.get(url + "/").status_code == 200
 
 
-def test_cors_off_by_default_and_on_when_configured(checkpoint, server):
+def test_cors_off_by_default_and_on_when_configured(demo_checkpoint, server):
     preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
     r = httpx.options(server.url + CHAT, headers=preflight)
     assert "access-control-allow-origin" not in r.headers
-    engine = Engine.from_pretrained(checkpoint, max_slots=2)
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=2)
     with BackgroundServer(create_app(engine, ServerConfig(cors_origins=["https://example.org"]))) as cors:
         r = httpx.options(cors.url + CHAT, headers=preflight)
         assert r.headers["access-control-allow-origin"] == "https://example.org"
@@ -285,8 +259,8 @@ def test_validation_param_spelling():
     assert validation_param(("body",)) is None
 
 
-def test_stream_error_after_headers_is_reported_in_the_stream(checkpoint):
-    engine = slow_engine(checkpoint)
+def test_stream_error_after_headers_is_reported_in_the_stream(demo_checkpoint):
+    engine = slow_engine(demo_checkpoint)
     with BackgroundServer(create_app(engine, ServerConfig(request_timeout=0.3))) as server:
         with httpx.stream(
             "POST", server.url + CHAT, json={**LONG, "max_completion_tokens": 240}, timeout=60
@@ -296,8 +270,8 @@ def test_stream_error_after_headers_is_reported_in_the_stream(checkpoint):
         assert json.loads(events[-2])["error"]["code"] == "request_timeout"
 
 
-def test_an_engine_failure_is_a_500_and_the_server_recovers(checkpoint):
-    engine = Engine.from_pretrained(checkpoint, max_slots=2)
+def test_an_engine_failure_is_a_500_and_the_server_recovers(demo_checkpoint):
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=2)
     step = engine.step
     broken = {"on": True}
 

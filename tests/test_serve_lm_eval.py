@@ -7,6 +7,7 @@ Skipped unless `pip install "lm-eval[api]"`.
 """
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -15,13 +16,13 @@ from nanoseek.engine import Engine
 from nanoseek.model import DeepSeekV3
 from nanoseek.serve import ServerConfig, create_app
 from nanoseek.serve.background import BackgroundServer
-from nanoseek.serve.demo import build_demo_checkpoint
 
 lm_eval = pytest.importorskip("lm_eval", reason='lm-eval is not installed: pip install "lm-eval[api]"')
 pytest.importorskip(
     "tenacity", reason='lm-eval\'s API models need its [api] extra: pip install "lm-eval[api]"'
 )
 pytest.importorskip("transformers", reason="lm-eval's huggingface tokenizer backend needs transformers")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROWS = [
     {"question": "What color is the sky on a clear day?", "choices": ["blue", "green", "red"], "answer": 0},
@@ -68,44 +69,39 @@ def attend_to_context(checkpoint) -> None:
     model.save_pretrained(checkpoint)
 
 
-def test_lm_eval_local_completions_loglikelihood_task(tmp_path, monkeypatch):
+def test_lm_eval_local_completions_loglikelihood_task(demo_checkpoint, tmp_path, monkeypatch):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(var, "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     data = tmp_path / "tiny.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "tiny.yaml").write_text(TASK_YAML.format(data=data))
-    checkpoint = build_demo_checkpoint(tmp_path / "model", max_len=256)
+    checkpoint = shutil.copytree(demo_checkpoint, tmp_path / "model")  # the shared one stays as built
     attend_to_context(checkpoint)
     engine = Engine.from_pretrained(checkpoint, max_slots=8)
     from lm_eval.tasks import TaskManager
 
-    try:
-        with BackgroundServer(create_app(engine, ServerConfig(model_name="demo"))) as server:
-            results = lm_eval.simple_evaluate(
-                model="local-completions",
-                model_args={
-                    "model": "demo",
-                    "base_url": server.url + "/v1/completions",
-                    "tokenizer": str(checkpoint),
-                    "tokenizer_backend": "huggingface",
-                    "tokenized_requests": True,
-                    "add_bos_token": True,  # without it the ids go without the BOS the model was trained with
-                    "max_length": 250,
-                    "num_concurrent": 1,
-                    "max_retries": 1,
-                },
-                tasks=["nanoseek_serve_tiny"],
-                task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
-                bootstrap_iters=0,
-                log_samples=True,
-            )
-    finally:
-        torch.set_num_threads(threads)
+    with BackgroundServer(create_app(engine, ServerConfig(model_name="demo"))) as server:
+        results = lm_eval.simple_evaluate(
+            model="local-completions",
+            model_args={
+                "model": "demo",
+                "base_url": server.url + "/v1/completions",
+                "tokenizer": str(checkpoint),
+                "tokenizer_backend": "huggingface",
+                "tokenized_requests": True,
+                "add_bos_token": True,  # without it the ids go without the BOS the model was trained with
+                "max_length": 250,
+                "num_concurrent": 1,
+                "max_retries": 1,
+            },
+            tasks=["nanoseek_serve_tiny"],
+            task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
+            bootstrap_iters=0,
+            log_samples=True,
+        )
     summary = results["results"]["nanoseek_serve_tiny"]
     assert 0.0 <= summary["acc,none"] <= 1.0
     samples = results["samples"]["nanoseek_serve_tiny"]

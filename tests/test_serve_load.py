@@ -15,7 +15,6 @@ import time
 
 import httpx
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,25 +22,13 @@ from nanoseek.engine import Engine, RequestHandle
 from nanoseek.serve import ServerConfig, create_app
 from nanoseek.serve.background import BackgroundServer
 from nanoseek.serve.bridge import Generation
-from nanoseek.serve.demo import build_demo_checkpoint
 from nanoseek.serve.loadgen import run_load
 
 LOAD_SECONDS = float(os.environ.get("NANOSEEK_SERVE_LOAD_SECONDS", "8"))
 FUZZ_EXAMPLES = int(os.environ.get("NANOSEEK_SERVE_FUZZ_EXAMPLES", "40"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # the toy model is overhead-bound; two OpenMP threads on two busy cores only spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return build_demo_checkpoint(tmp_path_factory.mktemp("demo") / "model", max_len=256)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def metric(text: str, name: str) -> float:
@@ -57,8 +44,8 @@ def rss_bytes() -> int:
 
 
 @pytest.mark.slow
-def test_64_streaming_clients_with_disconnects(checkpoint):
-    engine = Engine.from_pretrained(checkpoint, max_slots=16)
+def test_64_streaming_clients_with_disconnects(demo_checkpoint):
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=16)
     with BackgroundServer(create_app(engine, ServerConfig(max_queue=256))) as server:
         warm = asyncio.run(
             run_load(server.url, clients=64, duration=4, max_tokens=48, disconnect_fraction=0.25)
@@ -96,11 +83,11 @@ def test_64_streaming_clients_with_disconnects(checkpoint):
         assert rss_after - rss_before < 96 * 2**20, "memory grew under steady load"
 
 
-def test_fuzzing_the_chat_completions_schema_gives_no_5xx(checkpoint):
+def test_fuzzing_the_chat_completions_schema_gives_no_5xx(demo_checkpoint):
     schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis")
     from schemathesis.generation.modes import GenerationMode
 
-    engine = Engine.from_pretrained(checkpoint, max_slots=8, max_len=96)
+    engine = Engine.from_pretrained(demo_checkpoint, max_slots=8, max_len=96)
     app = create_app(engine, ServerConfig(request_timeout=5, max_queue=64))
     operation = schemathesis.openapi.from_dict(app.openapi())["/v1/chat/completions"]["POST"]
     cases = st.one_of(

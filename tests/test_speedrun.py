@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from nanoseek.cli import main as nanoseek_main
 from nanoseek.speedrun import SpeedrunConfig, SpeedrunError, load_speedrun_config, run_speedrun
@@ -16,13 +15,7 @@ from nanoseek.speedrun.config import DEFAULT_RECIPE, QUICK_RECIPE
 from nanoseek.speedrun.stages import LABELS, MODEL_STAGES, STAGES
 from nanoseek.train.config import ConfigError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_recipe_is_the_embedded_default():

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tokenizers
+from helpers import tokenizer_on
 
 from nanoseek.data import DataError
 from nanoseek.tokenizer import StreamDecoder, Tokenizer, tokenizer_train_main, train_tokenizer
@@ -34,8 +35,7 @@ def make_text(n_lines: int, seed: int = 0) -> str:
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")
-    (d / "corpus.txt").write_text(make_text(400))
-    return train_tokenizer([d / "corpus.txt"], vocab_size=512, out_dir=d / "out", show_progress=False)
+    return tokenizer_on(make_text(400), d, 512, out_dir=d / "out")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_pretrain
 
 from nanoseek.model import DeepSeekV3
 from nanoseek.model.run_dirs import resolve_model_dir
@@ -16,50 +17,30 @@ from nanoseek.train.config import ConfigError, load_config
 from nanoseek.train.distributed import setup
 from nanoseek.train.loop import Trainer, train
 from nanoseek.train.report import read_metrics
-from nanoseek.train.toy_data import build_toy_shards
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: as fast for these tiny models, and immune to OpenMP's spin-waiting when
-    other jobs share the CPU (two threads on a busy 2-core machine can be 10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return build_toy_shards(tmp_path_factory.mktemp("toy"), n_docs=200)[0]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(out, shards, *overrides):
     return load_config(
         None,
-        [
+        tiny_pretrain(
+            shards,
             f"run.out={out}",
-            f'data.train=["{shards}"]',
-            "run.device=cpu",
-            "run.progress=false",
-            "model.depth=2",
-            "train.seq_len=32",
             "train.device_batch_size=4",
             "train.max_steps=10",
             "train.warmup_steps=2",
             "eval.every=5",
-            "eval.batches=2",
             "checkpoint.every=5",
-            "cost.peak_flops=1e10",
             *overrides,
-        ],
+        ),
     )
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, shards):
+def run(tmp_path_factory, toy_shards):
     out = tmp_path_factory.mktemp("run")
-    summary = train(tiny(out, shards))
+    summary = train(tiny(out, toy_shards))
     return out, summary
 
 
@@ -95,14 +76,14 @@ def test_checkpoint_is_an_hf_model_dir_with_state_beside_it(run):
         assert (out / name).is_file(), name
 
 
-def test_half_written_checkpoint_is_never_resumed(run, shards, tmp_path):
+def test_half_written_checkpoint_is_never_resumed(run, toy_shards, tmp_path):
     src, _ = run
     out = tmp_path / "run"
     shutil.copytree(src, out, symlinks=True)
     (out / "checkpoints" / "step_000010" / "COMPLETE").unlink()  # crashed between rename and marker
     (out / "checkpoints" / ".tmp-step_000015" / "model").mkdir(parents=True)  # crashed mid-write
     assert ck.latest_checkpoint(out).name == "step_000005"
-    cfg = tiny(out, shards)
+    cfg = tiny(out, toy_shards)
     trainer = Trainer(cfg, setup("cpu"), resume=True)
     assert trainer.step == 5
     assert max(r["step"] for r in read_metrics(out / "metrics.jsonl")) == 5  # the redone part is dropped
@@ -116,24 +97,31 @@ def test_half_written_checkpoint_is_never_resumed(run, shards, tmp_path):
         ck.load_checkpoint(out / "checkpoints" / "step_000010", setup("cpu"))
 
 
-def test_resume_without_complete_checkpoint_starts_over(run, shards, tmp_path):
+def test_resume_without_complete_checkpoint_starts_over(run, toy_shards, tmp_path):
     src, _ = run
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     shutil.copytree(src / "checkpoints" / "step_000005", out / "checkpoints" / "step_000005")
     (out / "checkpoints" / "step_000005" / "COMPLETE").unlink()
-    assert Trainer(tiny(out, shards), setup("cpu"), resume=True).step == 0
+    assert Trainer(tiny(out, toy_shards), setup("cpu"), resume=True).step == 0
 
 
-def test_fresh_run_refuses_a_dir_with_checkpoints(run, shards):
+def test_fresh_run_refuses_a_dir_with_checkpoints(run, toy_shards):
     out, _ = run
     with pytest.raises(ConfigError, match="pass --resume"):
-        Trainer(tiny(out, shards), setup("cpu"))
+        Trainer(tiny(out, toy_shards), setup("cpu"))
 
 
-def test_keeps_the_last_k(shards, tmp_path):
+def test_keeps_the_last_k(toy_shards, tmp_path):
     train(
-        tiny(tmp_path, shards, "checkpoint.every=2", "checkpoint.keep=2", "eval.every=0", "train.max_steps=7")
+        tiny(
+            tmp_path,
+            toy_shards,
+            "checkpoint.every=2",
+            "checkpoint.keep=2",
+            "eval.every=0",
+            "train.max_steps=7",
+        )
     )
     assert [p.name for p in ck.complete_checkpoints(tmp_path)] == ["step_000006", "step_000007"]
     newest = tmp_path / "checkpoints" / "step_000007" / "model"

@@ -5,14 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from helpers import tiny_pretrain
 
 from nanoseek.train.report import read_metrics
-from nanoseek.train.toy_data import build_toy_shards
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return build_toy_shards(tmp_path_factory.mktemp("toy"), n_docs=200)[0]
 
 
 def pretrain_args(shards, out, *extra):
@@ -22,17 +17,13 @@ def pretrain_args(shards, out, *extra):
         "-m",
         "nanoseek.train.cli",
         "pretrain",
-        f'data.train=["{shards}"]',
-        "run.device=cpu",
-        "run.progress=false",
-        "model.depth=2",
-        "train.seq_len=32",
-        "train.max_steps=5",
-        "train.warmup_steps=2",
-        "train.batch_tokens=256",  # 8 rows per step
-        "eval.every=0",
-        "eval.batches=2",
-        "cost.peak_flops=1e10",
+        *tiny_pretrain(
+            shards,
+            "train.max_steps=5",
+            "train.warmup_steps=2",
+            "train.batch_tokens=256",  # 8 rows per step
+            "eval.every=0",
+        ),
         "--out",
         str(out),
         *extra,
@@ -55,14 +46,14 @@ def torchrun(nproc: int):
 
 
 @pytest.fixture(scope="module")
-def single(shards, tmp_path_factory):
+def single(toy_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
-    run(pretrain_args(shards, out, "train.device_batch_size=4"))  # 2 micro-batches of 4 rows
+    run(pretrain_args(toy_shards, out, "train.device_batch_size=4"))  # 2 micro-batches of 4 rows
     return losses(out)
 
 
-def test_ddp_two_processes_match_one(shards, single, tmp_path):
-    run([*torchrun(2), *pretrain_args(shards, tmp_path, "train.device_batch_size=4")])  # 2 ranks x 4 rows
+def test_ddp_two_processes_match_one(toy_shards, single, tmp_path):
+    run([*torchrun(2), *pretrain_args(toy_shards, tmp_path, "train.device_batch_size=4")])  # 2 ranks x 4 rows
     ddp = losses(tmp_path)
     assert len(ddp) == len(single) == 5
     assert max(abs(a - b) for a, b in zip(ddp, single)) < 1e-4, (ddp, single)
@@ -70,9 +61,9 @@ def test_ddp_two_processes_match_one(shards, single, tmp_path):
     assert (tmp_path / "checkpoints" / "step_000005" / "rank_00001.pt").is_file()
 
 
-def test_fsdp2_two_processes_match_one(shards, single, tmp_path):
+def test_fsdp2_two_processes_match_one(toy_shards, single, tmp_path):
     # 2 ranks x 2 micro-batches of 2 rows, parameters sharded with fully_shard
-    run([*torchrun(2), *pretrain_args(shards, tmp_path, "train.device_batch_size=2", "train.fsdp=true")])
+    run([*torchrun(2), *pretrain_args(toy_shards, tmp_path, "train.device_batch_size=2", "train.fsdp=true")])
     fsdp = losses(tmp_path)
     assert max(abs(a - b) for a, b in zip(fsdp, single)) < 1e-4, (fsdp, single)
     assert "FSDP2" in (tmp_path / "report.md").read_text()

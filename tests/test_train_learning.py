@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from nanoseek.model import DeepSeekV3
 from nanoseek.tasks import get_task
@@ -16,14 +15,7 @@ from nanoseek.train.toy_data import build_toy_shards, write_task_chat
 COMMON = ["run.device=cpu", "run.progress=false", "cost.peak_flops=1e11"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: as fast for these tiny models, and immune to OpenMP's spin-waiting when
-    other jobs share the CPU (two threads on a busy 2-core machine can be 10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,13 @@ import subprocess
 import sys
 import time
 
-import pytest
+from helpers import tiny_pretrain
 from safetensors.torch import load_file
 
 from nanoseek.train.checkpointing import latest_checkpoint
 from nanoseek.train.report import read_metrics
-from nanoseek.train.toy_data import build_toy_shards
 
 MAX_STEPS = 24
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return build_toy_shards(tmp_path_factory.mktemp("toy"), n_docs=200)[0]
 
 
 def command(shards, *extra):
@@ -27,20 +21,16 @@ def command(shards, *extra):
         "-m",
         "nanoseek.train.cli",
         "pretrain",
-        f'data.train=["{shards}"]',
-        "run.device=cpu",
-        "run.progress=false",
-        "model.depth=2",
-        "train.seq_len=32",
-        "train.device_batch_size=4",
-        "train.batch_tokens=256",  # 2 micro-batches per step: accumulation is resumed mid-schedule too
-        f"train.max_steps={MAX_STEPS}",
-        "train.warmup_steps=3",
-        "eval.every=8",
-        "eval.batches=2",
-        "checkpoint.every=4",
-        "checkpoint.keep=10",
-        "cost.peak_flops=1e10",
+        *tiny_pretrain(
+            shards,
+            "train.device_batch_size=4",
+            "train.batch_tokens=256",  # 2 micro-batches per step: accumulation is resumed mid-schedule too
+            f"train.max_steps={MAX_STEPS}",
+            "train.warmup_steps=3",
+            "eval.every=8",
+            "checkpoint.every=4",
+            "checkpoint.keep=10",
+        ),
         *extra,
     ]
 
@@ -50,14 +40,14 @@ def run(args, **kw):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, **kw)
 
 
-def test_sigkill_then_resume_is_bit_identical(shards, tmp_path):
+def test_sigkill_then_resume_is_bit_identical(toy_shards, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = run(command(shards, "--out", str(straight)))
+    done = run(command(toy_shards, "--out", str(straight)))
     assert done.returncode == 0, done.stderr
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        command(shards, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command(toy_shards, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     marker = killed / "checkpoints" / "step_000004" / "COMPLETE"
     deadline = time.time() + 240
@@ -69,7 +59,7 @@ def test_sigkill_then_resume_is_bit_identical(shards, tmp_path):
     interrupted_at = latest_checkpoint(killed)
     assert interrupted_at is not None and interrupted_at.name != f"step_{MAX_STEPS:06d}"
 
-    resumed = run(command(shards, "--out", str(killed), "--resume"))
+    resumed = run(command(toy_shards, "--out", str(killed), "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {interrupted_at}" in resumed.stderr
 

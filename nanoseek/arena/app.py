@@ -51,20 +51,17 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from nanoseek.arena.limits import ArenaLimits, RateLimiter, client_identity, retry_after
 from nanoseek.arena.live import ArenaBusy, BattleNotReady, LiveArena, LiveBattle, has_answers
 from nanoseek.arena.ratings import Leaderboard, compute_leaderboard
-from nanoseek.arena.store import ArenaStore, Battle, VoteRejected, shown
-from nanoseek.serve.app import PAGE_HEADERS, BodyLimitMiddleware, HostCheckMiddleware
-from nanoseek.serve.errors import APIError, error_body, validation_error
-from nanoseek.serve.openai_schema import Text
+from nanoseek.arena.store import ArenaStore, Battle, VoteRejected
+from nanoseek.serve.app import PAGE_HEADERS, BodyLimitMiddleware, HostCheckMiddleware, install_error_handlers
+from nanoseek.serve.errors import APIError
+from nanoseek.serve.openai_schema import Body, Text
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -76,10 +73,6 @@ REJECTIONS = {
     "invalid_winner": (400, "winner", "invalid_winner"),
 }
 MAX_BODY_BYTES = 1024 * 1024  # a prompt is at most `max_prompt_chars`; nothing needs more
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class BattleIn(Body):
@@ -175,41 +168,6 @@ async def sse(log: LiveBattle, poll: float = 0.05, heartbeat: float = 15.0) -> A
     yield "data: [DONE]\n\n"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error as {"error": {...}}: APIError, validation errors (invalid JSON included, with no
-    bogus param), Starlette's 404 / 405 / unparsable body, and a 500 for anything unexpected."""
-
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        error = validation_error(exc.errors())
-        return JSONResponse(error.body(), status_code=error.status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        path = shown(request.url.path)
-        if exc.status_code == 404:
-            body = error_body(
-                f"Unknown path {path}: the arena serves /, /leaderboard and /api/...", "not_found_error"
-            )
-        elif exc.status_code == 405:
-            body = error_body(f"Method {request.method} is not allowed on {path}.", "invalid_request_error")
-        elif exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, say)
-            body = error_body("We could not parse the JSON body of your request.", "invalid_request_error")
-        else:
-            body = error_body(shown(exc.detail), "invalid_request_error")
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        body = error_body("The arena had an error while processing your request.", "server_error")
-        return JSONResponse(body, status_code=500)
-
-
 def create_app(
     live: LiveArena,
     *,
@@ -222,7 +180,7 @@ def create_app(
     `limits`: the per-client rate limits and trusted proxies (the defaults of `ArenaLimits`)."""
     limits = limits or ArenaLimits()
     app = FastAPI(title="nanoseek arena", docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(app)
+    install_error_handlers(app, routes="the arena serves /, /leaderboard and /api/...", server="arena")
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     if limits.trusted_proxies:  # every layer sees the client the proxy named
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(limits.trusted_proxies))

@@ -27,17 +27,8 @@ from pathlib import Path
 from typing import Any
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
-FIELDS = (
-    "model_a",
-    "model_b",
-    "winner",
-    "conversation_a",
-    "conversation_b",
-    "turn",
-    "anony",
-    "language",
-    "tstamp",
-)
+FIELDS = ("model_a", "model_b", "winner", "conversation_a", "conversation_b", "turn", "anony", "language")
+FIELDS += ("tstamp",)
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 

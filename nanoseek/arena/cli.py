@@ -216,28 +216,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--port", type=int, default=8001)
     q.add_argument("--seed", type=int, default=None, help="seed for picking pairs (default: random)")
     q.add_argument("--bootstrap", type=int, default=100, metavar="N", help="bootstrap rounds for the CIs")
-    defaults = ArenaLimits()
-    q.add_argument(
-        "--battles-per-minute",
-        type=float,
-        default=defaults.battles_per_minute,
-        metavar="N",
-        help=f"new battles per client per minute, bursts of N (default {defaults.battles_per_minute:g}; 0: no limit)",
-    )
-    q.add_argument(
-        "--votes-per-minute",
-        type=float,
-        default=defaults.votes_per_minute,
-        metavar="N",
-        help=f"vote attempts per client per minute (default {defaults.votes_per_minute:g}; 0: no limit)",
-    )
-    q.add_argument(
-        "--max-active-battles",
-        type=int,
-        default=MAX_ACTIVE,
-        metavar="N",
-        help=f"battles generating at once, all clients together; more get 503 (default {MAX_ACTIVE})",
-    )
+    rate = "per client per minute, bursts of N (default %(default)g; 0: no limit)"
+    for flag, what in (("--battles-per-minute", "new battles"), ("--votes-per-minute", "vote attempts")):
+        default = getattr(ArenaLimits(), flag[2:].replace("-", "_"))
+        q.add_argument(flag, type=float, default=default, metavar="N", help=f"{what} {rate}")
+    active = "battles generating at once, all clients together; more get 503 (default %(default)s)"
+    q.add_argument("--max-active-battles", type=int, default=MAX_ACTIVE, metavar="N", help=active)
     q.add_argument(
         "--trusted-proxy",
         action="append",

@@ -35,6 +35,7 @@ import dataclasses
 import json
 import os
 import random
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +49,7 @@ DEFAULT_PARAMS = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
 _COMMON = {"name": str, "kind": str, "role": str, "params": dict, "think": bool}
 _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "checkpoint": {**_COMMON, "path": str, "int8": bool},
-    "openai": {
-        **_COMMON,
-        "base_url": str,
-        "model": str,
-        "api_key_env": str,
-        "timeout": (int, float),
-    },
+    "openai": {**_COMMON, "base_url": str, "model": str, "api_key_env": str, "timeout": (int, float)},
 }
 _REQUIRED = {"checkpoint": ("path",), "openai": ("base_url", "model")}
 # SamplingParams field -> accepted types, from its annotations ("int", "float", "int | None", ...)
@@ -149,15 +144,6 @@ def _read(path: Path) -> Any:
             raise ContestantError(f"{path}: line {err.lineno}: invalid JSON: {err.msg}") from None
     if path.suffix.lower() != ".toml":
         raise ContestantError(f"{path}: a contestants file is .toml or .json")
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise ContestantError(
-                f"{path}: TOML needs Python 3.11+ or `pip install tomli`; or use JSON"
-            ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -22,13 +22,14 @@ Every thread (and every forked process) gets its own connection, opened on first
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,21 +121,32 @@ def _messages(conversation: Sequence[Mapping[str, str]]) -> list[dict[str, str]]
 
 
 def _battle(row: Sequence[Any]) -> Battle:
-    return Battle(
-        id=row[0],
-        model_a=row[1],
-        model_b=row[2],
-        conversation_a=json.loads(row[3]),
-        conversation_b=json.loads(row[4]),
-        turn=row[5],
-        anony=bool(row[6]),
-        language=row[7],
-        created=row[8],
-        state=row[9],
-        winner=row[10],
-        tstamp=row[11],
-        voter=row[12],
-    )
+    """A row of `_SELECT` as a Battle (conversations parsed from JSON)."""
+    conversations = json.loads(row[3]), json.loads(row[4])
+    return Battle(*row[:3], *conversations, row[5], bool(row[6]), *row[7:])
+
+
+def _dumps(conversation: Sequence[Mapping[str, str]]) -> str:
+    return json.dumps(conversation, ensure_ascii=False)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock now, so a check-then-insert is atomic) ... COMMIT, or ROLLBACK."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+_INSERT_BATTLE = (
+    "INSERT INTO battles (id, model_a, model_b, conversation_a, conversation_b, turn, anony, language, "
+    "created, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class ArenaStore:
@@ -191,22 +203,8 @@ class ArenaStore:
         if turn is None:
             turn = sum(m["role"] == "user" for m in conv_a)
         battle_id = secrets.token_urlsafe(18)  # 144 random bits
-        conn = self._conn()
-        conn.execute(
-            "INSERT INTO battles (id, model_a, model_b, conversation_a, conversation_b, turn, anony, "
-            "language, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                battle_id,
-                model_a,
-                model_b,
-                json.dumps(conv_a, ensure_ascii=False),
-                json.dumps(conv_b, ensure_ascii=False),
-                int(turn),
-                int(bool(anony)),
-                language,
-                time.time(),
-            ),
-        )
+        row = (model_a, model_b, _dumps(conv_a), _dumps(conv_b), int(turn), int(bool(anony)), language)
+        self._conn().execute(_INSERT_BATTLE, (battle_id, *row, time.time(), "open"))
         return battle_id
 
     def record_vote(
@@ -222,8 +220,7 @@ class ArenaStore:
         if not isinstance(battle_id, str) or not battle_id or len(battle_id) > 256:
             raise VoteRejected("unknown", "unknown battle id")
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")  # take the write lock now: check-then-insert is atomic
-        try:
+        with _transaction(conn):
             state = conn.execute("SELECT state FROM battles WHERE id = ?", (battle_id,)).fetchone()
             if state is None:
                 raise VoteRejected("unknown", "unknown battle id")
@@ -237,13 +234,7 @@ class ArenaStore:
             except sqlite3.IntegrityError as err:  # UNIQUE(battle_id): the backstop against replays
                 raise VoteRejected("replay", "this battle has already been voted") from err
             conn.execute("UPDATE battles SET state = 'voted' WHERE id = ?", (battle_id,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        row = conn.execute(_SELECT + "WHERE b.id = ?", (battle_id,)).fetchone()
-        return _battle(row)
+        return self.get_battle(battle_id)
 
     def set_conversations(
         self,
@@ -257,12 +248,7 @@ class ArenaStore:
         conv_a, conv_b = _messages(conversation_a), _messages(conversation_b)
         cursor = self._conn().execute(
             "UPDATE battles SET conversation_a = ?, conversation_b = ?, turn = ? WHERE id = ? AND state = 'open'",
-            (
-                json.dumps(conv_a, ensure_ascii=False),
-                json.dumps(conv_b, ensure_ascii=False),
-                sum(m["role"] == "user" for m in conv_a),
-                battle_id,
-            ),
+            (_dumps(conv_a), _dumps(conv_b), sum(m["role"] == "user" for m in conv_a), battle_id),
         )
         return cursor.rowcount == 1
 
@@ -272,35 +258,24 @@ class ArenaStore:
         Returns the number stored. A bad record raises `BattleFormatError` and stores nothing."""
         rows = [validate_record(as_record(r), f"record {i}") for i, r in enumerate(records)]
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             for r in rows:
                 battle_id = secrets.token_urlsafe(18)
                 tstamp = r["tstamp"] if r["tstamp"] is not None else time.time()
-                conn.execute(
-                    "INSERT INTO battles (id, model_a, model_b, conversation_a, conversation_b, turn, anony, "
-                    "language, created, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'voted')",
-                    (
-                        battle_id,
-                        r["model_a"],
-                        r["model_b"],
-                        json.dumps(r["conversation_a"], ensure_ascii=False),
-                        json.dumps(r["conversation_b"], ensure_ascii=False),
-                        r["turn"],
-                        int(r["anony"]),
-                        r["language"],
-                        tstamp,
-                    ),
+                conversations = _dumps(r["conversation_a"]), _dumps(r["conversation_b"])
+                battle = (
+                    r["model_a"],
+                    r["model_b"],
+                    *conversations,
+                    r["turn"],
+                    int(r["anony"]),
+                    r["language"],
                 )
+                conn.execute(_INSERT_BATTLE, (battle_id, *battle, tstamp, "voted"))
                 conn.execute(
                     "INSERT INTO votes (battle_id, winner, tstamp, voter) VALUES (?, ?, ?, 'import')",
                     (battle_id, r["winner"], tstamp),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return len(rows)
 
     def get_battle(self, battle_id: str) -> Battle | None:

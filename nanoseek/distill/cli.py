@@ -15,6 +15,7 @@ OUT/teacher (`nanoseek.distill.toy`). Rerunning the same command resumes every s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
         description="Distill a teacher (checkpoint or OpenAI-compatible URL) into a small dense student: "
         "k traces per problem, keep the verified ones, SFT, evaluate both, report accuracy and cost.",
     )
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="student SFT settings")
+    p.add_argument("sft_overrides", nargs="*", metavar="section.key=value", help="student SFT settings")
     p.add_argument("--teacher", default=None, help="teacher checkpoint / run directory or API base URL")
     p.add_argument("--toy-teacher", action="store_true", help="build a toy MoE teacher in OUT/teacher first")
     p.add_argument("--toy-teacher-depth", type=int, default=2)
@@ -51,7 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--student-depth", type=int, default=2, help="layers of a fresh dense student")
     p.add_argument("--student-hidden", type=int, default=None, help="hidden width (default 64 x depth)")
     p.add_argument("--tokenizer", default="", help="the student's tokenizer (remote teachers)")
-    p.add_argument("--recipe", default=None, help="a recipes/*.toml for the student's SFT")
+    p.add_argument(
+        "--recipe", dest="sft_recipe", metavar="RECIPE", help="recipes/*.toml for the student's SFT"
+    )
     p.add_argument("--eval-problems", type=int, default=200)
     p.add_argument("--eval-k", type=int, default=4)
     p.add_argument("--eval-temperature", type=float, default=0.6)
@@ -63,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--remote-model", default=None)
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
     p.add_argument("--split-n", action="store_true", help="one HTTP request per sample (APIs without n)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
 
@@ -73,51 +76,20 @@ def distill_main(argv: list[str] | None = None) -> int:
         print("nanoseek distill: error: give exactly one of --teacher and --toy-teacher", file=sys.stderr)
         return 2
     try:
-        teacher = args.teacher
         if args.toy_teacher:
             from nanoseek.distill.toy import build_toy_teacher
 
-            teacher = str(
+            args.teacher = str(
                 build_toy_teacher(
                     Path(args.out) / "teacher",
                     args.task,
                     depth=args.toy_teacher_depth,
                     steps=args.toy_teacher_steps,
                     seed=args.seed,
-                    progress=not args.no_progress,
+                    progress=args.progress,
                 )
             )
-        cfg = DistillConfig(
-            teacher=teacher,
-            task=args.task,
-            out=args.out,
-            trace_split=args.trace_split,
-            eval_task=args.eval_task,
-            problems=args.problems,
-            k=args.k,
-            max_per_problem=args.max_per_problem,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens,
-            student=args.student,
-            student_depth=args.student_depth,
-            student_hidden=args.student_hidden,
-            tokenizer=args.tokenizer,
-            sft_recipe=args.recipe,
-            sft_overrides=args.overrides,
-            eval_problems=args.eval_problems,
-            eval_k=args.eval_k,
-            eval_temperature=args.eval_temperature,
-            concurrency=args.concurrency,
-            input_price=args.input_price,
-            output_price=args.output_price,
-            device_hour_price=args.device_hour_price,
-            seed=args.seed,
-            remote_model=args.remote_model,
-            api_key_env=args.api_key_env,
-            split_n=args.split_n,
-            progress=not args.no_progress,
-        )
+        cfg = DistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)})
         result = run_distill(cfg)
     except (ConfigError, DataError, KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -32,7 +32,7 @@ from nanoseek.distill.student import active_params, dense_config, init_student, 
 from nanoseek.distill.traces import write_sft_dataset
 from nanoseek.eval.config import R1_INPUT_PRICE, R1_OUTPUT_PRICE, EvalConfig
 from nanoseek.eval.generators import LoadedGenerator, load_generator
-from nanoseek.eval.runner import EvalRunner
+from nanoseek.eval.runner import run_one_task
 from nanoseek.model.run_dirs import latest_checkpoint, resolve_model_dir
 from nanoseek.tokenizer import Tokenizer
 from nanoseek.train import load_config, train
@@ -52,11 +52,15 @@ STUDENT_SFT = [
     "data.val_fraction=0.02",
 ]
 
+# the DistillConfig fields that every eval of the run (traces, teacher, student) takes as they are
+EVAL_FIELDS = ("top_p", "max_new_tokens", "seed", "concurrency", "input_price", "output_price")
+EVAL_FIELDS += ("device_hour_price",)
+
 
 @dataclass
 class DistillConfig:
     teacher: str  # checkpoint / run directory, or an OpenAI-compatible base URL
-    task: str  # a task spec (nanoseek.eval.parse_task_spec) whose `trace_split` the teacher solves
+    task: str  # a task spec (nanoseek.tasks.parse_task_spec) whose `trace_split` the teacher solves
     out: str  # run directory
     trace_split: str = "train"  # "test" for a benchmark file of training problems (files hold one split)
     eval_task: str = ""  # the task teacher and student are evaluated on (test split); default: task
@@ -86,30 +90,15 @@ class DistillConfig:
     progress: bool = True
 
     def eval_config(self, task: str, split: str, n: int, k: int, temperature: float) -> EvalConfig:
-        return EvalConfig(
-            tasks=[task],
-            k=k,
-            max_problems=n,
-            split=split,
-            temperature=temperature,
-            top_p=self.top_p,
-            max_new_tokens=self.max_new_tokens,
-            seed=self.seed,
-            concurrency=self.concurrency,
-            input_price=self.input_price,
-            output_price=self.output_price,
-            device_hour_price=self.device_hour_price,
-        )
+        """The eval of teacher traces or of teacher and student: `task`'s first `n` problems of `split`."""
+        options = {name: getattr(self, name) for name in EVAL_FIELDS}
+        return EvalConfig(tasks=[task], k=k, max_problems=n, split=split, temperature=temperature, **options)
 
 
 def _eval(loaded: LoadedGenerator, cfg: EvalConfig, out: Path, progress: bool) -> dict[str, Any]:
     """Run an eval step; its task metrics with tokens, $ and seconds."""
-    runner = EvalRunner(loaded.generator, cfg, out, loaded.label, progress=progress)
-    summary = runner.run()
-    result = dict(summary["tasks"][cfg.tasks[0]])
-    timing = runner.timing()
-    result["seconds"] = timing["seconds"]
-    result["device_hours"] = timing["seconds"] / 3600 if loaded.model_dir is not None else 0.0
+    result = run_one_task(loaded.generator, cfg, out, loaded.label, progress)
+    result["device_hours"] = result["seconds"] / 3600 if loaded.model_dir is not None else 0.0
     result["device_usd"] = result["device_hours"] * cfg.device_hour_price
     return result
 
@@ -125,19 +114,15 @@ def student_tokenizer(cfg: DistillConfig, teacher_dir: Path | None) -> Tokenizer
 def sft_config(cfg: DistillConfig, data: Path, init: Path, seq_len: int):
     """The student's TrainConfig: defaults, then the recipe, then the user's overrides."""
     base = [*STUDENT_SFT, f"train.seq_len={seq_len}"] if cfg.sft_recipe is None else []
-    return load_config(
-        cfg.sft_recipe,
-        [
-            *base,
-            *cfg.sft_overrides,
-            "run.kind=sft",
-            f"run.seed={cfg.seed}",
-            f"run.out={Path(cfg.out) / 'sft'}",
-            f"run.progress={'true' if cfg.progress else 'false'}",
-            f"model.init={init}",
-            f'data.train=["{data}"]',
-        ],
-    )
+    run = sft_run(data, init, Path(cfg.out) / "sft", cfg.seed, cfg.progress)
+    return load_config(cfg.sft_recipe, [*base, *cfg.sft_overrides, *run])
+
+
+def sft_run(data: Path, init: Path, out: Path, seed: int, progress: bool) -> list[str]:
+    """The overrides that make a TrainConfig the SFT of `init` on the chat file `data` into `out`."""
+    flag = "true" if progress else "false"
+    run = ["run.kind=sft", f"run.seed={seed}", f"run.out={out}", f"run.progress={flag}"]
+    return [*run, f"model.init={init}", f'data.train=["{data}"]']
 
 
 def student_start(cfg: DistillConfig, teacher_dir: Path | None) -> tuple[Path | None, Tokenizer]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from nanoseek.data import write_jsonl
+from nanoseek.distill.pipeline import sft_run
 from nanoseek.model import DeepSeekV3, config_for_depth
 from nanoseek.model.run_dirs import latest_checkpoint, resolve_model_dir
 from nanoseek.tasks import SyntheticTask, parse_task_spec
@@ -87,13 +88,8 @@ def build_toy_teacher(
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
         corpus = out / "corpus.txt"
-        corpus.write_text(
-            "\n".join(
-                m["content"] + "\n" + m.get("reasoning_content", "")
-                for r in records[:2000]
-                for m in r["messages"]
-            )
-        )
+        messages = (m for r in records[:2000] for m in r["messages"])
+        corpus.write_text("\n".join(m["content"] + "\n" + m.get("reasoning_content", "") for m in messages))
         train_tokenizer([corpus], vocab_size, tok_dir, show_progress=False)
     tokenizer = Tokenizer.from_dir(tok_dir)
     seq_len = longest_conversation(tokenizer, records) + 8
@@ -105,20 +101,9 @@ def build_toy_teacher(
         torch.manual_seed(seed)
         DeepSeekV3(cfg).save_pretrained(init)
         tokenizer.save(init)
+    run = sft_run(data, init, sft_dir, seed, progress)
     cfg = load_config(
-        None,
-        [
-            *TOY_SFT,
-            "run.kind=sft",
-            f"run.seed={seed}",
-            f"run.out={sft_dir}",
-            f"run.progress={'true' if progress else 'false'}",
-            f"model.init={init}",
-            f'data.train=["{data}"]',
-            f"train.seq_len={seq_len}",
-            f"train.max_steps={steps}",
-            *overrides,
-        ],
+        None, [*TOY_SFT, *run, f"train.seq_len={seq_len}", f"train.max_steps={steps}", *overrides]
     )
     log.info("training a toy teacher (depth %d, %d steps) on %s", depth, steps, task_spec)
     summary = train(cfg, resume=done is not None, command=f"build_toy_teacher({task_spec!r})")

@@ -17,7 +17,6 @@ from nanoseek.eval.metrics import cons_at_k, majority_vote, pass_at_k
 from nanoseek.eval.report import markdown_table, summarize
 from nanoseek.eval.runner import EvalRunner, problem_seed, run_eval
 from nanoseek.eval.store import SampleStore
-from nanoseek.tasks.spec import TaskSpec, parse_task_spec
 
 __all__ = [
     "EvalConfig",
@@ -27,12 +26,10 @@ __all__ = [
     "R1_INPUT_PRICE",
     "R1_OUTPUT_PRICE",
     "SampleStore",
-    "TaskSpec",
     "cons_at_k",
     "load_generator",
     "majority_vote",
     "markdown_table",
-    "parse_task_spec",
     "pass_at_k",
     "problem_seed",
     "run_eval",

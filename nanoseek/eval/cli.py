@@ -14,6 +14,7 @@ verdict), summary.json, report.md (the table also printed here), config.json, ti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -51,11 +52,21 @@ def parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=int, default=1024, help="token budget per sample, thinking included"
     )
     p.add_argument(
-        "--no-think", action="store_true", help="close the think block in the prompt: answer directly"
+        "--no-think",
+        dest="think",
+        action="store_false",
+        help="close the think block in the prompt: answer directly",
     )
     p.add_argument("--system", default=None, help="a system prompt (R1 recommends none)")
     p.add_argument("--seed", type=int, default=0, help="base of the per-sample seeds")
-    p.add_argument("--pass-k", type=_ints, default=[1], help="also report pass@k for these k (e.g. 1,4)")
+    p.add_argument(
+        "--pass-k",
+        dest="pass_ks",
+        metavar="PASS_K",
+        type=_ints,
+        default=[1],
+        help="also report pass@k for these k (e.g. 1,4)",
+    )
     p.add_argument("--likelihood", action="store_true", help="score multiple-choice tasks by log-likelihood")
     p.add_argument(
         "--mc-style", choices=["cloze", "letter"], default="cloze", help="likelihood context style"
@@ -70,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split-n", action="store_true", help="one HTTP request per sample (APIs without n)")
     p.add_argument("--int8", action="store_true", help="int8 weights for the native engine")
     p.add_argument("--benchmarks-dir", default=None, help="folder of benchmark JSONL files")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
 
@@ -86,35 +97,18 @@ def eval_main(argv: list[str] | None = None) -> int:
         os.environ["NANOSEEK_BENCHMARKS_DIR"] = args.benchmarks_dir
     loaded = None
     try:
-        cfg = EvalConfig(
-            tasks=args.tasks,
-            k=args.k,
-            max_problems=args.max_problems,
-            split=args.split,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens,
-            think=not args.no_think,
-            system=args.system,
-            seed=args.seed,
-            pass_ks=args.pass_k,
-            likelihood=args.likelihood,
-            concurrency=args.concurrency,
-            input_price=args.input_price,
-            output_price=args.output_price,
-            device_hour_price=args.device_hour_price,
-        )
+        cfg = EvalConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalConfig)})
         out = Path(args.out) if args.out else default_out(args.model, args.tasks)
-        loaded = load_generator(
-            args.model,
-            remote_model=args.remote_model,
-            api_key_env=args.api_key_env,
-            concurrency=args.concurrency,
-            split_n=args.split_n,
-            int8=args.int8,
-            mc_style=args.mc_style,
+        options = (
+            args.remote_model,
+            args.api_key_env,
+            args.concurrency,
+            args.split_n,
+            args.int8,
+            args.mc_style,
         )
-        summary = run_eval(loaded.generator, cfg, out, loaded.label, loaded.scorer, not args.no_progress)
+        loaded = load_generator(args.model, *options)
+        summary = run_eval(loaded.generator, cfg, out, loaded.label, loaded.scorer, args.progress)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"nanoseek eval: error: {message}", file=sys.stderr)

@@ -303,12 +303,18 @@ class EvalRunner:
 
 
 def run_eval(
-    generator: Generator | None,
-    cfg: EvalConfig,
-    out_dir: str | Path,
-    model: str = "",
-    scorer: LikelihoodScorer | None = None,
-    progress: bool = True,
+    generator: Generator | None, cfg: EvalConfig, out_dir: str | Path, *args: Any, **kwargs: Any
 ) -> dict[str, Any]:
-    """Run (or resume) an eval into `out_dir` and return its summary (also in summary.json)."""
-    return EvalRunner(generator, cfg, out_dir, model, scorer, progress).run()
+    """Run (or resume) an eval into `out_dir` and return its summary (also in summary.json); the other
+    arguments are EvalRunner's (`model`, `scorer`, `progress`)."""
+    return EvalRunner(generator, cfg, out_dir, *args, **kwargs).run()
+
+
+def run_one_task(
+    generator: Generator, cfg: EvalConfig, out_dir: str | Path, model: str = "", progress: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) the eval of `cfg`'s one task; its metrics, with the `seconds` of every session."""
+    runner = EvalRunner(generator, cfg, out_dir, model, progress=progress)
+    result = dict(runner.run()["tasks"][cfg.tasks[0]])
+    result["seconds"] = runner.timing()["seconds"]
+    return result

@@ -2,6 +2,7 @@
 
     acct = account(cfg, seq_len=2048)
     acct.total_params, acct.active_params, acct.train_flops_per_token, acct.mla_cache_bytes_per_token
+    acct = account_of(model, seq_len=256)       # a model of any family (others: counted as dense)
 
 Counts come from instantiating nothing: they are computed from the config's shapes, and a unit test
 checks them against a real model's parameters.
@@ -19,6 +20,8 @@ Conventions (as nanochat and the PaLM paper count them):
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from torch import nn
 
 from nanoseek.model.config import ModelConfig
 
@@ -93,6 +96,18 @@ def account(cfg: ModelConfig, seq_len: int | None = None, dtype_bytes: int = 2) 
         seq_len=seq_len,
         dtype_bytes=dtype_bytes,
     )
+
+
+def account_of(model: nn.Module, seq_len: int) -> Accounting:
+    """`account` of a DeepSeek-V3 model's config; a model of another family is counted from its
+    parameters as a dense model (every parameter active, 2 FLOPs per matmul parameter per token
+    forward, attention's scores left out; no cache figures)."""
+    if isinstance(model.config, ModelConfig):
+        return account(model.config, seq_len)
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.embed_tokens.weight.numel()
+    forward = 2 * (total - embedding)
+    return Accounting(total, total, 0, embedding, 3 * forward, forward, 0, 0, seq_len, 2)
 
 
 def human(n: float) -> str:

@@ -40,7 +40,9 @@ thread; `python bench/model_bench.py` repeats the training-step measurement):
   zero (E, C, I) gradient per expert and adds them up, O(E^2) memory traffic; `_ExpertsFFN` writes each
   expert's gradient into its slice of one buffer. Gate and up run as one (C, 2I) matmul per expert;
   SwiGLU runs once over all rows and takes the routing weights there, on (rows, I) rather than on the
-  (rows, C) outputs.
+  (rows, C) outputs. Without autograd (generation) only the experts in use get their [gate | up]
+  concatenated: the same matmuls on the same values, without copying every expert's weights per call
+  (a quarter of a one-token forward; docs/engine.md).
 - **causal_attention**: on GPU, SDPA (flash / memory-efficient kernels). On CPU, SDPA's fused kernel
   needs D == Dv (MLA has Dn + Dr != Dv) and its fallback computes every score and masks half; here the
   queries go in blocks of 128 rows and block i multiplies only the keys up to its last row, skipping
@@ -181,10 +183,28 @@ def experts_ffn(
         # under autocast compute in its dtype, as the matmuls the Function replaces would have
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        params = (w.to(dtype) for w in (gate_proj, up_proj, down_proj))
+        xs, gate, up, down = (t.to(dtype) for t in (xs, gate_proj, up_proj, down_proj))
         row_weights = weights.flatten()[order].to(dtype)  # (N*K,) in the sorted order
-        ys = _ExpertsFFN.apply(xs.to(dtype), *params, row_weights, counts.tolist())
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (xs, gate, up, down, row_weights)):
+            ys = _ExpertsFFN.apply(xs, gate, up, down, row_weights, counts.tolist())
+        else:  # no backward to write: concatenate [gate | up] of the experts in use only
+            rows = _expert_rows(counts.tolist())
+            ys, _ = _swiglu_experts(xs, lambda e: torch.cat([gate[e], up[e]], -1), down, row_weights, rows)
     return torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
+
+
+def _swiglu_experts(xs, gate_up, down, w, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """_ExpertsFFN's forward: ys (M, C) and gu (M, 2I), where gate_up(e) is expert e's [gate_e | up_e]
+    (C, 2I) and rows lists (expert, its row range)."""
+    gu = xs.new_empty(xs.shape[0], 2 * down.shape[1])
+    for e, r in rows:
+        torch.mm(xs[r], gate_up(e), out=gu[r])
+    g, u = gu.chunk(2, dim=-1)
+    hw = (F.silu(g) * u).mul_(w[:, None])
+    ys = xs.new_empty(xs.shape[0], down.shape[-1])
+    for e, r in rows:
+        torch.mm(hw[r], down[e], out=ys[r])
+    return ys, gu
 
 
 class _ExpertsFFN(torch.autograd.Function):
@@ -205,16 +225,9 @@ class _ExpertsFFN(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xs, gate, up, down, w, counts: list[int]):
-        gate_up = torch.cat([gate, up], dim=-1)  # (E, C, 2I)
+        gate_up = torch.cat([gate, up], dim=-1)  # (E, C, 2I): backward writes d[gate | up] into one buffer
         rows = _expert_rows(counts)
-        gu = xs.new_empty(xs.shape[0], gate_up.shape[-1])
-        for e, r in rows:
-            torch.mm(xs[r], gate_up[e], out=gu[r])
-        g, u = gu.chunk(2, dim=-1)
-        hw = (F.silu(g) * u).mul_(w[:, None])
-        ys = xs.new_empty(xs.shape[0], down.shape[-1])
-        for e, r in rows:
-            torch.mm(hw[r], down[e], out=ys[r])
+        ys, gu = _swiglu_experts(xs, gate_up.__getitem__, down, w, rows)
         ctx.save_for_backward(xs, gate_up, down, gu, w)
         ctx.rows = rows
         return ys

@@ -21,23 +21,13 @@ import sys
 
 from nanoseek.rl.config import GRPOConfig, load_grpo_config
 from nanoseek.rl.trainer import GRPOTrainer
-from nanoseek.train.config import ConfigError, command_config
+from nanoseek.train.config import ConfigError, command_config, recipe_parser
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nanoseek grpo",
-        description="GRPO (DeepSeekMath / R1): reinforcement learning with verifiable rewards from a task.",
-    )
-    p.add_argument(
-        "args", nargs="*", metavar="RECIPE.toml | section.key=value", help="a recipe and/or overrides"
-    )
-    p.add_argument("--out", help="run directory (run.out)")
-    p.add_argument("--init", help="policy to start from: a model, checkpoint or run directory (model.init)")
+    what = "GRPO (DeepSeekMath / R1): reinforcement learning with verifiable rewards from a task."
+    p = recipe_parser("nanoseek grpo", what, "policy to start from: a model, checkpoint or run directory")
     p.add_argument("--task", help="task spec, e.g. 'arithmetic?digits=2&ops=+' (task.name)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the newest complete checkpoint in --out"
-    )
     p.add_argument(
         "--random-rewards", action="store_true", help="the control: Bernoulli(0.5) rewards (reward.random)"
     )

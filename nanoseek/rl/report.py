@@ -125,11 +125,10 @@ def write_grpo_report(
     train = [x for x in records if x.get("type") == "train"]
     last = train[-1] if train else {}
     mc = model_config
+    experts = getattr(mc, "n_routed_experts", None)  # a family without routers has no such field
+    policy = f"`{cfg.model.init}`: {mc.num_hidden_layers} layers, hidden {mc.hidden_size}"
     overview = [
-        (
-            "policy",
-            f"`{cfg.model.init}`: {mc.num_hidden_layers} layers, hidden {mc.hidden_size}, {mc.n_routed_experts} routed experts",
-        ),
+        ("policy", policy + (f", {experts} routed experts" if experts is not None else "")),
         (
             "task",
             f"`{cfg.task.name}` ({cfg.task.train_split} prompts; held out: {summary['eval_problems']} {cfg.task.eval_split} problems)",

@@ -37,7 +37,7 @@ import hashlib
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -131,20 +131,10 @@ class RolloutBatch:
 
     def extend_group(self, other: RolloutBatch, g: int) -> None:
         """Append group g of `other`."""
-        s = other.group(g)
         self.problems.append(other.problems[g])
         self.prompts.append(other.prompts[g])
-        for name in (
-            "completions",
-            "engine_logprobs",
-            "texts",
-            "scores",
-            "rewards",
-            "correct",
-            "format_ok",
-            "truncated",
-        ):
-            getattr(self, name).extend(getattr(other, name)[s])
+        for f in fields(self)[3:]:  # after group_size, problems and prompts: the (N) per-sample lists
+            getattr(self, f.name).extend(getattr(other, f.name)[other.group(g)])
 
     def prompt_of(self, i: int) -> list[int]:
         return self.prompts[i // self.group_size]

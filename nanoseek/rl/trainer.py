@@ -40,8 +40,9 @@ from torch import nn
 from tqdm import tqdm
 
 from nanoseek.engine import Engine, Generator
-from nanoseek.model import account, from_pretrained
-from nanoseek.model.run_dirs import resolve_model_dir
+from nanoseek.model import from_pretrained
+from nanoseek.model.accounting import account_of
+from nanoseek.model.run_dirs import checkpoint_dir, latest_checkpoint, resolve_model_dir
 from nanoseek.rl.config import GRPOConfig
 from nanoseek.rl.loss import group_advantages, policy_loss
 from nanoseek.rl.report import plot_grpo, write_grpo_report
@@ -52,7 +53,7 @@ from nanoseek.train import checkpointing as ckpt_io
 from nanoseek.train.config import ConfigError, to_dict, to_toml
 from nanoseek.train.cost import CostMeter, human
 from nanoseek.train.distributed import setup
-from nanoseek.train.optim import build_optimizer, lr_multiplier, set_lr
+from nanoseek.train.optim import build_optimizer, lr_multiplier, optimizer_step
 from nanoseek.train.report import MetricsLog, read_metrics, truncate_metrics
 
 log = logging.getLogger(__name__)
@@ -139,11 +140,7 @@ class GRPOTrainer:
         self.command = command or " ".join(shlex.quote(a) for a in ["nanoseek", "grpo", *sys.argv[1:]])
         self.run_dir = Path(cfg.run.out)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        found = ckpt_io.latest_checkpoint(self.run_dir)
-        if found is not None and not resume:
-            raise ConfigError(
-                f"run.out: {self.run_dir} already has checkpoints; pass --resume or another --out"
-            )
+        found = ckpt_io.resumable(self.run_dir, resume)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.env = setup(cfg.run.device)
@@ -196,16 +193,14 @@ class GRPOTrainer:
         )
         self.sampler = RolloutSampler(cfg, self.generator, self.tokenizer, self.task, self.train_problems)
         self.meter = CostMeter.for_device(device, 1, cfg.cost.price_per_device_hour, cfg.cost.peak_flops)
-        self.acct = account(self.model.config, 256)
+        self.acct = account_of(self.model, 256)
 
         self.step, self.cursor = 0, 0
         self.last_eval: dict = {}
         self.first_eval: dict = {}
         if self.checkpoint is not None:
             c = self.checkpoint
-            ckpt_io.load_optimizer_state(self.model, self.optimizer, c.optimizer_state(), self.env)
-            ckpt_io.set_rng_state(c.rank["rng"])
-            self.meter.load_state_dict(c.trainer["cost"])
+            c.restore(self.model, self.optimizer, self.meter, self.env)
             self.step, self.cursor = c.step, int(c.trainer["cursor"])
             self.last_eval, self.first_eval = c.trainer.get("last_eval", {}), c.trainer.get("first_eval", {})
         truncate_metrics(self.run_dir / "metrics.jsonl", self.step if self.checkpoint else -1)
@@ -268,12 +263,10 @@ class GRPOTrainer:
             stats = self.policy_gradient(batch, plan, old, ref)
             if it == 0:
                 mismatch = stats["logp_mismatch"]
-            max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-            set_lr(self.optimizer, cfg.train.lr * lr_multiplier(self.step, cfg.train))
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            model.update_router_biases(self.cfg.grpo.router_bias_speed)
+            lr = cfg.train.lr * lr_multiplier(self.step, cfg.train)
+            stats["grad_norm"] = optimizer_step(model, self.optimizer, lr, cfg.train.grad_clip)
+            if hasattr(model, "update_router_biases"):  # auxiliary-loss-free balancing (MoE families)
+                model.update_router_biases(cfg.grpo.router_bias_speed)
         model.eval()  # sampling and evaluation next: no mode switch on every decode step
         self.generator.sync_weights(model)  # rollouts and evaluations from now on see this update
         stats["logp_mismatch"] = mismatch
@@ -380,24 +373,10 @@ class GRPOTrainer:
         return record
 
     def save(self) -> None:
-        trainer_state = {
-            "cost": self.meter.state_dict(),
-            "cursor": self.cursor,
-            "last_eval": self.last_eval,
-            "first_eval": self.first_eval,
-            "config": to_dict(self.cfg),
-        }
-        path = ckpt_io.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.optimizer,
-            self.tokenizer,
-            trainer_state,
-            {},
-            self.env,
-            keep=self.cfg.checkpoint.keep,
-        )
+        state = {"cost": self.meter.state_dict(), "cursor": self.cursor, "config": to_dict(self.cfg)}
+        state |= {"last_eval": self.last_eval, "first_eval": self.first_eval}
+        what = (self.model, self.optimizer, self.tokenizer, state, {}, self.env)
+        path = ckpt_io.save_checkpoint(self.run_dir, self.step, *what, keep=self.cfg.checkpoint.keep)
         self.say(f"step {self.step}: saved {path}")
 
     # ------------------------------------------------------------------------------ the run
@@ -416,12 +395,9 @@ class GRPOTrainer:
             self.say(f"resumed from {self.checkpoint.path} at step {self.step}")
         else:
             self.evaluate()
+        show = cfg.run.progress
         progress = tqdm(
-            total=cfg.train.max_steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not cfg.run.progress,
+            total=cfg.train.max_steps, initial=self.step, unit="step", dynamic_ncols=True, disable=not show
         )
         while self.step < cfg.train.max_steps:
             record = self.train_step()
@@ -439,8 +415,7 @@ class GRPOTrainer:
         progress.close()
         if self.last_eval.get("step") != self.step:
             self.evaluate()
-        latest = ckpt_io.latest_checkpoint(self.run_dir)
-        if latest is None or latest.name != ckpt_io.checkpoint_dir(self.run_dir, self.step).name:
+        if latest_checkpoint(self.run_dir) != checkpoint_dir(self.run_dir, self.step):
             self.save()
         self.metrics.close()
         summary = self.summary()
@@ -462,5 +437,5 @@ class GRPOTrainer:
             "random_rewards": self.cfg.reward.random,
             "examples": self.last_eval.get("examples", []),
             "cost": self.meter.summary(),
-            "model_dir": str(ckpt_io.checkpoint_dir(self.run_dir, self.step) / "model"),
+            "model_dir": str(checkpoint_dir(self.run_dir, self.step) / "model"),
         }

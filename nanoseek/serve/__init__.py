@@ -6,7 +6,8 @@
     app = create_app(engine, ServerConfig(model_name="sft"))     # a FastAPI app; run it with uvicorn
 
 Modules: `app` (the FastAPI app, error handlers, body limit), `chat_routes` (/v1/chat/completions),
-`completions` (/v1/completions, echo + logprobs), `openai_schema` (request bodies and validation),
+`completions` (/v1/completions, echo + logprobs), `envelope` (what both share: the response and chunk
+envelope, usage, the SSE stream), `openai_schema` (request bodies and validation),
 `bridge` (the engine from asyncio: deltas, disconnects, timeouts, the queue bound), `logprobs`,
 `usage` (token counts and cost), `metrics` (Prometheus), `auth` (API keys), `config`, `cli`,
 `connections` (uvicorn with read deadlines and a connection cap), `demo` (a scripted toy checkpoint),

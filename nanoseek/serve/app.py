@@ -144,7 +144,13 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     return app
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI, routes: str = "see /docs for this server's routes.", server: str = "server"
+) -> None:
+    """Every error as {"error": {...}}: APIError, validation errors (invalid JSON included), Starlette's
+    404 / 405 / unparsable body, and a 500 for anything unexpected (logged, never detailed). The arena
+    installs the same handlers with its own `routes` hint."""
+
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
@@ -158,9 +164,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         path = clipped(request.url.path)
         if exc.status_code == 404:
-            message = f"Unknown path {path}: see /docs for this server's routes."
+            message = f"Unknown path {path}: {routes}"
         elif exc.status_code == 405:
             message = f"Method {clipped(request.method, 20)} is not allowed on {path}."
+        elif exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, say)
+            message = "We could not parse the JSON body of your request."
         else:
             message = clipped(str(exc.detail), 200)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
@@ -171,9 +179,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse(
-            error_body("The server had an error while processing your request.", "server_error"), 500
-        )
+        message = f"The {server} had an error while processing your request."
+        return JSONResponse(error_body(message, "server_error"), 500)
 
 
 def host_name(header: str) -> str:

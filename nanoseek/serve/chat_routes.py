@@ -23,44 +23,21 @@ the context.
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
-from nanoseek import __version__
 from nanoseek.engine import Delta, GenerationRequest
-from nanoseek.serve.bridge import ClientDisconnected, EngineBridge, Generation, Sample
+from nanoseek.serve.bridge import EngineBridge, Generation, Sample
+from nanoseek.serve.envelope import Bridge, View, respond
 from nanoseek.serve.errors import APIError
 from nanoseek.serve.logprobs import TokenTexts, chat_logprobs
 from nanoseek.serve.openai_schema import ChatCompletionRequest, context_error, sampling_params
-from nanoseek.serve.usage import usage_dict
 from nanoseek.tokenizer.chat_format import split_completion
 
 router = APIRouter()
-FINGERPRINT = f"nanoseek-{__version__}"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def get_bridge(request: Request) -> EngineBridge:
-    return request.app.state.bridge
-
-
-Bridge = Annotated[EngineBridge, Depends(get_bridge)]
-
-
-def sse(payload: dict[str, Any] | str) -> str:
-    data = (
-        payload
-        if isinstance(payload, str)
-        else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    )
-    return f"data: {data}\n\n"
 
 
 def build_request(
@@ -91,15 +68,8 @@ def build_request(
             if body.max_tokens > room:
                 raise context_error(context, prompt, body.max_tokens, "max_tokens")
             max_new = min(max_new, body.max_tokens)
-    params = sampling_params(
-        body,
-        bridge.config,
-        max_new_tokens=max_new,
-        n_max=bridge.max_slots,
-        vocab_size=bridge.vocab_size,
-        logprobs=body.logprobs,
-        top_logprobs=body.top_logprobs or 0,
-    )
+    top = body.top_logprobs or 0
+    params = sampling_params(body, bridge, max_new, logprobs=body.logprobs, top_logprobs=top)
     request = GenerationRequest(messages=conversation, params=params, think=think)
     return request, prompt, answer_limit
 
@@ -112,54 +82,31 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, bridge
     engine_request, prompt_tokens, answer_limit = await anyio.to_thread.run_sync(build_request, body, bridge)
     think = engine_request.think
     generation = bridge.start([engine_request], [prompt_tokens], think=think, answer_limit=answer_limit)
-    view = ChatView(bridge, body, generation)
-    if body.stream:
-        return StreamingResponse(view.stream(), media_type="text/event-stream", headers=SSE_HEADERS)
-    try:
-        await generation.collect(request)
-    except ClientDisconnected:
-        return Response(status_code=499)  # nobody is listening; this is for the access log
-    finally:
-        generation.close()
-    return JSONResponse(view.response())
+    return await respond(ChatView(bridge, body, generation), request)
 
 
-class ChatView:
+class ChatView(View):
     """Renders one generation as a chat.completion object or a stream of chat.completion.chunk."""
 
+    prefix, object, chunk_object = "chatcmpl", "chat.completion", "chat.completion.chunk"
+
     def __init__(self, bridge: EngineBridge, body: ChatCompletionRequest, generation: Generation):
-        self.bridge, self.body, self.generation = bridge, body, generation
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
+        super().__init__(bridge, body, generation)
         self.texts: TokenTexts = bridge.token_texts
         self.think = generation.think
-        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
         self.eos_id = bridge.tokenizer.eos_id
         self.answering: dict[tuple[int, int], bool] = {}  # per sample: past </think> (streaming)
 
-    # ------------------------------------------------------------------ complete response
-    def response(self) -> dict[str, Any]:
-        choices = []
-        for sample in self.generation.ordered_samples():
-            reasoning, content = split_completion(sample.text, think=self.think)
-            message: dict[str, Any] = {"role": "assistant", "content": content}
-            if self.think:
-                message["reasoning_content"] = message["reasoning"] = reasoning
-            choice: dict[str, Any] = {
-                "index": self.generation.choice_index(sample.request_index, sample.index),
-                "message": message,
-                "logprobs": self.sample_logprobs(sample) if self.body.logprobs else None,
-                "finish_reason": sample.finish_reason,
-            }
-            choices.append(choice)
+    def choice(self, sample: Sample) -> dict[str, Any]:
+        reasoning, content = split_completion(sample.text, think=self.think)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if self.think:
+            message["reasoning_content"] = message["reasoning"] = reasoning
         return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.bridge.config.model_name,
-            "system_fingerprint": FINGERPRINT,
-            "choices": choices,
-            "usage": self.usage(),
+            "index": self.generation.choice_index(sample.request_index, sample.index),
+            "message": message,
+            "logprobs": self.sample_logprobs(sample) if self.body.logprobs else None,
+            "finish_reason": sample.finish_reason,
         }
 
     def sample_logprobs(self, sample: Sample) -> dict[str, Any]:
@@ -171,52 +118,13 @@ class ChatView:
             "refusal": None,
         }
 
-    def usage(self) -> dict[str, Any]:
-        prompt, completion, reasoning = self.generation.usage_counts()
-        return usage_dict(prompt, completion, reasoning, 0, self.bridge.config.prices)
-
-    # ------------------------------------------------------------------ stream
-    def chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        out = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.bridge.config.model_name,
-            "system_fingerprint": FINGERPRINT,
-            "choices": choices,
-        }
-        if self.include_usage:
-            out["usage"] = None
-        return out
-
-    async def stream(self) -> AsyncIterator[str]:
+    def first_choices(self) -> list[dict[str, Any]]:
+        first = {"role": "assistant", "content": None if self.think else ""}
         gen = self.generation
-        try:
-            first = {"role": "assistant", "content": None if self.think else ""}
-            yield sse(
-                self.chunk(
-                    [
-                        {
-                            "index": gen.choice_index(*key),
-                            "delta": first,
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                        for key in sorted(gen.samples)
-                    ]
-                )
-            )
-            async for batch in gen.updates():
-                yield "".join(sse(self.chunk([choice])) for choice in self.delta_choices(batch))
-            if self.include_usage:
-                final = self.chunk([])
-                final["usage"] = self.usage()
-                yield sse(final)
-            yield sse("[DONE]")
-        except APIError as exc:  # after the headers went out: report it in the stream
-            yield sse(exc.body()) + sse("[DONE]")
-        finally:
-            gen.close()
+        return [
+            {"index": gen.choice_index(*key), "delta": first, "logprobs": None, "finish_reason": None}
+            for key in sorted(gen.samples)
+        ]
 
     def delta_choices(self, batch: list[Delta]) -> list[dict[str, Any]]:
         """Chunk choices for a batch of deltas: adjacent pieces of one sample and one kind merged."""

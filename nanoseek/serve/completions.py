@@ -21,22 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response
 
 from nanoseek.engine import Delta, GenerationRequest
-from nanoseek.serve.bridge import ClientDisconnected, EngineBridge, Generation
-from nanoseek.serve.chat_routes import FINGERPRINT, SSE_HEADERS, Bridge, sse
+from nanoseek.serve.bridge import EngineBridge, Generation, Sample
+from nanoseek.serve.envelope import Bridge, View, respond
 from nanoseek.serve.errors import APIError
 from nanoseek.serve.logprobs import legacy_logprobs, text_offsets
 from nanoseek.serve.openai_schema import CompletionRequest, context_error, sampling_params
-from nanoseek.serve.usage import usage_dict
 
 router = APIRouter()
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
@@ -60,15 +56,7 @@ def build_requests(
     prompts = body.prompts()
     max_tokens = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
     top = body.logprobs or 0
-    base = sampling_params(
-        body,
-        bridge.config,
-        max_new_tokens=max_tokens,
-        n_max=bridge.max_slots,
-        vocab_size=bridge.vocab_size,
-        logprobs=body.logprobs is not None,
-        top_logprobs=top,
-    )
+    base = sampling_params(body, bridge, max_tokens, logprobs=body.logprobs is not None, top_logprobs=top)
     context = bridge.context
     requests, infos = [], []
     for i, prompt in enumerate(prompts):
@@ -100,35 +88,25 @@ async def completions(body: CompletionRequest, request: Request, bridge: Bridge)
     bridge.check_capacity(count * body.n if body.max_tokens != 0 else 0)
     requests, prompts = await anyio.to_thread.run_sync(build_requests, body, bridge)  # off the loop
     generation = bridge.start(requests, [len(p.ids) for p in prompts])
-    view = CompletionView(bridge, body, generation, prompts)
-    try:
-        if body.echo and body.logprobs is not None:
-            await view.score_prompts()
-        if body.stream:
-            return StreamingResponse(view.stream(), media_type="text/event-stream", headers=SSE_HEADERS)
-        await generation.collect(request)
-    except ClientDisconnected:
-        return Response(status_code=499)
-    finally:
-        if not body.stream:
-            generation.close()
-    return JSONResponse(view.response())
+    return await respond(CompletionView(bridge, body, generation, prompts), request)
 
 
-class CompletionView:
+class CompletionView(View):
     """Renders one generation as a text_completion object or a stream of them."""
+
+    prefix, object, chunk_object = "cmpl", "text_completion", "text_completion"
 
     def __init__(
         self, bridge: EngineBridge, body: CompletionRequest, generation: Generation, prompts: list[Prompt]
     ):
-        self.bridge, self.body, self.generation, self.prompts = bridge, body, generation, prompts
-        self.id = f"cmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        super().__init__(bridge, body, generation)
+        self.prompts = prompts
         self.offsets: dict[tuple[int, int], int] = {}  # streaming: text offset of the next token
 
-    async def score_prompts(self) -> None:
-        """The log-probabilities of every prompt token (one model forward per prompt, off the loop)."""
+    async def prepare(self) -> None:
+        """With echo and logprobs: every prompt token's log-probability (a forward per prompt, off the loop)."""
+        if not (self.body.echo and self.body.logprobs is not None):
+            return
         scorer = self.bridge.prompt_scorer
         top = self.body.logprobs or 0
         try:
@@ -141,7 +119,6 @@ class CompletionView:
         for prompt, (logprobs, tops) in zip(self.prompts, results):
             prompt.logprobs, prompt.tops = logprobs, tops
 
-    # ------------------------------------------------------------------ pieces
     def echo_logprobs(self, prompt: Prompt) -> dict[str, Any]:
         assert prompt.logprobs is not None and prompt.tops is not None
         return legacy_logprobs(self.bridge.token_texts, prompt.ids, prompt.logprobs, prompt.tops)
@@ -155,83 +132,42 @@ class CompletionView:
     def echo_offset(self, prompt: Prompt) -> int:
         return len(prompt.text) if self.body.echo else 0
 
-    # ------------------------------------------------------------------ complete response
-    def response(self) -> dict[str, Any]:
-        choices = []
-        for sample in self.generation.ordered_samples():
-            prompt = self.prompts[sample.request_index]
-            text = (prompt.text if self.body.echo else "") + sample.text
-            logprobs = None
-            if self.body.logprobs is not None:
-                logprobs = self.token_logprobs(sample.logprobs, self.echo_offset(prompt))
-                if self.body.echo:
-                    logprobs = merge_logprobs(self.echo_logprobs(prompt), logprobs)
-            choices.append(
+    def choice(self, sample: Sample) -> dict[str, Any]:
+        prompt = self.prompts[sample.request_index]
+        logprobs = None
+        if self.body.logprobs is not None:
+            logprobs = self.token_logprobs(sample.logprobs, self.echo_offset(prompt))
+            if self.body.echo:
+                logprobs = merge_logprobs(self.echo_logprobs(prompt), logprobs)
+        return {
+            "index": self.generation.choice_index(sample.request_index, sample.index),
+            "text": (prompt.text if self.body.echo else "") + sample.text,
+            "logprobs": logprobs,
+            "finish_reason": sample.finish_reason,
+        }
+
+    def first_choices(self) -> list[dict[str, Any]]:
+        """With echo the stream opens with the prompts (and their log-probabilities)."""
+        if not self.body.echo:
+            return []
+        first = []
+        for key in sorted(self.generation.samples):
+            prompt = self.prompts[key[0]]
+            lps = self.echo_logprobs(prompt) if prompt.logprobs is not None else None
+            first.append(
                 {
-                    "index": self.generation.choice_index(sample.request_index, sample.index),
-                    "text": text,
-                    "logprobs": logprobs,
-                    "finish_reason": sample.finish_reason,
+                    "index": self.generation.choice_index(*key),
+                    "text": prompt.text,
+                    "logprobs": lps,
+                    "finish_reason": None,
                 }
             )
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.bridge.config.model_name,
-            "system_fingerprint": FINGERPRINT,
-            "choices": choices,
-            "usage": self.usage(),
-        }
+        return first
 
-    def usage(self) -> dict[str, Any]:
-        prompt, completion, _ = self.generation.usage_counts()
-        return usage_dict(prompt, completion, 0, 0, self.bridge.config.prices)
+    def delta_choices(self, batch: list[Delta]) -> list[dict[str, Any]]:
+        return [choice for delta in batch for choice in self.sample_delta(delta)]
 
-    # ------------------------------------------------------------------ stream
-    def chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        out = {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.bridge.config.model_name,
-            "system_fingerprint": FINGERPRINT,
-            "choices": choices,
-        }
-        if self.include_usage:
-            out["usage"] = None
-        return out
-
-    async def stream(self) -> AsyncIterator[str]:
-        gen = self.generation
-        try:
-            if self.body.echo:
-                first = []
-                for key in sorted(gen.samples):
-                    prompt = self.prompts[key[0]]
-                    lps = self.echo_logprobs(prompt) if prompt.logprobs is not None else None
-                    first.append(
-                        {
-                            "index": gen.choice_index(*key),
-                            "text": prompt.text,
-                            "logprobs": lps,
-                            "finish_reason": None,
-                        }
-                    )
-                yield sse(self.chunk(first))
-            async for batch in gen.updates():
-                yield "".join(sse(self.chunk([c])) for delta in batch for c in self.delta_choices(delta))
-            if self.include_usage:
-                final = self.chunk([])
-                final["usage"] = self.usage()
-                yield sse(final)
-            yield sse("[DONE]")
-        except APIError as exc:
-            yield sse(exc.body()) + sse("[DONE]")
-        finally:
-            gen.close()
-
-    def delta_choices(self, delta: Delta) -> list[dict[str, Any]]:
+    def sample_delta(self, delta: Delta) -> list[dict[str, Any]]:
         key = (delta.request_index, delta.index)
         index = self.generation.choice_index(*key)
         out = []

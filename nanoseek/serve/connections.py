@@ -138,22 +138,10 @@ def add_connection_flags(group: argparse._ActionsContainer) -> None:
     """The slow-client flags (`--header-timeout`, `--body-timeout`, `--max-connections`) with the
     defaults of ServerConfig, for `nanoseek serve` and `nanoseek arena serve` alike."""
     defaults = ServerConfig()
-    group.add_argument(
-        "--header-timeout",
-        type=float,
-        default=defaults.header_timeout,
-        help=f"seconds for a request's headers to arrive (default: {defaults.header_timeout:g})",
-    )
-    group.add_argument(
-        "--body-timeout",
-        type=float,
-        default=defaults.body_timeout,
-        help=f"seconds for a request's body to arrive after its headers, 408 beyond (default: "
-        f"{defaults.body_timeout:g})",
-    )
-    group.add_argument(
-        "--max-connections",
-        type=int,
-        default=defaults.max_connections,
-        help=f"open connections; more are answered 503 (default: {defaults.max_connections})",
-    )
+    for flag, kind, text in (
+        ("--header-timeout", float, "seconds for a request's headers to arrive"),
+        ("--body-timeout", float, "seconds for a request's body to arrive after its headers, 408 beyond"),
+        ("--max-connections", int, "open connections; more are answered 503"),
+    ):
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        group.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)g)")

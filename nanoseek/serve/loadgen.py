@@ -54,10 +54,7 @@ class LoadResult:
 
 
 async def one_request(
-    http: httpx.AsyncClient,
-    body: dict,
-    result: LoadResult,
-    hang_up_after: int | None,
+    http: httpx.AsyncClient, body: dict, result: LoadResult, hang_up_after: int | None
 ) -> None:
     start = time.perf_counter()
     result.requests += 1

@@ -26,14 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ENDPOINTS = {
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/models",
-    "/health",
-    "/metrics",
-    "/",
-}
+ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/"}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -65,17 +58,14 @@ class EngineCollector:
 
     def collect(self) -> Iterator[Metric]:
         load = engine_load(self.engine)
+        occupancy = load["busy_slots"] / load["slots"]
         gauges = [
             ("nanoseek_queue_depth", "Requests waiting for free cache slots", load["waiting"]),
             ("nanoseek_queued_samples", "Samples waiting for free cache slots", load["waiting_samples"]),
             ("nanoseek_active_requests", "Requests holding cache slots", load["active"]),
             ("nanoseek_active_slots", "Cache slots in use (one per running sample)", load["busy_slots"]),
             ("nanoseek_max_slots", "Cache slots (samples decoded together)", load["slots"]),
-            (
-                "nanoseek_batch_occupancy",
-                "Fraction of cache slots in use",
-                load["busy_slots"] / load["slots"],
-            ),
+            ("nanoseek_batch_occupancy", "Fraction of cache slots in use", occupancy),
         ]
         for name, text, value in gauges:
             yield GaugeMetricFamily(name, text, value=value)

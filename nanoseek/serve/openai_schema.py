@@ -1,7 +1,7 @@
 """The request bodies of the OpenAI-compatible endpoints (pydantic) and their mapping to SamplingParams.
 
     body = ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "hi"}]})
-    params = sampling_params(body, config, max_new_tokens=256, n_max=16)
+    params = sampling_params(body, bridge, max_new_tokens=256)      # bridge: the server's EngineBridge
 
 FastAPI validates bodies with these models (and publishes them in /openapi.json); a value of the wrong
 type or out of range becomes a 400 naming the parameter (see `errors.validation_error`). Types are
@@ -15,13 +15,15 @@ dropped, as DeepSeek's API does, so a client can send back the assistant message
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from nanoseek.engine import SamplingParams
-from nanoseek.serve.config import ServerConfig
 from nanoseek.serve.errors import APIError
+
+if TYPE_CHECKING:
+    from nanoseek.serve.bridge import EngineBridge
 
 MAX_STOP = 16  # stop strings per request
 MAX_STOP_CHARS = 256
@@ -154,15 +156,14 @@ def stop_strings(stop: str | list[str] | None) -> list[str]:
 
 def sampling_params(
     body: SamplingFields,
-    config: ServerConfig,
+    bridge: EngineBridge,
     max_new_tokens: int,
-    n_max: int,
-    vocab_size: int,
     logprobs: bool = False,
     top_logprobs: int = 0,
 ) -> SamplingParams:
     """The engine's SamplingParams for a request body (defaults from the server config), with the
     values that mean "no limit" or "greedy" normalized so that no request can upset the batch."""
+    config, n_max = bridge.config, bridge.max_slots
     if body.n > n_max:
         raise APIError(
             400, f"n must be at most {n_max} on this server (it decodes {n_max} samples at once).", param="n"
@@ -172,7 +173,7 @@ def sampling_params(
     top_k = config.top_k if body.top_k is None else max(body.top_k, 0)
     if top_p == 0:  # OpenAI allows 0: only the most likely token
         top_p, top_k = 1.0, 1
-    if top_k >= vocab_size:  # no limit (and no 2**63 reaching torch)
+    if top_k >= bridge.vocab_size:  # no limit (and no 2**63 reaching torch)
         top_k = 0
     if temperature < MIN_TEMPERATURE:  # logits / 1e-300 overflow: that is greedy
         temperature = 0.0

@@ -35,7 +35,7 @@ from nanoseek.distill import DistillConfig, dense_config, init_student, run_dist
 from nanoseek.distill.pipeline import sft_config
 from nanoseek.eval.config import EvalConfig
 from nanoseek.eval.generators import load_generator
-from nanoseek.eval.runner import EvalRunner
+from nanoseek.eval.runner import run_one_task
 from nanoseek.model import DeepSeekV3, account, config_for_depth
 from nanoseek.model.run_dirs import latest_checkpoint
 from nanoseek.rl import GRPOTrainer, load_grpo_config
@@ -47,13 +47,8 @@ from nanoseek.tokenizer import Tokenizer, train_digit_tokenizer
 from nanoseek.train import load_config, train
 from nanoseek.train.parallel import Job, run_parallel
 
-MODEL_STAGES = (
-    "pretrain",
-    "student_base",
-    "sft",
-    "grpo",
-    "distill",
-)  # a model each, evaluated by eval_<name>
+# the stages that make a model each, evaluated by eval_<name>
+MODEL_STAGES = ("pretrain", "student_base", "sft", "grpo", "distill")
 LABELS = {
     "pretrain": "base: pretrained MoE",
     "student_base": "student base: pretrained dense",
@@ -405,13 +400,9 @@ def evaluate(ctx: Context, model_dir: str, cfg: EvalConfig, out: Path) -> dict[s
     ctx.set_threads()
     loaded = load_generator(model_dir, concurrency=cfg.concurrency)
     try:
-        runner = EvalRunner(loaded.generator, cfg, out, loaded.label, progress=ctx.cfg.run.progress)
-        summary = runner.run()
-        result = dict(summary["tasks"][cfg.tasks[0]])
-        result["seconds"] = runner.timing()["seconds"]
+        return run_one_task(loaded.generator, cfg, out, loaded.label, ctx.cfg.run.progress)
     finally:
         loaded.close()
-    return result
 
 
 def eval_stage(name: str) -> Callable[[Context], dict[str, Any]]:

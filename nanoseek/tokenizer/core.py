@@ -37,11 +37,8 @@ def _model_max_length(config_path: Path) -> int:
     if not config_path.is_file():
         return DEFAULT_MODEL_MAX_LENGTH
     try:
-        return int(
-            json.loads(config_path.read_text(encoding="utf-8")).get(
-                "model_max_length", DEFAULT_MODEL_MAX_LENGTH
-            )
-        )
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        return int(config.get("model_max_length", DEFAULT_MODEL_MAX_LENGTH))
     except (UnicodeDecodeError, ValueError, TypeError, AttributeError, OverflowError) as exc:
         problem = f"expected a JSON object with an integer model_max_length ({type(exc).__name__}: {exc})"
         raise CheckpointError(config_path, problem, field="model_max_length") from None
@@ -55,6 +52,10 @@ class Tokenizer:
         self._tok = tokenizer
         self.model_max_length = model_max_length
         self._plain_tok: tokenizers.Tokenizer | None = None
+        ids: list[int] = [tokenizer.token_to_id(t) for t in REQUIRED_TOKENS]
+        self.bos_id, self.eos_id, self.user_id, self.assistant_id, self.think_id, self.end_think_id = ids
+        pad = tokenizer.token_to_id(PAD)
+        self.pad_id: int = self.eos_id if pad is None else pad  # no pad token: EOS pads
 
     @property
     def _plain(self) -> tokenizers.Tokenizer:
@@ -146,40 +147,9 @@ class Tokenizer:
     ) -> list[int]:
         return chat_format.render_prompt(self, messages, add_generation_prompt, think)
 
-    # ---- ids of the special tokens
-
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
-
-    @property
-    def bos_id(self) -> int:
-        return self._tok.token_to_id(BOS)
-
-    @property
-    def eos_id(self) -> int:
-        return self._tok.token_to_id(EOS)
-
-    @property
-    def pad_id(self) -> int:
-        pad = self._tok.token_to_id(PAD)
-        return self.eos_id if pad is None else pad
-
-    @property
-    def user_id(self) -> int:
-        return self._tok.token_to_id(USER)
-
-    @property
-    def assistant_id(self) -> int:
-        return self._tok.token_to_id(ASSISTANT)
-
-    @property
-    def think_id(self) -> int:
-        return self._tok.token_to_id(THINK)
-
-    @property
-    def end_think_id(self) -> int:
-        return self._tok.token_to_id(END_THINK)
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size})"

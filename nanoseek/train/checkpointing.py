@@ -1,8 +1,8 @@
 """Checkpoints of a training run: the exported model plus everything needed to resume exactly.
 
+    path = resumable(run_dir, resume)           # newest COMPLETE checkpoint, None for a fresh run
+    ckpt = load_checkpoint(path, env)           # .model_state(model), .trainer, .rank, .restore(...)
     save_checkpoint(run_dir, step, model, optimizer, tokenizer, trainer_state, rank_state, env)
-    path = latest_checkpoint(run_dir)           # newest COMPLETE checkpoint, or None (nanoseek.model.run_dirs)
-    ckpt = load_checkpoint(path, env)           # .model_dir, .trainer, .rank, .optimizer
 
 Layout (the model directory is a plain Hugging Face checkpoint; training state lives beside it):
 
@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from nanoseek.model.checkpoint import checked_state, read_weights, weight_files
-from nanoseek.model.run_dirs import (  # noqa: F401 (re-exported: the trainers read runs through this module)
+from nanoseek.model.registry import family_of
+from nanoseek.model.run_dirs import (
     MARKER,
     STEP_DIR,
     checkpoint_dir,
@@ -43,6 +44,7 @@ from nanoseek.model.run_dirs import (  # noqa: F401 (re-exported: the trainers r
     complete_checkpoints,
     latest_checkpoint,
 )
+from nanoseek.train.config import ConfigError
 from nanoseek.train.distributed import DistEnv, barrier
 
 # ------------------------------------------------------------------------------------- RNG state
@@ -78,22 +80,12 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer, env: DistEnv)
 
 
 def exportable(model: nn.Module, state: dict) -> nn.Module:
-    """A plain DeepSeekV3 holding `state` (the FSDP-sharded model itself cannot be saved directly)."""
-    from nanoseek.model import DeepSeekV3
-
+    """A plain model of `model`'s family holding `state` (the FSDP-sharded model itself cannot be
+    saved directly)."""
     with torch.device("meta"):
-        plain = DeepSeekV3(model.config)
+        plain = family_of(model).model_cls(model.config)
     plain.load_state_dict(state, assign=True)
     return plain
-
-
-def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, env: DistEnv):
-    if env.fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        optimizer.load_state_dict(state)
 
 
 # ------------------------------------------------------------------------------------- saving
@@ -137,7 +129,7 @@ def save_checkpoint(
     keep: int = 3,
 ) -> Path:
     """Write checkpoint `step` atomically (a collective: every rank calls it). `model` is the unwrapped
-    DeepSeekV3 (sharded in place under FSDP); `rank_state` is this process's own (data position ...);
+    model (sharded in place under FSDP); `rank_state` is this process's own (data position ...);
     RNG states are added here. Returns the final directory."""
     root = Path(run_dir) / "checkpoints"
     final = checkpoint_dir(run_dir, step)
@@ -198,6 +190,17 @@ def prune(run_dir: str | Path, keep: int) -> None:
 # ------------------------------------------------------------------------------------- loading
 
 
+def resumable(run_dir: Path, resume: bool) -> Path | None:
+    """The newest complete checkpoint of run_dir to resume from (None: start afresh); ConfigError if
+    there is one and `resume` is off."""
+    found = latest_checkpoint(run_dir)
+    if found is not None and not resume:
+        raise ConfigError(
+            f"run.out: {run_dir} already has checkpoints; pass --resume or choose another --out"
+        )
+    return found
+
+
 @dataclass
 class Checkpoint:
     path: Path
@@ -215,8 +218,18 @@ class Checkpoint:
         files = weight_files(self.model_dir)
         return checked_state(model, read_weights(files), files[0] if len(files) == 1 else self.model_dir)
 
-    def optimizer_state(self) -> dict:
-        return torch.load(self.path / "optimizer.pt", map_location="cpu", weights_only=False)
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, meter, env: DistEnv) -> None:
+        """The optimizer, this process's RNG and the cost meter as they were saved (the weights are
+        `model_state`'s)."""
+        state = torch.load(self.path / "optimizer.pt", map_location="cpu", weights_only=False)
+        if env.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(state)
+        set_rng_state(self.rank["rng"])
+        meter.load_state_dict(self.trainer["cost"])
 
 
 def load_checkpoint(path: str | Path, env: DistEnv) -> Checkpoint:

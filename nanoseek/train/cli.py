@@ -26,7 +26,7 @@ from pathlib import Path
 from nanoseek.data import DataError
 from nanoseek.model import CheckpointError
 from nanoseek.model.run_dirs import latest_checkpoint
-from nanoseek.train.config import ConfigError, command_config, load_config
+from nanoseek.train.config import ConfigError, command_config, load_config, recipe_parser
 from nanoseek.train.distributed import teardown
 from nanoseek.train.loop import train
 
@@ -36,18 +36,7 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         "pretrain": "Pretrain a DeepSeek-V3 model on corpus files or token shards.",
         "sft": "Supervised fine-tuning on chat JSONL (messages with optional reasoning_content).",
     }[kind]
-    p = argparse.ArgumentParser(prog=f"nanoseek {kind}", description=what)
-    p.add_argument(
-        "args",
-        nargs="*",
-        metavar="RECIPE.toml | section.key=value",
-        help="a recipe file and/or overrides, e.g. train.max_steps=50",
-    )
-    p.add_argument("--out", help="run directory (run.out)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the newest complete checkpoint in --out"
-    )
-    p.add_argument("--init", help="start from this model/checkpoint/run directory (model.init)")
+    p = recipe_parser(f"nanoseek {kind}", what, "start from this model/checkpoint/run directory")
     p.add_argument(
         "--data",
         action="append",

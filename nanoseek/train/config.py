@@ -26,6 +26,7 @@ documented commands work from any directory after a plain `pip install`.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import importlib.resources
@@ -195,6 +196,23 @@ def find_recipe(recipe: str | Path) -> Path:
             return packaged
     shipped = sorted(p.name for p in packaged_recipe(".").glob("*.toml"))
     raise ConfigError(f"no recipe file at {path} (packaged recipes: {', '.join(shipped)})")
+
+
+def recipe_parser(prog: str, description: str, init_help: str) -> argparse.ArgumentParser:
+    """The command line every training command starts from: a recipe and overrides (`args`), --out,
+    --resume and --init; `command_config` reads them."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    metavar, help_ = (
+        "RECIPE.toml | section.key=value",
+        "a recipe file and/or overrides, e.g. train.max_steps=50",
+    )
+    p.add_argument("args", nargs="*", metavar=metavar, help=help_)
+    p.add_argument("--out", help="run directory (run.out)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest complete checkpoint in --out"
+    )
+    p.add_argument("--init", help=f"{init_help} (model.init)")
+    return p
 
 
 def command_config(load: Any, kind: str, words: list[str], out: str | None, resume: bool, flags: dict) -> Any:

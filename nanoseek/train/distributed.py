@@ -116,27 +116,17 @@ def grad_sync(wrapped: nn.Module, model: nn.Module, env: DistEnv, sync: bool):
     return contextlib.nullcontext() if sync else ddp.no_sync()
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+def all_reduce_sum(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """t summed (or reduced by `op`) over the processes, in place; t itself in one process."""
     if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=op)
     return t
 
 
 def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return t
+    return all_reduce_sum(t, dist.ReduceOp.MIN)
 
 
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-def broadcast_object(obj):
-    """Rank 0's `obj` on every rank."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

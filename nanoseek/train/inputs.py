@@ -66,14 +66,7 @@ class RunInputs:
 
 def prepare_pretrain(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs:
     d, t = cfg.data, cfg.train
-    files = list(d.train)
-    if d.synthetic:
-        path = run_dir / "corpus" / f"{d.synthetic.replace(',', '+')}.jsonl"
-        if env.is_main and not path.is_file():
-            tmp = write_task_corpus(path.with_suffix(".tmp"), d.synthetic, d.synthetic_examples, cfg.run.seed)
-            tmp.replace(path)
-        barrier()
-        files.append(str(path))
+    files = list(d.train) + _synthetic(cfg, run_dir, env, ".jsonl", write_task_corpus, cfg.run.seed)
     if not files:
         raise ConfigError(
             "data.train: pretraining needs corpus files or a token-shard directory (or data.synthetic)"
@@ -138,6 +131,18 @@ def prepare_pretrain(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs
     )
 
 
+def _synthetic(cfg: TrainConfig, run_dir: Path, env: DistEnv, suffix: str, write, seed: int) -> list[str]:
+    """[the data.synthetic file in run_dir/corpus, written by the main process on first use], or []."""
+    d = cfg.data
+    if not d.synthetic:
+        return []
+    path = run_dir / "corpus" / f"{d.synthetic.replace(',', '+')}{suffix}"
+    if env.is_main and not path.is_file():
+        write(path.with_suffix(".tmp"), d.synthetic, d.synthetic_examples, seed).replace(path)
+    barrier()
+    return [str(path)]
+
+
 def _tokenizer_dir(cfg: TrainConfig) -> Path | None:
     if cfg.data.tokenizer:
         return Path(cfg.data.tokenizer)
@@ -176,16 +181,7 @@ def prepare_sft(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs:
         raise ConfigError(
             "model.init: sft starts from a base checkpoint; pass --init PATH (a model or run dir)"
         )
-    files = list(d.train)
-    if d.synthetic:
-        path = run_dir / "corpus" / f"{d.synthetic.replace(',', '+')}_chat.jsonl"
-        if env.is_main and not path.is_file():
-            tmp = write_task_chat(
-                path.with_suffix(".tmp"), d.synthetic, d.synthetic_examples, cfg.run.seed + 1
-            )
-            tmp.replace(path)
-        barrier()
-        files.append(str(path))
+    files = list(d.train) + _synthetic(cfg, run_dir, env, "_chat.jsonl", write_task_chat, cfg.run.seed + 1)
     if not files:
         raise ConfigError("data.train: sft needs a chat JSONL file (or data.synthetic)")
     tok_dir = _tokenizer_dir(cfg)

@@ -35,13 +35,14 @@ import torch
 from tqdm import tqdm
 
 from nanoseek.model import account
+from nanoseek.model.run_dirs import checkpoint_dir, latest_checkpoint
 from nanoseek.train import checkpointing as ckpt_io
 from nanoseek.train.config import ConfigError, TrainConfig, to_dict, to_toml
 from nanoseek.train.cost import CostMeter, human, train_flops_per_token
 from nanoseek.train.distributed import DistEnv, all_reduce_sum, barrier, grad_sync, setup, wrap_model
 from nanoseek.train.evaluate import IGNORE_INDEX, bits_per_byte, sample, validation_loss
 from nanoseek.train.inputs import build_model, prepare_pretrain, prepare_sft
-from nanoseek.train.optim import build_optimizer, lr_multiplier, set_lr
+from nanoseek.train.optim import build_optimizer, lr_multiplier, optimizer_step
 from nanoseek.train.report import MetricsLog, plot_metrics, read_metrics, truncate_metrics, write_report
 
 
@@ -62,11 +63,7 @@ class Trainer:
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
         barrier()
-        found = ckpt_io.latest_checkpoint(run_dir)
-        if found is not None and not resume:
-            raise ConfigError(
-                f"run.out: {run_dir} already has checkpoints; pass --resume or choose another --out"
-            )
+        found = ckpt_io.resumable(run_dir, resume)
         if env.device.type == "cuda":
             torch.set_float32_matmul_precision("high")
         if cfg.run.threads:
@@ -107,10 +104,8 @@ class Trainer:
         self.last_eval: dict = {}
         if self.checkpoint is not None:
             c = self.checkpoint
-            ckpt_io.load_optimizer_state(self.model, self.optimizer, c.optimizer_state(), env)
+            c.restore(self.model, self.optimizer, self.meter, env)
             self.inputs.train_loader.load_state_dict(c.rank["loader"])
-            ckpt_io.set_rng_state(c.rank["rng"])
-            self.meter.load_state_dict(c.trainer["cost"])
             self.step = c.step
             self.last_eval = c.trainer.get("last_eval", {})
         if env.is_main:
@@ -147,14 +142,8 @@ class Trainer:
                 (losses.total * (n / total_targets * env.world_size)).backward()
             parts = torch.stack([losses.lm, losses.mtp, losses.balance]).detach().double() * n
             stats += torch.cat([parts, parts.new_tensor([x.numel() * self.flops_per_token(x.shape[1])])])
-        max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
-            grad_norm = grad_norm.full_tensor()
         lr = t.lr * lr_multiplier(self.step, t)
-        set_lr(self.optimizer, lr)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(self.model, self.optimizer, lr, t.grad_clip)
         self.update_router_biases()
         all_reduce_sum(stats)
         lm, mtp, balance, flops = (stats / torch.tensor([total_targets] * 3 + [1.0], device=device)).tolist()
@@ -169,7 +158,7 @@ class Trainer:
             "mtp_loss": mtp,
             "balance_loss": balance,
             "lr": lr,
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "tokens": self.meter.tokens,
             "tokens_per_s": tokens / dt,
             "mfu": self.meter.mfu(flops, dt),
@@ -219,23 +208,10 @@ class Trainer:
         self.samples = rows
 
     def save(self) -> None:
-        trainer_state = {
-            "cost": self.meter.state_dict(),
-            "last_eval": self.last_eval,
-            "config": to_dict(self.cfg),
-        }
+        state = {"cost": self.meter.state_dict(), "last_eval": self.last_eval, "config": to_dict(self.cfg)}
         rank_state = {"loader": self.inputs.train_loader.state_dict()}
-        path = ckpt_io.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.optimizer,
-            self.tokenizer,
-            trainer_state,
-            rank_state,
-            self.env,
-            keep=self.cfg.checkpoint.keep,
-        )
+        what = (self.model, self.optimizer, self.tokenizer, state, rank_state, self.env)
+        path = ckpt_io.save_checkpoint(self.run_dir, self.step, *what, keep=self.cfg.checkpoint.keep)
         self.say(f"step {self.step}: saved {path}")
 
     # ------------------------------------------------------------------------------ the run
@@ -252,12 +228,9 @@ class Trainer:
             self.say(f"resumed from {self.checkpoint.path} at step {self.step}")
         elif cfg.eval.every:
             self.evaluate()
+        show = env.is_main and cfg.run.progress
         progress = tqdm(
-            total=t.max_steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (env.is_main and cfg.run.progress),
+            total=t.max_steps, initial=self.step, unit="step", dynamic_ncols=True, disable=not show
         )
         last_train: dict = {}
         while self.step < t.max_steps:
@@ -277,8 +250,7 @@ class Trainer:
         progress.close()
         final_eval = self.evaluate()
         self.sample()
-        latest = ckpt_io.latest_checkpoint(self.run_dir)
-        if latest is None or latest.name != ckpt_io.checkpoint_dir(self.run_dir, self.step).name:
+        if latest_checkpoint(self.run_dir) != checkpoint_dir(self.run_dir, self.step):
             self.save()
         self.metrics.close()
         summary = self.summary(final_eval, acct)
@@ -303,7 +275,7 @@ class Trainer:
             "total_params": acct.total_params,
             "active_params": acct.active_params,
             "cost": self.meter.summary(),
-            "model_dir": str(ckpt_io.checkpoint_dir(self.run_dir, self.step) / "model"),
+            "model_dir": str(checkpoint_dir(self.run_dir, self.step) / "model"),
         }
 
     def write_report(self, s: dict, acct) -> None:

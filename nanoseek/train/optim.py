@@ -2,8 +2,8 @@
 
     optimizer = build_optimizer(model, cfg.train, device_type="cpu")
     for step in range(max_steps):
-        set_lr(optimizer, cfg.train.lr * lr_multiplier(step, cfg.train))
-        ...; optimizer.step()
+        ...; loss.backward()
+        grad_norm = optimizer_step(model, optimizer, cfg.train.lr * lr_multiplier(step, cfg.train), clip)
 
 Weight decay is AdamW's decoupled decay (p -= lr * wd * p, separate from the Adam update). It applies
 to matrices (attention and MLP/expert weights, the router, the output head) and never to norm gains or
@@ -79,3 +79,15 @@ def lr_multiplier(step: int, cfg: OptimSection) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float) -> float:
+    """Clip the global gradient norm to grad_clip (0: no clipping), step at `lr`, clear the gradients;
+    returns the norm before clipping (of the whole model under FSDP)."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP
+        norm = norm.full_tensor()
+    set_lr(optimizer, lr)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
