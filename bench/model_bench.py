@@ -1,7 +1,9 @@
-"""Model benchmark: nanoseek's DeepSeekV3 against transformers' DeepseekV3ForCausalLM, same config,
-same weights, same batch, in one process.
+"""Model benchmark: nanoseek's model of a family against transformers' (DeepseekV3ForCausalLM, or
+LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM for --family llama / qwen2 / qwen3), same
+config, same weights, same batch, in one process.
 
     OMP_NUM_THREADS=1 python bench/model_bench.py                 # ~5M, ~15M, ~85M (presets d4, d6, d10)
+    OMP_NUM_THREADS=1 python bench/model_bench.py --family qwen2  # the dense ladder at the same depths
     OMP_NUM_THREADS=1 python bench/model_bench.py --sizes d4 --steps 5 --warmup 1   # quicker
     OMP_NUM_THREADS=1 python bench/model_bench.py --sizes d4 --profile              # where the time goes
 
@@ -11,6 +13,9 @@ fp32 matmul peak. The two models alternate step by step (ours, theirs, ours, ...
 the machine's load hits both; speeds are medians over --steps timed repetitions after --warmup
 untimed ones, and each speedup is the median of the per-pair ratios (theirs / ours for back-to-back
 steps). Read the speedups: on a shared machine absolute speeds move with the load.
+
+A dense family's size dN is `dense_config_for_depth(N, family)` (hidden 64N, GQA ratio 2, SwiGLU 8C/3;
+qwen2 with q/k/v bias and tied embeddings, qwen3 with q/k norm) with the preset dN's vocabulary.
 
 Fair comparison: the same config with MTP off in both (transformers' DeepseekV3ForCausalLM has no MTP
 layers; it drops them when loading), the same fp32 weights (random: our init zeroes the output
@@ -45,7 +50,7 @@ from collections.abc import Callable
 
 import torch
 
-from nanoseek.model import DeepSeekV3, account, preset
+from nanoseek.model import DenseConfig, account, dense_config_for_depth, get_family, preset
 
 PEAK_SIZES = (256, 512, 1024)
 
@@ -89,17 +94,32 @@ def paired_speedup(times: dict[str, list[float]]) -> float:
     return statistics.median(t / o for o, t in zip(times["ours"], times["theirs"]))
 
 
-def build(name: str, batch: int, seq: int):
-    """Both models with the same weights, a batch and its targets."""
-    from transformers import DeepseekV3ForCausalLM
+FAMILIES = ("deepseek_v3", "llama", "qwen2", "qwen3")
 
-    cfg = preset(name).replace(num_nextn_predict_layers=0, max_position_embeddings=max(seq, 256))
+
+def config(name: str, seq: int, family: str = "deepseek_v3"):
+    """The config of size `name` (a preset: d4, d6, ...) for `family`, positions for `seq` tokens."""
+    base = preset(name)
+    positions = max(seq, 256)
+    if family == "deepseek_v3":
+        return base.replace(num_nextn_predict_layers=0, max_position_embeddings=positions)
+    depth = base.num_hidden_layers
+    return dense_config_for_depth(
+        depth, family, vocab_size=base.vocab_size, max_position_embeddings=positions
+    )
+
+
+def build(name: str, batch: int, seq: int, family: str = "deepseek_v3"):
+    """Both models with the same weights, a batch and its targets."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = config(name, seq, family)
     torch.manual_seed(0)
-    ours = DeepSeekV3(cfg)
+    ours = get_family(cfg.model_type).model_cls(cfg)
     randomize(ours)
     with tempfile.TemporaryDirectory() as d:
         ours.save_pretrained(d)
-        theirs = DeepseekV3ForCausalLM.from_pretrained(d, dtype=torch.float32)
+        theirs = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     targets = torch.roll(ids, -1, dims=1)
     targets[:, -1] = -100  # the same B x (T - 1) targets as transformers' shifted labels
@@ -121,9 +141,18 @@ def step_fns(ours, theirs, ids, targets):
     return ours_step, theirs_step
 
 
-def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int) -> dict:
+def attention_flops(cfg, seq: int) -> float:
+    """Training FLOPs per token of attention's scores and values over the full context (3 x forward)."""
+    if isinstance(cfg, DenseConfig):
+        per_head = 2 * cfg.head_dim  # q.k and p.v, D each
+    else:
+        per_head = cfg.qk_head_dim + cfg.v_head_dim
+    return 3 * 2 * cfg.num_attention_heads * per_head * seq * cfg.num_hidden_layers
+
+
+def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int, family: str = "deepseek_v3") -> dict:
     peak_before = matmul_peak()
-    cfg, ours, theirs, ids, targets = build(name, batch, seq)
+    cfg, ours, theirs, ids, targets = build(name, batch, seq, family)
     ours_step, theirs_step = step_fns(ours, theirs, ids, targets)
     ours.train(), theirs.train()
     train = interleaved({"ours": ours_step, "theirs": theirs_step}, steps, warmup)
@@ -135,10 +164,7 @@ def bench_size(name: str, batch: int, seq: int, steps: int, warmup: int) -> dict
     train, fwd = ({k: statistics.median(v) for k, v in d.items()} for d in (train, fwd))
     acct = account(cfg, seq_len=seq)
     flops = acct.train_flops_per_token * batch * seq  # per step, full-context attention (MFU convention)
-    attention = (
-        3 * 2 * cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim) * seq * cfg.num_hidden_layers
-    )
-    minimal = flops - attention / 2 * batch * seq  # causal attention needs half of it
+    minimal = flops - attention_flops(cfg, seq) / 2 * batch * seq  # causal attention needs half of it
     return {
         "size": name,
         "total": acct.total_params,
@@ -177,11 +203,11 @@ def category(op: str) -> str:
     return "elementwise / other"
 
 
-def profile_size(name: str, batch: int, seq: int, rows: int) -> None:
+def profile_size(name: str, batch: int, seq: int, rows: int, family: str = "deepseek_v3") -> None:
     """torch.profiler over one training step of each model: per-op self CPU time and categories."""
     from torch.profiler import ProfilerActivity, profile
 
-    _, ours, theirs, ids, targets = build(name, batch, seq)
+    _, ours, theirs, ids, targets = build(name, batch, seq, family)
     ours.train(), theirs.train()
     for label, fn in zip(("nanoseek", "transformers"), step_fns(ours, theirs, ids, targets)):
         fn()  # warm up
@@ -217,6 +243,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--family", choices=FAMILIES, default="deepseek_v3", help="the model family to compare"
+    )
     parser.add_argument("--sizes", nargs="+", default=["d4", "d6", "d10"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
@@ -227,11 +256,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.profile:
         for name in args.sizes:
-            profile_size(name, args.batch, args.seq, args.rows)
+            profile_size(name, args.batch, args.seq, args.rows, args.family)
         return
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, MTP off in both models, fp32, eager"
-    )
+    what = "MTP off in both models" if args.family == "deepseek_v3" else "dense GQA"
+    print(f"{args.family}: torch {torch.__version__}, {torch.get_num_threads()} threads, {what}, fp32, eager")
     print(
         f"batch {args.batch} x seq {args.seq}, median of {args.steps} interleaved steps after {args.warmup} warmup\n"
     )
@@ -242,7 +270,7 @@ def main() -> None:
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for name in args.sizes:
-        r = bench_size(name, args.batch, args.seq, args.steps, args.warmup)
+        r = bench_size(name, args.batch, args.seq, args.steps, args.warmup, args.family)
         print(
             f"| {r['size']} | {r['total'] / 1e6:.1f}M / {r['active'] / 1e6:.1f}M "
             f"| {r['ours_tok_s']:.0f} | {r['hf_tok_s']:.0f} | {r['speedup']:.2f}x "
@@ -250,7 +278,8 @@ def main() -> None:
             f"| {percent(r['mfu'])} | {percent(r['hf_mfu'])} | {r['ceiling']:.2f}x | {r['peak'] / 1e9:.1f} GFLOP/s |",
             flush=True,
         )
-    print(f"\ntransformers experts implementation: {r['experts_impl']}")
+    if args.family == "deepseek_v3":
+        print(f"\ntransformers experts implementation: {r['experts_impl']}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 
 - `one_thread`: one intra-op torch thread for a module's tests. A module opts in with
   `pytestmark = pytest.mark.usefixtures("one_thread")`.
+- `matmuls` (parametrized: the engine with its C kernels, and without) and `c_step` (skips where no C
+  compiler builds them): the engine's decode tests.
 - The demo server: `demo_checkpoint` (the scripted model of `nanoseek.serve.demo`, built once), `engine`
   (4 slots on it), `server` (a BackgroundServer of `create_app(engine, server_config)`) and `http` (an
   httpx client of it). A module changes what it serves by defining its own `engine` or `server_config`.
@@ -30,6 +32,29 @@ def one_thread():
 
     with torch_threads(1):
         yield
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def matmuls(request):
+    """With the C kernels (the engine's fast decode path), and without them: what runs where no C
+    compiler is available (decode steps on the model's own forward)."""
+    from nanoseek.engine import kernels
+
+    kernels.reset(enabled=request.param == "kernel")
+    if request.param == "kernel" and not kernels.available():
+        pytest.skip("no C compiler for the decode kernels")
+    yield request.param
+    kernels.reset()
+
+
+@pytest.fixture
+def c_step():
+    """Tests of the engine's C decode step itself: skipped where no C compiler is available."""
+    from nanoseek.engine import kernels
+
+    kernels.reset()
+    if not kernels.available():
+        pytest.skip("no C compiler for the decode kernels")
 
 
 # ------------------------------------------------------------------------------------------ demo server
@@ -101,3 +126,111 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("checkpoints")
     return {name: build_checkpoint(root / name, seed) for seed, name in enumerate(TINY)}
+
+
+# ------------------------------------------------------------- tiny checkpoints written by transformers
+
+# name -> (model_type, config fields): each exercises a distinctive part of a dense family
+HF_DENSE = {
+    # Llama 3: GQA ratio 2, Llama-3.1 rope scaling, untied head
+    "llama": (
+        "llama",
+        dict(
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_theta=500000.0,
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=32,
+            ),
+        ),
+    ),
+    # tied embeddings, GQA ratio 1 (plain multi-head attention), linear rope scaling
+    "llama_tied": (
+        "llama",
+        dict(
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            tie_word_embeddings=True,
+            rope_scaling=dict(rope_type="linear", factor=2.0),
+        ),
+    ),
+    # Qwen2.5: q/k/v bias, tied, GQA ratio 8
+    "qwen2": (
+        "qwen2",
+        dict(num_attention_heads=8, num_key_value_heads=1, tie_word_embeddings=True, rope_theta=1000000.0),
+    ),
+    # Qwen3: per-head q/k RMSNorm, explicit head_dim (H x D != hidden), GQA ratio 2, bias on q/k/v/o
+    "qwen3": ("qwen3", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=32, attention_bias=True)),
+}
+
+
+def build_hf_dense(path: Path, name: str, seed: int = 0, **overrides) -> Path:
+    """A tiny random transformers checkpoint of HF_DENSE[name] (and `overrides` of its config fields)
+    in `path` (fp32 safetensors). Weights
+    are redrawn at unit scale (norms near 1, matrices N(0, 1/fan_in)) so that the logits are O(1) and a
+    parity test can tell models apart."""
+    import torch
+    import transformers
+
+    model_type, fields = HF_DENSE[name]
+    config_cls = {"llama": "LlamaConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}[model_type]
+    fields = dict(fields)
+    rope = {
+        "rope_theta": fields.pop("rope_theta", 10000.0),
+        **fields.pop("rope_scaling", {"rope_type": "default"}),
+    }
+    base = dict(
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=112,
+        num_hidden_layers=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    config = getattr(transformers, config_cls)(**{**base, **fields, **overrides}, rope_parameters=rope)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "norm" in pname:
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif pname.endswith("bias"):
+                p.normal_(0, 0.1)
+            else:
+                p.normal_(0, p.shape[-1] ** -0.5)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def hf_dense_builder():
+    """`build_hf_dense` itself, for a test that needs other sizes (a vocabulary to fit its tokenizer)."""
+    return build_hf_dense
+
+
+@pytest.fixture(scope="session")
+def hf_dense_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Every HF_DENSE checkpoint, written by transformers once per session (name -> directory)."""
+    root = tmp_path_factory.mktemp("hf_dense")
+    return {name: build_hf_dense(root / name, name, seed) for seed, name in enumerate(HF_DENSE)}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(hf_dense_dirs) -> Path:
+    return hf_dense_dirs["llama"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(hf_dense_dirs) -> Path:
+    return hf_dense_dirs["qwen2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(hf_dense_dirs) -> Path:
+    return hf_dense_dirs["qwen3"]

@@ -15,6 +15,7 @@ from nanoseek.tokenizer.chat_format import (
     THINK,
     USER,
     FormatError,
+    prompt_opens_think,
     r1_zero_prompt,
     render,
     render_prompt,
@@ -147,6 +148,15 @@ def test_prompt_is_a_prefix_of_the_rendered_conversation(tok):
     assert ids[: len(p := render_prompt(tok, no_reasoning[:1], think=False))] == p
 
 
+@pytest.mark.parametrize("think", [True, False])
+def test_prompt_opens_think_is_the_think_flag_for_our_format(tok, think):
+    conversation = CONVERSATIONS["multi_system_multi_turn"]  # history has closed think blocks
+    assert prompt_opens_think(tok, render_prompt(tok, conversation, think=think)) is think
+    assert not prompt_opens_think(tok, render(tok, conversation[:3])[0])
+    with pytest.raises(ValueError, match="no tool definitions"):
+        render_prompt(tok, conversation, tools=[{"type": "function", "function": {"name": "f"}}])
+
+
 def test_completion_round_trip(tok):
     conversation = CONVERSATIONS["reasoning"]
     ids, _ = render(tok, conversation)
@@ -176,6 +186,9 @@ def test_completion_round_trip(tok):
         ("  Direct answer.<｜end▁of▁sentence｜>", False, ("", "Direct answer.")),
         ("", True, ("", "")),
         ("\n</think>\n\n", True, ("", "")),
+        # other templates' end-of-turn tokens end a completion too
+        ("Let me see.</think>It is 4.<|im_end|>\n<|im_start|>user", True, ("Let me see.", "It is 4.")),
+        ("It is 4.<|eot_id|>junk", False, ("", "It is 4.")),
     ],
 )
 def test_split_completion(text, think, expected):

@@ -6,7 +6,7 @@
         if text.stopped: break               # a stop string appeared; text.text ends before it
     delta = text.finish()                    # whatever was held back
 
-    split = ReasoningSplitter(think=True)    # chat completions after `<｜Assistant｜><think>\\n`
+    split = ReasoningSplitter(think=True)    # the prompt opened a think block (prompt_opens_think)
     reasoning, content = split.push(delta)   # the same split as chat_format.split_completion,
     reasoning, content = split.finish()      # streamed: `</think>` dropped, both parts stripped
 
@@ -18,7 +18,7 @@ reaches the client, not even in pieces.
 from __future__ import annotations
 
 from nanoseek.tokenizer import StreamDecoder, Tokenizer
-from nanoseek.tokenizer.chat_format import END_THINK
+from nanoseek.tokenizer.chat_format import END_THINK, THINK
 
 
 def open_prefix_len(text: str, patterns: list[str]) -> int:
@@ -71,18 +71,32 @@ class TextStream:
 
 class ReasoningSplitter:
     """Streams `split_completion`: text before `</think>` is reasoning, after it the answer; each part
-    loses its leading and trailing whitespace. With think=False (the prompt closed the think block)
-    all text is answer. The finished Completion uses split_completion itself; this is its live view."""
+    loses its leading and trailing whitespace. `think`: the prompt opened a think block
+    (`chat_format.prompt_opens_think`: R1's format, R1-distill's template), so the completion starts
+    as reasoning; otherwise it is answer, unless it opens with `<think>` itself (Qwen3, QwQ). A
+    `<think>` opening the completion is dropped in both cases. The finished Completion uses
+    split_completion itself; this is its live view (which cannot take back text it has streamed as
+    answer when a `</think>` nobody opened comes later)."""
 
     def __init__(self, think: bool = True):
         self.in_reasoning = think
-        self.held = ""  # a possible start of "</think>", or trailing whitespace
+        self.opening = True  # nothing but whitespace yet: a leading "<think>" may still come
+        self.held = ""  # a possible start of "<think>" / "</think>", or trailing whitespace
         self.started = False  # the current part has emitted a non-space character
 
     def push(self, text: str) -> tuple[str, str]:
         reasoning = content = ""
         buf = self.held + text
         self.held = ""
+        if self.opening:
+            head = buf.lstrip()
+            if head.startswith(THINK):
+                buf, self.opening, self.in_reasoning = head[len(THINK) :], False, True
+            elif THINK.startswith(head):  # "", "<", "<thi", ...: wait for more
+                self.held = buf
+                return "", ""
+            else:
+                self.opening = False
         if self.in_reasoning and END_THINK in buf:
             before, _, buf = buf.partition(END_THINK)
             reasoning = self._part(before, final=True)
@@ -95,8 +109,11 @@ class ReasoningSplitter:
         return reasoning, content
 
     def finish(self) -> tuple[str, str]:
-        self.held = ""  # trailing whitespace (or a lone "</thi") is dropped, as strip() would
-        return "", ""
+        """What was held back: trailing whitespace is dropped (as strip() would), a cut-off "<thi" or
+        "</thi" is text of the current part."""
+        out = self._part(self.held, final=True)
+        self.held = ""
+        return (out, "") if self.in_reasoning else ("", out)
 
     def _part(self, buf: str, final: bool) -> str:
         """Emit `buf` within the current part: drop leading spaces, hold trailing ones (and a possible

@@ -1,6 +1,6 @@
-"""Parameter, FLOP and KV-cache accounting for a DeepSeek-V3 config: the numbers a cost report needs.
+"""Parameter, FLOP and KV-cache accounting for a model config: the numbers a cost report needs.
 
-    acct = account(cfg, seq_len=2048)
+    acct = account(cfg, seq_len=2048)            # a DeepSeek-V3 ModelConfig or a dense DenseConfig
     acct.total_params, acct.active_params, acct.train_flops_per_token, acct.mla_cache_bytes_per_token
     acct = account_of(model, seq_len=256)       # a model of any family (others: counted as dense)
 
@@ -15,6 +15,10 @@ Conventions (as nanochat and the PaLM paper count them):
   table, which is a lookup) + 3 x attention, with forward attention = 2 x H x (d_qk + d_v) x seq_len
   per token per layer (QK^T and PV over the full context, not halved for causality).
 - MTP modules are counted separately (they train, but a served model may drop them).
+- A dense GQA config (llama, qwen2, qwen3: `dense.DenseConfig`) is counted by the same rules: its
+  attention is q/k/v/o (+ biases, + qwen3's per-head q/k norms), forward attention 2 x H x 2D x
+  seq_len per token per layer; its cache holds K and V of the G key/value heads, 2 G D per layer,
+  which `kv_cache_bytes_per_token` reports (`mla_cache_bytes_per_token` is 0).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Accounting:
     mha_cache_bytes_per_token: int  # what caching full keys and values for the same heads would take
     seq_len: int
     dtype_bytes: int
+    kv_cache_bytes_per_token: int = 0  # what the family's own cache holds (MLA: the latent; dense: K/V)
 
 
 def _attention_params(cfg: ModelConfig) -> int:
@@ -51,11 +56,11 @@ def _attention_params(cfg: ModelConfig) -> int:
     return q + kv + H * cfg.v_head_dim * C
 
 
-def _block_params(cfg: ModelConfig, layer_idx: int) -> tuple[int, int]:
-    """(total, active) parameters of one transformer block."""
+def _block_params(cfg: ModelConfig, moe: bool) -> tuple[int, int]:
+    """(total, active) parameters of one transformer block, dense or MoE."""
     C = cfg.hidden_size
     attn = _attention_params(cfg) + 2 * C  # + the two norms
-    if not cfg.layer_is_moe(layer_idx):
+    if not moe:
         mlp = 3 * C * cfg.intermediate_size
         return attn + mlp, attn + mlp
     expert = 3 * C * cfg.moe_intermediate_size
@@ -64,16 +69,22 @@ def _block_params(cfg: ModelConfig, layer_idx: int) -> tuple[int, int]:
 
 
 def _blocks_params(cfg: ModelConfig, start: int, count: int) -> tuple[int, int]:
-    """(total, active) parameters of blocks start .. start+count-1: dense ones, then MoE ones. Counted
-    per kind, not per layer, so a config of absurd depth is counted at once (the loader's memory check)."""
-    moe_from = max(start, min(cfg.first_k_dense_replace, start + count)) if cfg.is_moe else start + count
-    n_dense, n_moe = moe_from - start, start + count - moe_from
-    dense, moe = _block_params(cfg, start), _block_params(cfg, moe_from)
+    """(total, active) parameters of blocks start .. start+count-1. Counted per kind, not per layer, so
+    a config of absurd depth is counted at once (the loader's memory check): the MoE layers are the
+    multiples of moe_layer_freq in [max(start, first_k_dense_replace), start + count)."""
+    n_moe = 0
+    if cfg.is_moe:
+        lo, hi, f = max(start, cfg.first_k_dense_replace), start + count, cfg.moe_layer_freq
+        n_moe = max(0, (hi + f - 1) // f - (lo + f - 1) // f)
+    n_dense = count - n_moe
+    dense, moe = _block_params(cfg, False), _block_params(cfg, True)
     return n_dense * dense[0] + n_moe * moe[0], n_dense * dense[1] + n_moe * moe[1]
 
 
-def account(cfg: ModelConfig, seq_len: int | None = None, dtype_bytes: int = 2) -> Accounting:
+def account(cfg, seq_len: int | None = None, dtype_bytes: int = 2) -> Accounting:
     seq_len = seq_len or cfg.max_position_embeddings
+    if _is_dense(cfg):
+        return _account_dense(cfg, seq_len, dtype_bytes)
     C, V, H = cfg.hidden_size, cfg.vocab_size, cfg.num_attention_heads
     embedding = V * C
     head = 0 if cfg.tie_word_embeddings else V * C
@@ -84,6 +95,7 @@ def account(cfg: ModelConfig, seq_len: int | None = None, dtype_bytes: int = 2) 
     attn_forward = 2 * H * (cfg.qk_head_dim + cfg.v_head_dim) * seq_len * cfg.num_hidden_layers
     forward = 2 * (active - embedding) + attn_forward
     L = cfg.num_hidden_layers
+    mla_cache = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * L * dtype_bytes
     return Accounting(
         total_params=total,
         active_params=active,
@@ -91,18 +103,58 @@ def account(cfg: ModelConfig, seq_len: int | None = None, dtype_bytes: int = 2) 
         embedding_params=embedding,
         train_flops_per_token=3 * forward,
         forward_flops_per_token=forward,
-        mla_cache_bytes_per_token=(cfg.kv_lora_rank + cfg.qk_rope_head_dim) * L * dtype_bytes,
+        mla_cache_bytes_per_token=mla_cache,
         mha_cache_bytes_per_token=H * (cfg.qk_head_dim + cfg.v_head_dim) * L * dtype_bytes,
         seq_len=seq_len,
         dtype_bytes=dtype_bytes,
+        kv_cache_bytes_per_token=mla_cache,
+    )
+
+
+def _is_dense(cfg) -> bool:
+    from nanoseek.model.dense import DenseConfig  # (dense.py counts its parameters here: imported late)
+
+    return isinstance(cfg, DenseConfig)
+
+
+def _account_dense(cfg, seq_len: int, dtype_bytes: int) -> Accounting:
+    """`account` of a dense GQA config (dense.DenseConfig): every parameter is active."""
+    C, V, H, G, D, L = (
+        cfg.hidden_size,
+        cfg.vocab_size,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        cfg.num_hidden_layers,
+    )
+    attn = C * (H + 2 * G) * D + H * D * C  # q, k, v, o
+    attn += (H + 2 * G) * D * cfg.qkv_bias + C * cfg.o_bias + 2 * D * cfg.qk_norm
+    block = attn + 3 * C * cfg.intermediate_size + 2 * C  # + the MLP and the two norms
+    embedding = V * C
+    total = embedding + (0 if cfg.tie_word_embeddings else V * C) + C + L * block  # + final norm
+    head = V * C  # the head's matmul runs even when its weight is the embedding's
+    forward = 2 * (total - embedding + (head if cfg.tie_word_embeddings else 0)) + 2 * H * 2 * D * seq_len * L
+    kv_cache = 2 * G * D * L * dtype_bytes
+    return Accounting(
+        total_params=total,
+        active_params=total,
+        mtp_params=0,
+        embedding_params=embedding,
+        train_flops_per_token=3 * forward,
+        forward_flops_per_token=forward,
+        mla_cache_bytes_per_token=0,
+        mha_cache_bytes_per_token=2 * H * D * L * dtype_bytes,
+        seq_len=seq_len,
+        dtype_bytes=dtype_bytes,
+        kv_cache_bytes_per_token=kv_cache,
     )
 
 
 def account_of(model: nn.Module, seq_len: int) -> Accounting:
-    """`account` of a DeepSeek-V3 model's config; a model of another family is counted from its
-    parameters as a dense model (every parameter active, 2 FLOPs per matmul parameter per token
+    """`account` of a DeepSeek-V3 or dense model's config; a model of another family is counted from
+    its parameters as a dense model (every parameter active, 2 FLOPs per matmul parameter per token
     forward, attention's scores left out; no cache figures)."""
-    if isinstance(model.config, ModelConfig):
+    if isinstance(model.config, ModelConfig) or _is_dense(model.config):
         return account(model.config, seq_len)
     total = sum(p.numel() for p in model.parameters())
     embedding = model.embed_tokens.weight.numel()

@@ -31,11 +31,12 @@ from torch import nn
 
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.kernels import causal_attention, fused_linear, linear
+from nanoseek.model.kv_cache import SlotCache
 from nanoseek.model.layers import RMSNorm
 from nanoseek.model.rope import apply_rope
 
 
-class LatentCache:
+class LatentCache(SlotCache):
     """Preallocated MLA cache: per layer, the normalized latent and the rotated rope key of each token.
 
     kv[layer]: (num_slots, max_len, R + Dr), one row [latent | rope key] per token, so decoding reads
@@ -55,22 +56,9 @@ class LatentCache:
         # MTP modules are attention layers too; speculative decoding caches them after the main layers
         n_layers = cfg.num_hidden_layers + (cfg.num_nextn_predict_layers if with_mtp else 0)
         R, Dr = cfg.kv_lora_rank, cfg.qk_rope_head_dim
-        self.kv = [
-            torch.zeros(num_slots, max_len, R + Dr, device=device, dtype=dtype) for _ in range(n_layers)
-        ]
+        super().__init__(n_layers, num_slots, max_len, R + Dr, device, dtype)
         self.latent = [t[..., :R] for t in self.kv]
         self.rope_key = [t[..., R:] for t in self.kv]
-        self.num_slots, self.max_len = num_slots, max_len
-
-    @property
-    def bytes_per_token(self) -> int:
-        total = sum(t.untyped_storage().nbytes() for t in self.kv)
-        return total // (self.num_slots * self.max_len)
-
-    def copy_slot(self, src: int, dst: int, length: int) -> None:
-        """Forks a sequence: slot `dst` gets slot `src`'s first `length` positions (prefix sharing)."""
-        for t in self.kv:
-            t[dst, :length] = t[src, :length]
 
 
 class MLA(nn.Module):

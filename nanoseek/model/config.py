@@ -1,10 +1,22 @@
-"""ModelConfig: every shape and routing knob of a DeepSeek-V3 model, under Hugging Face's field names.
+"""ModelConfig: every shape and routing knob of a DeepSeek-V3 or DeepSeek-V2 model, under HF's field names.
 
-The field names are those of `transformers.DeepseekV3Config` (and DeepSeek's own config.json), so a
-config.json written by either loads here and ours loads there:
+The field names are those of `transformers.DeepseekV3Config` / `DeepseekV2Config` (and DeepSeek's own
+config.json), so a config.json written by either loads here and ours loads there:
 
     cfg = ModelConfig.from_hf_dict(json.load(open("config.json")))
     json.dump(cfg.to_hf_dict(), open("config.json", "w"))
+
+`model_type` says which DeepSeek generation the config describes; both run on the same model code and
+differ in the router (what transformers' two classes hard-wire, so the pair is fixed by model_type):
+
+    deepseek_v3: scoring_func sigmoid, topk_method noaux_tc (bias-corrected, groups scored by their
+                 top-2), norm_topk_prob true as V3 ships it, multi-token prediction allowed
+    deepseek_v2: scoring_func softmax, topk_method greedy or group_limited_greedy (groups scored by
+                 their best expert), norm_topk_prob false, no e_score_correction_bias, no MTP
+
+`scoring_func`, `topk_method` and `norm_topk_prob` left as None take the model_type's value above.
+V2 with norm_topk_prob true is refused: transformers' DeepseekV2 ignores the field while DeepSeek's own
+code would then normalize and drop routed_scaling_factor, so no reading of it is the published one.
 
 A few fields are nanoseek's own training knobs (marked below); they ride along in config.json and
 other loaders ignore them. A dense model is the same config with `n_routed_experts = 0`. Every field's
@@ -18,13 +30,19 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
+
+# model_type -> (architectures entry, scoring_func, allowed topk_methods (the first is the default),
+# norm_topk_prob default)
+GENERATIONS = {
+    "deepseek_v3": ("DeepseekV3ForCausalLM", "sigmoid", ("noaux_tc",), True),
+    "deepseek_v2": ("DeepseekV2ForCausalLM", "softmax", ("greedy", "group_limited_greedy"), False),
+}
 
 
 @dataclass
 class ModelConfig:
-    model_type: ClassVar[str] = "deepseek_v3"  # config.json's model_type: the registry's family
-
+    model_type: str = "deepseek_v3"  # config.json's model_type: the registry's family (GENERATIONS)
     vocab_size: int = 512
     hidden_size: int = 64
     intermediate_size: int = 192  # dense MLP width (layers < first_k_dense_replace, or all if dense)
@@ -44,10 +62,11 @@ class ModelConfig:
     n_group: int = 1
     topk_group: int = 1
     routed_scaling_factor: float = 1.0
-    norm_topk_prob: bool = True
+    norm_topk_prob: bool | None = None  # None: the model_type's (V3 true, V2 false)
     first_k_dense_replace: int = 1
-    scoring_func: str = "sigmoid"
-    topk_method: str = "noaux_tc"
+    moe_layer_freq: int = 1  # layer i >= first_k_dense_replace is MoE when i % moe_layer_freq == 0
+    scoring_func: str | None = None  # None: the model_type's (sigmoid for V3, softmax for V2)
+    topk_method: str | None = None  # None: the model_type's (noaux_tc for V3, greedy for V2)
     # MTP
     num_nextn_predict_layers: int = 0
     # positions
@@ -61,8 +80,9 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     bos_token_id: int = 0
     eos_token_id: int = 1
-    # nanoseek's own training knobs (ignored by other loaders)
-    aux_loss_alpha: float = 0.0  # weight of the sequence-wise balance loss (V3 used 1e-4)
+    # training knobs (transformers ignores them; aux_loss_alpha and seq_aux are DeepSeek's own fields)
+    aux_loss_alpha: float = 0.0  # weight of the expert-level balance loss (V3 used 1e-4, V2 1e-3)
+    seq_aux: bool = True  # balance loss per sequence (V2, V3); false: over the whole batch
     bias_update_speed: float = 0.001  # gamma of auxiliary-loss-free balancing
     mtp_loss_weight: float = 0.3  # lambda of the MTP loss
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown HF fields, kept for round trips
@@ -70,7 +90,16 @@ class ModelConfig:
     def __post_init__(self):
         if self.q_lora_rank is None:
             self.q_lora_rank = 0
+        if not isinstance(self.model_type, str) or self.model_type not in GENERATIONS:
+            raise ValueError(
+                f"model_type: expected one of {', '.join(GENERATIONS)}, got {show_value(self.model_type)}"
+            )
+        _, scoring, methods, norm = GENERATIONS[self.model_type]
+        self.scoring_func = scoring if self.scoring_func is None else self.scoring_func
+        self.topk_method = methods[0] if self.topk_method is None else self.topk_method
+        self.norm_topk_prob = norm if self.norm_topk_prob is None else self.norm_topk_prob
         check_fields(self)
+        check_routing(self)
         if self.n_routed_experts:
             if self.num_experts_per_tok < 1:
                 raise ValueError(
@@ -82,19 +111,26 @@ class ModelConfig:
                 )
             if not 1 <= self.topk_group <= self.n_group:
                 raise ValueError(f"topk_group: {self.topk_group} must be in [1, n_group={self.n_group}]")
-            if self.num_experts_per_tok > self.topk_group * (self.n_routed_experts // self.n_group):
+            grouped = self.topk_method != "greedy"  # greedy routing ignores the groups
+            if grouped and self.num_experts_per_tok > self.topk_group * (
+                self.n_routed_experts // self.n_group
+            ):
                 raise ValueError(
                     f"num_experts_per_tok: {self.num_experts_per_tok} exceeds the experts in the selected "
                     f"groups (topk_group {self.topk_group} x {self.n_routed_experts // self.n_group} per group)"
                 )
-            if self.n_routed_experts // self.n_group < 2 and self.n_group > 1:
+            if not grouped and self.num_experts_per_tok > self.n_routed_experts:
+                raise ValueError(
+                    f"num_experts_per_tok: {self.num_experts_per_tok} exceeds n_routed_experts {self.n_routed_experts}"
+                )
+            if (
+                self.topk_method == "noaux_tc"
+                and self.n_routed_experts // self.n_group < 2
+                and self.n_group > 1
+            ):
                 raise ValueError(
                     "n_group: group-limited routing scores a group by its top-2 experts: need >= 2 per group"
                 )
-        if self.scoring_func != "sigmoid":
-            raise ValueError(
-                f"scoring_func: {self.scoring_func!r}; only DeepSeek-V3's 'sigmoid' is supported"
-            )
 
     # ------------------------------------------------------------------ derived shapes
     @property
@@ -106,7 +142,9 @@ class ModelConfig:
         return self.n_routed_experts > 0
 
     def layer_is_moe(self, layer_idx: int) -> bool:
-        return self.is_moe and layer_idx >= self.first_k_dense_replace
+        return (
+            self.is_moe and layer_idx >= self.first_k_dense_replace and layer_idx % self.moe_layer_freq == 0
+        )
 
     @property
     def softmax_scale(self) -> float:
@@ -127,9 +165,9 @@ class ModelConfig:
         d["num_key_value_heads"] = self.num_attention_heads
         d["hidden_act"] = "silu"
         d["attention_bias"] = False
-        d["rope_interleave"] = True
-        d["model_type"] = self.model_type
-        d["architectures"] = ["DeepseekV3ForCausalLM"]
+        if self.model_type == "deepseek_v3":  # transformers' V2 always reads the pairs interleaved
+            d["rope_interleave"] = True
+        d["architectures"] = [GENERATIONS[self.model_type][0]]
         d["torch_dtype"] = "float32"
         if self.rope_scaling is not None:
             d["rope_scaling"] = dict(self.rope_scaling)
@@ -184,7 +222,6 @@ _DERIVED_HF_FIELDS = {
     "hidden_act",
     "attention_bias",
     "rope_interleave",
-    "model_type",
     "architectures",
     "torch_dtype",
     "dtype",
@@ -217,6 +254,7 @@ _POSITIVE_INTS = (
     "n_group",
     "topk_group",
     "max_position_embeddings",
+    "moe_layer_freq",
 )
 _NON_NEGATIVE_INTS = (
     "q_lora_rank",
@@ -230,7 +268,7 @@ _NON_NEGATIVE_INTS = (
 )
 _POSITIVE_FLOATS = ("rope_theta", "rms_norm_eps", "routed_scaling_factor")
 _NON_NEGATIVE_FLOATS = ("initializer_range", "aux_loss_alpha", "bias_update_speed", "mtp_loss_weight")
-_BOOLS = ("norm_topk_prob", "tie_word_embeddings")
+_BOOLS = ("norm_topk_prob", "tie_word_embeddings", "seq_aux")
 _STRINGS = ("scoring_func", "topk_method")
 
 
@@ -257,6 +295,29 @@ def check_fields(cfg: ModelConfig) -> None:
         )
     if cfg.rope_scaling is not None:
         _check_rope_scaling(cfg.rope_scaling)
+
+
+def check_routing(cfg: ModelConfig) -> None:
+    """The router fields against the model_type's (GENERATIONS): transformers picks the router by
+    model_type alone, so a config.json that says otherwise would run differently there."""
+    _, scoring, methods, _ = GENERATIONS[cfg.model_type]
+    if cfg.scoring_func != scoring:
+        raise ValueError(
+            f"scoring_func: {cfg.model_type} scores experts with {scoring!r}, got {cfg.scoring_func!r}"
+        )
+    if cfg.topk_method not in methods:
+        expected = " or ".join(repr(m) for m in methods)
+        raise ValueError(f"topk_method: {cfg.model_type} routes with {expected}, got {cfg.topk_method!r}")
+    if cfg.model_type == "deepseek_v2":
+        if cfg.norm_topk_prob:
+            raise ValueError(
+                "norm_topk_prob: expected false for deepseek_v2 (as V2 and V2-Lite ship it; transformers' "
+                "DeepseekV2 never normalizes the top-k weights), got true"
+            )
+        if cfg.num_nextn_predict_layers:
+            raise ValueError(
+                f"num_nextn_predict_layers: deepseek_v2 has no multi-token prediction, got {cfg.num_nextn_predict_layers}"
+            )
 
 
 def _check_rope_scaling(rs: Any) -> None:

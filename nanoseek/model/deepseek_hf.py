@@ -1,4 +1,8 @@
-"""DeepSeek-V3 in the registry: its Hugging Face key map and what its strict load checks and says.
+"""DeepSeek-V3 and DeepSeek-V2 in the registry: their Hugging Face key map and what a strict load checks.
+
+Both generations are the DeepSeekV3 class under one key map; config.json's model_type ("deepseek_v3",
+"deepseek_v2") picks the router (config.py). transformers' DeepseekV2ForCausalLM uses the same names
+as V3 without `e_score_correction_bias` (V2's router has no bias) and without MTP layers.
 
     from nanoseek.model.deepseek_hf import from_hf_state_dict, to_hf_state_dict
     hf = to_hf_state_dict(model)                    # our names -> HF names, experts split per expert
@@ -213,6 +217,7 @@ SHAPES = (
 )
 PRESENCE = (
     (r"\.(q_proj|q_a_proj|q_b_proj|q_a_layernorm)\.", "q_lora_rank"),
+    (r"\.gate\.e_score_correction_bias$", "model_type / topk_method"),  # V3's router only
     (r"\.shared_experts\.", "n_shared_experts"),
     (r"\.mlp\.(experts|gate)\.|\.mlp\.(gate|up|down)_proj", "n_routed_experts / first_k_dense_replace"),
     (r"^mtp\.", "num_nextn_predict_layers"),
@@ -229,8 +234,11 @@ def build_counts(cfg: ModelConfig) -> tuple[int, int]:
     return params, 2 * cfg.max_position_embeddings * (cfg.qk_rope_head_dim // 2)
 
 
-# the family: (model_type, model_cls, config_cls, cache_cls, to_hf, from_hf, hints), as registry.Family
+# the families: (model_type, model_cls, config_cls, cache_cls, to_hf, from_hf, hints), as registry.Family
 HINTS = LoadHints(fit_config, check_layers, hf_name, shown_shape, SHAPES, PRESENCE, build_counts)
 DEEPSEEK_V3 = register(
     Family("deepseek_v3", DeepSeekV3, ModelConfig, LatentCache, to_hf_state_dict, from_hf_state_dict, HINTS)
+)
+DEEPSEEK_V2 = register(
+    Family("deepseek_v2", DeepSeekV3, ModelConfig, LatentCache, to_hf_state_dict, from_hf_state_dict, HINTS)
 )

@@ -12,11 +12,18 @@ residual stream per layer), with DeepSeek-V3's proportions where they make sense
     expert width = C / 4; dense MLP width = 8C / 3; first layer dense, the rest MoE; 1 shared expert
 
 The `v3-671b` rung is DeepSeek-V3's published config, for `nanoseek info` (you cannot train it here).
+
+`dense_config_for_depth` is the same ladder for a dense GQA decoder shaped like llama, qwen2 or qwen3
+(the families' own distinctive parts: qwen2's q/k/v bias, qwen3's q/k norm): hidden C = 64 d, heads
+H = max(2, d) of D = C / H, G = max(1, H / 2) key/value heads (GQA ratio 2), SwiGLU width 8C / 3, rope
+theta 10^4 (llama) or 10^6 (the Qwens); the head is tied to the embedding when asked (qwen2's default,
+as in Qwen2.5's small sizes).
 """
 
 from __future__ import annotations
 
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.dense import DenseConfig
 
 
 def config_for_depth(
@@ -102,3 +109,28 @@ def preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} (or a model directory)")
     return PRESETS[name].replace()
+
+
+def dense_config_for_depth(
+    depth: int,
+    model_type: str = "llama",
+    vocab_size: int = 512,
+    max_position_embeddings: int = 1024,
+    kv_heads: int | None = None,
+    tie_word_embeddings: bool | None = None,
+) -> DenseConfig:
+    C = 64 * depth
+    H = max(2, depth)
+    return DenseConfig(
+        model_type=model_type,
+        vocab_size=vocab_size,
+        hidden_size=C,
+        intermediate_size=(8 * C // 3 + 63) // 64 * 64,
+        num_hidden_layers=depth,
+        num_attention_heads=H,
+        num_key_value_heads=kv_heads or max(1, H // 2),
+        head_dim=C // H,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=10000.0 if model_type == "llama" else 1000000.0,
+        tie_word_embeddings=model_type == "qwen2" if tie_word_embeddings is None else tie_word_embeddings,
+    )

@@ -5,7 +5,7 @@
     family = get_family("deepseek_v3")               # Family(model_cls=DeepSeekV3, config_cls=ModelConfig, ...)
     families()                                        # ['deepseek_v3']
 
-A family is one line of `register(Family(...))` beside its model code (deepseek_hf.py for DeepSeek-V3):
+A family is one line of `register(Family(...))` beside its model code (deepseek_hf.py for DeepSeek-V3 and V2):
 the model class, its config class (`from_hf_dict`, `to_hf_dict`, and a `model_type` attribute naming
 the family), its cache class, and its Hugging Face key map as two functions. The generic loader
 (checkpoint.py) reads config.json, finds the family by model_type, builds the config and the model,
@@ -19,6 +19,8 @@ Every cache: `kv`, one tensor per layer shaped (num_slots, max_len, width) (MLA:
 qk_rope_head_dim; a GQA K/V cache: 2 * kv_heads * head_dim), `copy_slot(src, dst, length)`,
 `num_slots`, `max_len`, `bytes_per_token`. Code outside nanoseek.model makes caches only through
 `model.new_cache(...)`.
+
+A model class inherits `PretrainedModel` (from_pretrained, save_pretrained, device).
 
 `LoadHints` are what a family tells the strict loader so that a mismatch is one CheckpointError line
 naming the files' tensor and the config field at fault; each has a neutral default.
@@ -90,6 +92,27 @@ def get_family(model_type: Any, where: str | Path = "config.json") -> Family:
         got = "missing" if model_type is None else f"{model_type!r} is not supported"
         raise CheckpointError(where, f"model_type: {got}; supported: {', '.join(families())}", "model_type")
     return family
+
+
+class PretrainedModel(nn.Module):
+    """What every family's model class inherits: loading and saving a Hugging Face model directory, and
+    the device its weights are on (its `embed_tokens`)."""
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device=None, dtype=None):
+        """A model directory of this class's family (CheckpointError if it is another's)."""
+        from nanoseek.model.checkpoint import from_pretrained
+
+        return from_pretrained(path, device=device, dtype=dtype, model_cls=cls)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from nanoseek.model.checkpoint import save_model
+
+        save_model(self, path)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
 
 
 def family_of(model: nn.Module) -> Family:

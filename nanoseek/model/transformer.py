@@ -5,6 +5,9 @@
     losses = model(input_ids, targets=targets)         # Losses(total, lm, mtp, balance)
     model.save_pretrained("out/")                      # a Hugging Face DeepseekV3ForCausalLM directory
 
+The same class runs DeepSeek-V2 and V2-Lite: `ModelConfig(model_type="deepseek_v2", ...)` switches the
+router to V2's softmax gating (moe.py) and saves a DeepseekV2ForCausalLM directory; V2 has no MTP.
+
 Multi-token prediction (DeepSeek-V3 sec. 2.2): MTP module k (1-based) takes the previous depth's
 hidden state h^{k-1} at position i and the embedding of token t_{i+k}, and predicts t_{i+k+1}:
 
@@ -24,7 +27,6 @@ identity and the initial loss is exactly ln(vocab). Router weights N(0, 1/fan_in
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -36,6 +38,7 @@ from nanoseek.model.config import ModelConfig
 from nanoseek.model.kernels import linear, linear_cross_entropy, plain_linear
 from nanoseek.model.layers import MLP, RMSNorm
 from nanoseek.model.moe import MoE
+from nanoseek.model.registry import PretrainedModel
 from nanoseek.model.rope import RotaryEmbedding
 
 
@@ -82,7 +85,7 @@ class MTPModule(nn.Module):
         return self.block(h, cos, sin, cache, positions, slots)
 
 
-class DeepSeekV3(nn.Module):
+class DeepSeekV3(PretrainedModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -194,24 +197,9 @@ class DeepSeekV3(nn.Module):
             if buf_name.endswith("e_score_correction_bias"):
                 buf.zero_()
 
-    # ------------------------------------------------------------------ checkpoints
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device=None, dtype=None) -> DeepSeekV3:
-        from nanoseek.model.checkpoint import from_pretrained
-
-        return from_pretrained(path, device=device, dtype=dtype, model_cls=cls)
-
-    def save_pretrained(self, path: str | Path) -> None:
-        from nanoseek.model.checkpoint import save_model
-
-        save_model(self, path)
-
+    # ------------------------------------------------------------------ the cache (checkpoints: PretrainedModel)
     def new_cache(self, num_slots: int, max_len: int, with_mtp: bool = False, dtype=None) -> LatentCache:
         p = self.embed_tokens.weight
         return LatentCache(
             self.config, num_slots, max_len, device=p.device, dtype=dtype or p.dtype, with_mtp=with_mtp
         )
-
-    @property
-    def device(self) -> torch.device:
-        return self.embed_tokens.weight.device

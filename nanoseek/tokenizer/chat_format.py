@@ -4,6 +4,15 @@ Every part of nanoseek (SFT, GRPO, distill, eval, serve) renders and parses conv
 this module; nothing else may hand-build prompts. The Jinja `CHAT_TEMPLATE` saved with every
 tokenizer renders exactly the same tokens, so `transformers`, vLLM and llama.cpp agree with us.
 
+A tokenizer that brings its own chat template (a Qwen, Llama or R1-distill checkpoint; see
+`chat_template.py`) renders through that template instead, with the same functions: `render` gives
+ids and a loss mask over the assistant turns (from the end of each turn's generation prompt through
+its end-of-turn token), `render_prompt` the prompt (`think=False` is passed to the template as
+`enable_thinking=False`, what Qwen3 reads; `tools` as `tools`), and `prompt_opens_think` says whether
+a prompt leaves the model inside a think block (R1's format and R1-distill's template write
+`<think>\n` into the generation prompt; Qwen3 lets the model open it), which is the `think` that
+`split_completion` and the engine's streaming split take.
+
 A conversation is a list of messages
     {"role": "system" | "user" | "assistant", "content": str,
      "reasoning_content": str (optional, assistant only)}
@@ -48,6 +57,8 @@ For base models (R1-Zero) there is the plain-text prompt of the R1 paper, `r1_ze
 from __future__ import annotations
 
 from typing import Any, Protocol
+
+from nanoseek.tokenizer.chat_template import ChatTemplate, Rendered, Span
 
 # DeepSeek-R1's special tokens (note the fullwidth ｜ U+FF5C and the ▁ U+2581 characters).
 BOS = "<｜begin▁of▁sentence｜>"
@@ -104,7 +115,15 @@ R1_ZERO_TEMPLATE = (
 )
 
 
+# The end-of-turn texts of the template families we know, where `split_completion` cuts a completion
+# decoded with its special tokens (R1's EOS first).
+END_OF_TURN_TEXTS = (EOS, "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>")
+
+
 class TokenizerLike(Protocol):
+    """What rendering needs (nanoseek.tokenizer.Tokenizer; a template-carrying one also has
+    `chat_template` and `encode_offsets`)."""
+
     def encode_ordinary(self, text: str) -> list[int]: ...
     def token_to_id(self, token: str) -> int | None: ...
 
@@ -204,32 +223,123 @@ def _encode(tokenizer: TokenizerLike, pieces: list[Segment]) -> tuple[list[int],
     return ids, mask
 
 
+def encode_rendered(
+    tokenizer: Any, rendered: Rendered, spans: list[Span] = ()
+) -> tuple[list[int], list[int]]:
+    """Token ids of a template's rendering and a mask of the tokens overlapping `spans`.
+
+    The text is encoded as a whole, as transformers encodes it, except the control-token text that
+    came from inside a message (`rendered.plain`), which is encoded as plain text between the pieces
+    around it. Each later piece is encoded after a "\\n" that is then dropped, so a SentencePiece
+    tokenizer adds no prefix space to it (transformers' `encode_marked_chat` does the same)."""
+    text = rendered.text
+    cuts = [0, *(x for span in rendered.plain for x in span), len(text)]
+    newline = tokenizer.encode_offsets("\n")[0]
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    for k, (start, end) in enumerate(zip(cuts, cuts[1:])):
+        if start == end:
+            continue
+        piece, ordinary = text[start:end], k % 2 == 1
+        piece_ids, piece_offsets = tokenizer.encode_offsets("\n" + piece, ordinary) if k else ([], [])
+        if k and piece_ids[: len(newline)] == newline:
+            piece_ids, piece_offsets, shift = (
+                piece_ids[len(newline) :],
+                piece_offsets[len(newline) :],
+                start - 1,
+            )
+        else:
+            (piece_ids, piece_offsets), shift = tokenizer.encode_offsets(piece, ordinary), start
+        ids += piece_ids
+        offsets += [(a + shift, b + shift) for a, b in piece_offsets]
+    return ids, _overlap_mask(offsets, spans)
+
+
+def _overlap_mask(offsets: list[tuple[int, int]], spans: list[Span]) -> list[int]:
+    """1 for each token whose characters overlap one of the (sorted) spans, as transformers marks
+    `assistant_masks`: one pass over both."""
+    mask = [0] * len(offsets)
+    k = 0
+    for t, (start, end) in enumerate(offsets):
+        while k < len(spans) and start >= spans[k][1]:
+            k += 1
+        if k == len(spans):
+            break
+        mask[t] = int(end > spans[k][0])
+    return mask
+
+
+def _template(tokenizer: TokenizerLike) -> ChatTemplate | None:
+    """The tokenizer's own chat template; None for R1's format; ValueError if it has neither."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template is None and not getattr(tokenizer, "r1_format", True):
+        raise ValueError(
+            "this tokenizer has no chat template (tokenizer_config.json has no chat_template) and not "
+            "R1's control tokens: it cannot render a conversation; give the model a chat template"
+        )
+    return template
+
+
 def render(tokenizer: TokenizerLike, conversation: list[Message]) -> tuple[list[int], list[int]]:
-    """Token ids of a whole conversation and its loss mask (1 on assistant turns after <｜Assistant｜>)."""
-    return _encode(tokenizer, segments(conversation))
+    """Token ids of a whole conversation and its loss mask (1 on assistant turns after <｜Assistant｜>;
+    with a model's own template, after each turn's generation prompt, through its end-of-turn token)."""
+    template = _template(tokenizer)
+    if template is None:
+        return _encode(tokenizer, segments(conversation))
+    validate(conversation)
+    full = template.rendered(conversation)
+    return encode_rendered(tokenizer, full, template.assistant_spans(conversation, full))
 
 
 def render_prompt(
-    tokenizer: TokenizerLike, messages: list[Message], add_generation_prompt: bool = True, think: bool = True
+    tokenizer: TokenizerLike,
+    messages: list[Message],
+    add_generation_prompt: bool = True,
+    think: bool = True,
+    tools: list[dict] | None = None,
 ) -> list[int]:
     """Token ids of a prompt: the messages, then `<｜Assistant｜><think>\\n` (think=False: an empty,
-    closed think block `<｜Assistant｜><think>\\n</think>\\n\\n`)."""
-    return _encode(tokenizer, segments(messages, add_generation_prompt, think))[0]
+    closed think block `<｜Assistant｜><think>\\n</think>\\n\\n`). With a model's own template: its
+    generation prompt, rendered with `enable_thinking=think` and `tools`."""
+    template = _template(tokenizer)
+    if template is None:
+        if tools is not None:
+            raise ValueError(
+                "R1's chat format has no tool definitions; tools need a model's own chat template"
+            )
+        return _encode(tokenizer, segments(messages, add_generation_prompt, think))[0]
+    validate(messages)
+    rendered = template.rendered(messages, add_generation_prompt, tools=tools, enable_thinking=think)
+    return encode_rendered(tokenizer, rendered)[0]
+
+
+def prompt_opens_think(tokenizer: TokenizerLike, prompt_ids: list[int]) -> bool:
+    """Whether a prompt leaves the model inside a think block: its last `<think>` comes after its last
+    `</think>` (R1's `think=True` prompt, R1-distill's and QwQ's templates). The completion then starts
+    with reasoning and has only the `</think>`; pass this as `think` to `split_completion`."""
+    think_id, end_id = tokenizer.token_to_id(THINK), tokenizer.token_to_id(END_THINK)
+    if think_id is None or think_id not in prompt_ids:
+        return False
+    last_think = len(prompt_ids) - 1 - prompt_ids[::-1].index(think_id)
+    return end_id not in prompt_ids[last_think:]
 
 
 def split_completion(text: str, think: bool = True) -> tuple[str, str]:
     """Split generated text into (reasoning_content, content), both stripped of surrounding whitespace.
 
     `text` is what the model generated after a `render_prompt` prompt, decoded with or without
-    special tokens. Tolerant of what small models do:
-    - it is cut at the first EOS text if there is one (anything after it is ignored);
+    special tokens; `think` is whether that prompt opened a think block (`prompt_opens_think`).
+    Tolerant of what small models do:
+    - it is cut at the first end-of-turn text if there is one (EOS, `<|im_end|>`, `<|eot_id|>`, ...:
+      `END_OF_TURN_TEXTS`; anything after it is ignored);
     - with a `</think>`: reasoning is the text before the first `</think>` (after a `<think>` if the
       model opened one again; text before that `<think>` is dropped), content is the text after it;
     - without a `</think>`: if the model wrote a `<think>`, everything after it is reasoning;
       otherwise everything is reasoning when the prompt opened a think block (`think=True`, the thinking
       never finished) and everything is content when it did not (`think=False`).
     """
-    text = text.split(EOS, 1)[0]
+    for end in END_OF_TURN_TEXTS:
+        text = text.split(end, 1)[0]
     if END_THINK in text:
         reasoning, _, content = text.partition(END_THINK)
         if THINK in reasoning:

@@ -7,8 +7,8 @@ TOML recipe plus `section.key=value` overrides by the same functions.
     Path("runs/x/config.toml").write_text(to_toml(cfg))     # the resolved config, itself a recipe
     cfg = load_recipe(GRPOConfig, "recipes/grpo_r1.toml", overrides)   # any config made of sections
 
-A recipe has one TOML table per section ([run], [model], [data], [train], [eval], [checkpoint], [cost]
-here); every key must be a field of that section's dataclass. An override `section.key=value` parses
+A recipe has one TOML table per section ([run], [model], [data], [train], [eval], [checkpoint], [cost],
+[lora] here); every key must be a field of that section's dataclass. An override `section.key=value` parses
 `value` as a TOML value (`50`, `3e-4`, `true`, `["a", "b"]`), and a bare word is taken as a string
 (`run.device=cpu`). Unknown keys, wrong types and out-of-range values raise `ConfigError` naming the
 key, e.g. `train.max_step: unknown key (did you mean train.max_steps?)`.
@@ -59,14 +59,30 @@ class RunSection:
 
 @dataclass
 class ModelSection:
+    family: str = "deepseek_v3"  # the architecture of a fresh model: deepseek_v3, or a dense GQA decoder
+    # shaped like llama, qwen2 or qwen3 (nanoseek.model.dense); ignored with init (the checkpoint's own)
     depth: int = 2  # the one size knob (nanoseek.model.config_for_depth); ignored with preset or init
-    preset: str = ""  # a named rung of the size ladder ("d4", "d16", ...) instead of depth
+    preset: str = ""  # a named rung of the size ladder ("d4", "d16", ...) instead of depth (deepseek_v3)
     init: str = ""  # start from this checkpoint (a model directory or a run directory); sft needs one
+    # deepseek_v3 only
     mtp: int | None = None  # MTP depths (num_nextn_predict_layers); default: the preset's (1)
     n_routed_experts: int | None = None  # 0 gives a dense model; default: derived from depth
     aux_loss_alpha: float | None = None  # sequence-wise balance loss weight; default 0 (V3 used 1e-4)
     bias_update_speed: float | None = None  # gamma of aux-loss-free balancing; default 1e-3
     mtp_loss_weight: float | None = None  # lambda of the MTP loss; default 0.3
+    mtp_loss_weight_late: float | None = None  # lambda from model.mtp_switch of the steps on (DeepSeek-V3:
+    # 0.3 for the first 10T of 14.8T tokens, then 0.1); default: mtp_loss_weight throughout
+    mtp_switch: float = 0.7  # fraction of train.max_steps after which mtp_loss_weight_late applies
+    # dense families only (nanoseek.model.dense_config_for_depth)
+    kv_heads: int | None = None  # num_key_value_heads; default: half the query heads (GQA ratio 2)
+    tie_embeddings: bool | None = None  # lm_head shares embed_tokens; default: qwen2 yes, others no
+    rules: ClassVar = {"family": ("deepseek_v3", "llama", "qwen2", "qwen3"), "kv_heads": POSITIVE}
+    rules |= {"mtp_switch": "[0, 1]"}
+
+    # keys that make sense for one kind of family only (set for the other: a ConfigError)
+    DEEPSEEK_ONLY: ClassVar = ("preset", "mtp", "n_routed_experts", "aux_loss_alpha", "bias_update_speed")
+    DEEPSEEK_ONLY += ("mtp_loss_weight", "mtp_loss_weight_late")
+    DENSE_ONLY: ClassVar = ("kv_heads", "tie_embeddings")
 
 
 @dataclass
@@ -146,6 +162,16 @@ class CostSection:
 
 
 @dataclass
+class LoRASection:  # low-rank adapters instead of full fine-tuning (nanoseek.train.lora); sft and grpo
+    rank: int = 0  # r; 0 = off (every weight trains)
+    alpha: float = 16.0  # the adapters' output is scaled by alpha / rank
+    dropout: float = 0.0  # on the adapters' input, in training
+    targets: list[str] = field(default_factory=list)  # layer names (q_proj, kv_b_proj, down_proj, ...);
+    # [] = every attention and dense-MLP projection of the decoder blocks (routed experts stay frozen)
+    rules: ClassVar = {"alpha": POSITIVE, "dropout": "[0, 1)"}
+
+
+@dataclass
 class TrainConfig:
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -154,6 +180,7 @@ class TrainConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     cost: CostSection = field(default_factory=CostSection)
+    lora: LoRASection = field(default_factory=LoRASection)
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}  # type: ignore[misc]
@@ -411,6 +438,16 @@ def validate(cfg: TrainConfig) -> None:
                 f"data.synthetic: unknown task(s) {unknown}; choose from {', '.join(SYNTHETIC_TASKS)} "
                 "(comma-separated to mix)"
             )
+    m = cfg.model
+    wrong = ModelSection.DENSE_ONLY if m.family == "deepseek_v3" else ModelSection.DEEPSEEK_ONLY
+    for key in wrong:
+        if getattr(m, key) not in (None, ""):
+            other = "a dense family (llama, qwen2, qwen3)" if m.family == "deepseek_v3" else "deepseek_v3"
+            raise ConfigError(f"model.{key}: only for {other}, but model.family is {m.family!r}")
+    if cfg.lora.rank and not cfg.model.init:
+        raise ConfigError("lora.rank: LoRA adapts a trained model; set model.init (--init)")
+    if cfg.lora.rank and cfg.train.fsdp:
+        raise ConfigError("lora.rank: LoRA runs under DDP or in one process, not with train.fsdp")
     if not cfg.model.preset and not cfg.model.init and cfg.model.depth < 1:
         raise ConfigError("model.depth: must be >= 1 (or set model.preset / model.init)")
     if cfg.model.preset:

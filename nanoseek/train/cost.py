@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from nanoseek.markdown import table
-from nanoseek.model import ModelConfig, account
+from nanoseek.model import account
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, FLOP/s per device.
 # Matched by substring of torch.cuda.get_device_name(), first match wins (so "H100 PCIe" precedes "H100").
@@ -48,10 +48,11 @@ KNOWN_PEAK_FLOPS: list[tuple[str, float]] = [
 DEEPSEEK_V3 = {"device": "H800", "device_hours": 2.788e6, "price_per_device_hour": 2.0, "dollars": 5.576e6}
 
 
-def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs (forward + backward) per token of a model with this config, MTP included."""
+def train_flops_per_token(cfg, seq_len: int) -> float:
+    """Training FLOPs (forward + backward) per token of a model with this config (DeepSeek-V3's or a
+    dense family's), MTP included."""
     main = account(cfg, seq_len).train_flops_per_token
-    k = cfg.num_nextn_predict_layers
+    k = getattr(cfg, "num_nextn_predict_layers", 0)  # a dense family has no MTP
     if not k:
         return main
     # an MTP block costs what one more (MoE) layer of the main model costs, counted by the same rules

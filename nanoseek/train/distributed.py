@@ -88,7 +88,7 @@ def wrap_model(model: nn.Module, env: DistEnv, fsdp: bool = False, compile: bool
         policy = MixedPrecisionPolicy()  # bf16 comes from autocast; parameters and reductions stay fp32
         # one unit per transformer block; the MTP modules' own norms and eh_proj stay with the root
         # (the model calls their shared_head norm outside the module's forward)
-        for block in [*model.layers, *(m.block for m in model.mtp)]:
+        for block in [*model.layers, *(m.block for m in getattr(model, "mtp", ()))]:  # dense: no MTP
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
         wrapped = model

@@ -38,7 +38,8 @@ from nanoseek.data import (
     read_manifest,
     tokenize_corpus,
 )
-from nanoseek.model import DeepSeekV3, ModelConfig, config_for_depth, preset
+from nanoseek.model import ModelConfig, config_for_depth, dense_config_for_depth, from_pretrained, preset
+from nanoseek.model.registry import get_family
 from nanoseek.model.run_dirs import resolve_model_dir
 from nanoseek.tokenizer import Tokenizer, render_prompt, train_tokenizer
 from nanoseek.train.config import ConfigError, TrainConfig
@@ -232,39 +233,47 @@ def prepare_sft(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs:
 # ----------------------------------------------------------------------------------- the model
 
 
-def model_config(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
-    """The architecture of a fresh model: model.preset or config_for_depth(model.depth), sized to the
-    tokenizer and the sequence length, with the recipe's overrides."""
+def model_config(cfg: TrainConfig, tokenizer: Tokenizer):
+    """The architecture of a fresh model of `model.family`: model.preset or config_for_depth(model.depth)
+    for DeepSeek-V3, dense_config_for_depth(model.depth) for a dense family; sized to the tokenizer and
+    the sequence length, with the recipe's overrides."""
     m, seq_len = cfg.model, cfg.train.seq_len
-    base = preset(m.preset) if m.preset else config_for_depth(m.depth, vocab_size=tokenizer.vocab_size)
-    changes: dict[str, Any] = {
-        "vocab_size": tokenizer.vocab_size,
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": tokenizer.eos_id,
-        "max_position_embeddings": max(base.max_position_embeddings, seq_len),
-    }
-    if m.mtp is not None:
-        changes["num_nextn_predict_layers"] = m.mtp
-    if m.n_routed_experts is not None:
-        changes["n_routed_experts"] = m.n_routed_experts
+    changes: dict[str, Any] = {"vocab_size": tokenizer.vocab_size}
+    changes |= {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
     try:
+        if m.family != "deepseek_v3":
+            base = dense_config_for_depth(
+                m.depth, m.family, kv_heads=m.kv_heads, tie_word_embeddings=m.tie_embeddings
+            )
+            return base.replace(**changes, max_position_embeddings=max(base.max_position_embeddings, seq_len))
+        base = preset(m.preset) if m.preset else config_for_depth(m.depth, vocab_size=tokenizer.vocab_size)
+        changes["max_position_embeddings"] = max(base.max_position_embeddings, seq_len)
+        if m.mtp is not None:
+            changes["num_nextn_predict_layers"] = m.mtp
+        if m.n_routed_experts is not None:
+            changes["n_routed_experts"] = m.n_routed_experts
         return _loss_overrides(cfg, base.replace(**changes))
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
 
 
-def _loss_overrides(cfg: TrainConfig, mc: ModelConfig) -> ModelConfig:
+def _loss_overrides(cfg: TrainConfig, mc):
     m = cfg.model
     for name in ("aux_loss_alpha", "bias_update_speed", "mtp_loss_weight"):
         if getattr(m, name) is not None:
+            if not isinstance(mc, ModelConfig):
+                raise ConfigError(
+                    f"model.{name}: only for DeepSeek-V3, but model.init is a {mc.model_type} model"
+                )
             mc = mc.replace(**{name: getattr(m, name)})
     return mc
 
 
-def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> DeepSeekV3:
-    """A fresh model seeded by run.seed, or the model.init checkpoint; in fp32 on the CPU."""
+def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> torch.nn.Module:
+    """A fresh model of model.family seeded by run.seed, or the model.init checkpoint of any registered
+    family (its config.json's model_type decides); in fp32 on the CPU."""
     if cfg.model.init:
-        model = DeepSeekV3.from_pretrained(resolve_model_dir(cfg.model.init), dtype=torch.float32)
+        model = from_pretrained(resolve_model_dir(cfg.model.init), dtype=torch.float32)
         model.config = _loss_overrides(cfg, model.config)
         for moe in model.moe_layers():
             moe.cfg = model.config
@@ -280,4 +289,5 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer) -> DeepSeekV3:
             )
         return model
     torch.manual_seed(cfg.run.seed)
-    return DeepSeekV3(model_config(cfg, tokenizer))
+    mc = model_config(cfg, tokenizer)
+    return get_family(mc.model_type).model_cls(mc)

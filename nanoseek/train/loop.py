@@ -13,7 +13,7 @@ One optimizer step:
    is that of the mean loss over every target token of the global batch, whatever the split over ranks
    and micro-batches (SFT rows have different numbers of targets);
 2. forward under bf16 autocast on GPU (fp32 on CPU); the loss is lm + lambda x MTP + balance
-   (`nanoseek.model.Losses`); backward, with the gradient all-reduce only after the last micro-batch;
+   (`nanoseek.model.Losses`; lambda on its schedule, `Trainer.mtp_lambda`); backward, with the gradient all-reduce only after the last micro-batch;
 3. clip the global gradient norm, set the scheduled lr, AdamW step;
 4. auxiliary-loss-free balancing: the expert loads counted in this step's forwards are summed over
    ranks and every rank moves its router biases by gamma x sign(mean load - load).
@@ -42,7 +42,8 @@ from nanoseek.train.cost import CostMeter, human, train_flops_per_token
 from nanoseek.train.distributed import DistEnv, all_reduce_sum, barrier, grad_sync, setup, wrap_model
 from nanoseek.train.evaluate import IGNORE_INDEX, bits_per_byte, sample, validation_loss
 from nanoseek.train.inputs import build_model, prepare_pretrain, prepare_sft
-from nanoseek.train.optim import build_optimizer, lr_multiplier, optimizer_step
+from nanoseek.train.lora import add_lora
+from nanoseek.train.optim import build_optimizer, lr_multiplier, mtp_weight, optimizer_step
 from nanoseek.train.report import MetricsLog, plot_metrics, read_metrics, truncate_metrics, write_report
 
 
@@ -74,6 +75,7 @@ class Trainer:
         self.inputs = prepare(cfg, run_dir, env)
         self.tokenizer = self.inputs.tokenizer
         self.model = build_model(cfg, self.tokenizer)  # on the CPU in fp32, sharded / moved by wrap_model
+        self.model = add_lora(self.model, cfg.lora)  # lora.rank > 0: only adapters train (lora.py)
         self.checkpoint = ckpt_io.load_checkpoint(found, env) if found is not None else None
         if self.checkpoint is not None:
             self.model.load_state_dict(self.checkpoint.model_state(self.model))
@@ -134,12 +136,14 @@ class Trainer:
         total_targets = all_reduce_sum(torch.tensor([float(sum(counts))], device=device)).item()
         stats = torch.zeros(4, dtype=torch.float64, device=device)  # lm, mtp, balance (x targets), flops
         self.train_model.train()
+        lam = self.mtp_lambda()
         for i, ((x, y), n) in enumerate(zip(batches, counts)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with grad_sync(self.train_model, self.model, env, sync=i == len(batches) - 1):
                 with self.autocast():
                     losses = self.train_model(x, targets=y)
-                (losses.total * (n / total_targets * env.world_size)).backward()
+                total = losses.lm + lam * losses.mtp + losses.balance
+                (total * (n / total_targets * env.world_size)).backward()
             parts = torch.stack([losses.lm, losses.mtp, losses.balance]).detach().double() * n
             stats += torch.cat([parts, parts.new_tensor([x.numel() * self.flops_per_token(x.shape[1])])])
         lr = t.lr * lr_multiplier(self.step, t)
@@ -156,6 +160,7 @@ class Trainer:
             "step": self.step,
             "loss": lm,
             "mtp_loss": mtp,
+            "mtp_lambda": lam,
             "balance_loss": balance,
             "lr": lr,
             "grad_norm": grad_norm,
@@ -165,6 +170,13 @@ class Trainer:
             "dt": dt,
             "elapsed": self.meter.elapsed(),
         }
+
+    def mtp_lambda(self) -> float:
+        """lambda of the MTP loss at this step: model.mtp_loss_weight, then model.mtp_loss_weight_late
+        from model.mtp_switch of the steps on (DeepSeek-V3's 0.3 -> 0.1)."""
+        m = self.cfg.model
+        base = getattr(self.model.config, "mtp_loss_weight", 0.0)  # a dense family has no MTP
+        return mtp_weight(self.step, base, m.mtp_loss_weight_late, m.mtp_switch, self.cfg.train.max_steps)
 
     @torch.no_grad()
     def update_router_biases(self) -> None:
@@ -285,14 +297,9 @@ class Trainer:
         arch = (
             f"init from `{m.init}`" if m.init else (f"preset {m.preset}" if m.preset else f"depth {m.depth}")
         )
-        mc = self.model.config
         overview = [
             ("kind", cfg.run.kind),
-            (
-                "model",
-                f"DeepSeek-V3, {arch}: {mc.num_hidden_layers} layers, hidden {mc.hidden_size}, "
-                f"{mc.n_routed_experts} routed experts (top {mc.num_experts_per_tok}), {mc.num_nextn_predict_layers} MTP",
-            ),
+            ("model", f"{describe(self.model.config)}, {arch}"),
             (
                 "parameters",
                 f"{acct.total_params:,} total, {acct.active_params:,} active per token, "
@@ -335,6 +342,19 @@ class Trainer:
             s["cost"],
             self.inputs.notes,
         )
+
+
+def describe(mc) -> str:
+    """The architecture in a few words: the family and what sets its size."""
+    name = {"deepseek_v3": "DeepSeek-V3", "deepseek_v2": "DeepSeek-V2"}.get(mc.model_type, mc.model_type)
+    parts = [f"{mc.num_hidden_layers} layers, hidden {mc.hidden_size}"]
+    if hasattr(mc, "n_routed_experts"):  # DeepSeekMoE
+        parts.append(f"{mc.n_routed_experts} routed experts (top {mc.num_experts_per_tok})")
+        parts.append(f"{getattr(mc, 'num_nextn_predict_layers', 0)} MTP")
+    if hasattr(mc, "num_key_value_heads") and not hasattr(mc, "n_routed_experts"):  # dense GQA
+        parts.append(f"{mc.num_attention_heads} heads / {mc.num_key_value_heads} K/V heads")
+        parts += ["tied embeddings"] if mc.tie_word_embeddings else []
+    return f"{name}: {', '.join(parts)}"
 
 
 def _fmt(x: float | None) -> str:
