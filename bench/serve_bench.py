@@ -1,9 +1,19 @@
 """Serving benchmark: aggregate tokens/s and time to first token for 1, 8 and 32 concurrent clients,
-and a soak test (64 streaming clients, some hanging up) that checks errors, leaked slots and memory.
+a soak test (64 streaming clients, some hanging up) that checks errors, leaked slots and memory, and
+a chat workload that measures the prefix cache.
 
     python bench/serve_bench.py                        # demo checkpoint of depth 4, 1/8/32 clients
     python bench/serve_bench.py --model runs/sft/model --clients 1 8 32 --max-tokens 128
     python bench/serve_bench.py --soak 60              # the 60 s load acceptance run
+    python bench/serve_bench.py --workload chat        # chat sessions, prefix cache on, then off
+
+`--workload chat`: --sessions seeded synthetic conversations of 4-8 turns run at once, every one
+opening with the same long system prompt (--system-words) and re-sending its whole history each turn
+(user messages of 8-16 words, the model's answers of --answer-tokens tokens, thinking off). The same
+sessions run against a server with the prefix cache (`--prefix-cache-mb 256`) and one without it (0),
+one after the other; the table gives time to first token p50 / p90 per turn number for both, then
+tokens/s, the cache hit rate from the responses' usage, and $ per million input and output tokens at
+DeepSeek-R1's prices (hits at $0.14, misses at $0.55, output at $2.19).
 
 The server runs as a separate process (`nanoseek serve`, so client and server do not share a GIL),
 with --max-slots 32 and one torch thread by default (on 2 cores: one for the model, one for HTTP).
@@ -21,16 +31,19 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from nanoseek.engine.remote import ServerSentEvents
 from nanoseek.serve.demo import build_demo_checkpoint
 from nanoseek.serve.loadgen import LoadResult, run_load
 
@@ -41,7 +54,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, port: int, max_slots: int, threads: int) -> subprocess.Popen:
+def start_server(
+    model: Path, port: int, max_slots: int, threads: int, extra: list[str] | None = None
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -58,6 +73,7 @@ def start_server(model: Path, port: int, max_slots: int, threads: int) -> subpro
         "1024",
         "--log-level",
         "warning",
+        *(extra or []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     server = subprocess.Popen(command, env=env)
@@ -146,6 +162,227 @@ async def soak(url: str, seconds: float, clients: int, max_tokens: int) -> dict:
     return {"result": result, "rss": rss, "after": {k: m[k] for k in keys}}
 
 
+# ------------------------------------------------------------------------------------ the chat workload
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "token",
+    "cache",
+    "prefix",
+    "answer",
+    "question",
+    "reason",
+    "step",
+    "value",
+    "number",
+    "result",
+    "system",
+    "user",
+    "assistant",
+    "time",
+    "first",
+    "second",
+    "third",
+    "over",
+    "under",
+    "with",
+    "without",
+    "before",
+    "after",
+    "because",
+    "which",
+    "where",
+    "when",
+    "what",
+    "why",
+    "how",
+    "small",
+    "large",
+    "fast",
+    "slow",
+    "cheap",
+    "price",
+    "cost",
+    "server",
+    "client",
+    "request",
+    "reply",
+    "history",
+    "turn",
+    "session",
+    "memory",
+    "disk",
+    "block",
+    "layer",
+    "latent",
+    "attention",
+    "expert",
+    "router",
+    "weight",
+    "train",
+    "serve",
+    "count",
+    "sum",
+    "add",
+    "multiple",
+    "divide",
+    "prove",
+]
+
+
+def words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+@dataclass
+class Turn:
+    session: int
+    turn: int  # 1-based
+    ttft: float
+    usage: dict
+
+
+async def chat_session(
+    http: httpx.AsyncClient, index: int, system: str, seed: int, max_tokens: int, out: list[Turn]
+) -> None:
+    """One conversation: 4-8 turns, each re-sending the whole history (as chat clients do)."""
+    rng = random.Random(seed * 1000 + index)
+    await asyncio.sleep(rng.random())  # sessions start spread over a second
+    messages = [{"role": "system", "content": system}]
+    for turn in range(1, rng.randint(4, 8) + 1):
+        messages.append({"role": "user", "content": words(rng, rng.randint(8, 16))})
+        body = {
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_completion_tokens": max_tokens,
+            "ignore_eos": True,
+            "temperature": 0,
+            "thinking": {"type": "disabled"},
+        }
+        start, ttft, usage, content = time.perf_counter(), None, None, []
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+            events = ServerSentEvents()
+            async for line in response.aiter_lines():
+                event = events.feed(line)
+                if events.done:
+                    break
+                if event is None:
+                    continue
+                if "error" in event:
+                    raise RuntimeError(f"stream error: {event['error']}")
+                usage = event.get("usage") or usage
+                for choice in event.get("choices", []):
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        ttft = ttft if ttft is not None else time.perf_counter() - start
+                        content.append(piece)
+        if ttft is None or usage is None:
+            raise RuntimeError(f"session {index} turn {turn}: no token or no usage")
+        out.append(Turn(index, turn, ttft, usage))
+        messages.append({"role": "assistant", "content": "".join(content)})
+
+
+def quantile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def chat_run(url: str, sessions: int, system: str, seed: int, max_tokens: int) -> dict:
+    turns: list[Turn] = []
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=sessions + 4, max_keepalive_connections=sessions + 4)
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+            await asyncio.gather(
+                *(chat_session(http, i, system, seed, max_tokens, turns) for i in range(sessions))
+            )
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    seconds = time.perf_counter() - start
+    prompt = sum(t.usage["prompt_tokens"] for t in turns)
+    hits = sum(t.usage["prompt_cache_hit_tokens"] for t in turns)
+    completion = sum(t.usage["completion_tokens"] for t in turns)
+    by_turn = {}
+    for n in sorted({t.turn for t in turns}):
+        ttft = [t.ttft for t in turns if t.turn == n]
+        prompts = [t.usage["prompt_tokens"] for t in turns if t.turn == n]
+        by_turn[n] = {
+            "requests": len(ttft),
+            "prompt_tokens_mean": statistics.mean(prompts),
+            "ttft_p50_ms": quantile(ttft, 0.5) * 1000,
+            "ttft_p90_ms": quantile(ttft, 0.9) * 1000,
+        }
+    late = [t.ttft for t in turns if t.turn >= 3]
+    return {
+        "seconds": seconds,
+        "requests": len(turns),
+        "tokens_per_s": completion / seconds,
+        "hit_rate": hits / prompt,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "usd_per_m_input": sum(t.usage["cost_details"]["prompt_cost"] for t in turns) / prompt * 1e6,
+        "usd_per_m_output": sum(t.usage["cost_details"]["completion_cost"] for t in turns) / completion * 1e6,
+        "ttft_p50_turn3_ms": quantile(late, 0.5) * 1000,
+        "by_turn": by_turn,
+    }
+
+
+def chat_workload(args: argparse.Namespace, model: Path) -> dict:
+    """The same seeded sessions against a server with the prefix cache and one without it."""
+    system = "You are a careful assistant. " + words(random.Random(args.seed), args.system_words)
+    runs = {}
+    for name, mb in (("cache on", args.prefix_cache_mb), ("cache off", 0.0)):
+        port = free_port()
+        server = start_server(
+            model,
+            port,
+            args.max_slots,
+            args.threads,
+            ["--prefix-cache-mb", str(mb), "--max-len", str(args.context)],
+        )
+        try:
+            print(f"{name}: {args.sessions} sessions...", flush=True)
+            runs[name] = chat_run(
+                f"http://127.0.0.1:{port}", args.sessions, system, args.seed, args.answer_tokens
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    on, off = runs["cache on"], runs["cache off"]
+    print(
+        f"\n{'turn':>4} {'requests':>8} {'prompt':>7} | {'on p50':>8} {'on p90':>8} | {'off p50':>8} {'off p90':>8} | p50 off/on"
+    )
+    for n, row in on["by_turn"].items():
+        other = off["by_turn"][n]
+        print(
+            f"{n:4d} {row['requests']:8d} {row['prompt_tokens_mean']:7.0f} | {row['ttft_p50_ms']:6.0f}ms "
+            f"{row['ttft_p90_ms']:6.0f}ms | {other['ttft_p50_ms']:6.0f}ms {other['ttft_p90_ms']:6.0f}ms | "
+            f"{other['ttft_p50_ms'] / row['ttft_p50_ms']:6.1f}x"
+        )
+    ratio = off["ttft_p50_turn3_ms"] / on["ttft_p50_turn3_ms"]
+    print(
+        f"turns >= 3: TTFT p50 {on['ttft_p50_turn3_ms']:.0f} ms with the cache, {off['ttft_p50_turn3_ms']:.0f} ms without: {ratio:.1f}x"
+    )
+    for name, r in runs.items():
+        print(
+            f"{name:9}: {r['tokens_per_s']:.1f} tokens/s, hit rate {r['hit_rate']:.1%}, "
+            f"${r['usd_per_m_input']:.3f} per million input tokens, ${r['usd_per_m_output']:.2f} per million output "
+            f"({r['requests']} requests, {r['prompt_tokens']} prompt tokens, {r['seconds']:.0f} s)"
+        )
+    return {
+        "runs": runs,
+        "ttft_p50_turn3_speedup": ratio,
+        "sessions": args.sessions,
+        "answer_tokens": args.answer_tokens,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model directory (default: the demo checkpoint)")
@@ -159,13 +396,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-slots", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     p.add_argument("--soak", type=float, default=0.0, help="instead: SECONDS of 64 clients with hang-ups")
+    p.add_argument("--workload", choices=["throughput", "chat"], default="throughput")
+    g = p.add_argument_group("--workload chat")
+    g.add_argument("--sessions", type=int, default=16, help="conversations at once")
+    g.add_argument("--system-words", type=int, default=300, help="words of the shared system prompt")
+    g.add_argument("--answer-tokens", type=int, default=24, help="tokens of each answer")
+    g.add_argument(
+        "--context", type=int, default=4096, help="the server's --max-len (and the demo's positions)"
+    )
+    g.add_argument("--prefix-cache-mb", type=float, default=256.0, help="the cache-on server's budget")
+    g.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
+        demo_len = args.context if args.workload == "chat" else 512
         model = (
-            Path(args.model) if args.model else build_demo_checkpoint(Path(tmp) / "demo", depth=args.depth)
+            Path(args.model)
+            if args.model
+            else build_demo_checkpoint(Path(tmp) / "demo", depth=args.depth, max_len=demo_len)
         )
+        if args.workload == "chat":
+            summary = chat_workload(args, model)
+            if args.json:
+                Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+            return 0
         port = free_port()
         server = start_server(model, port, args.max_slots, args.threads)
         url = f"http://127.0.0.1:{port}"

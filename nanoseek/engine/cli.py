@@ -20,7 +20,9 @@ from typing import TextIO
 import torch
 
 from nanoseek.engine.engine import Engine
+from nanoseek.engine.prefix_cache import BLOCK_SIZE, DEFAULT_DISK_MB, DEFAULT_MB
 from nanoseek.engine.protocol import GenerationRequest, SamplingParams
+from nanoseek.engine.speculative import auto_speculation, has_mtp
 from nanoseek.model import CheckpointError
 
 DIM, RESET = "\033[2m", "\033[0m"
@@ -42,9 +44,52 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     parser.add_argument("--no-think", action="store_true", help="answer directly (closed, empty think block)")
     parser.add_argument("--int8", action="store_true", help="int8 weight-only quantization")
-    parser.add_argument("--speculative", action="store_true", help="MTP speculative decoding")
+    parser.add_argument(
+        "--speculative",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="MTP speculative decoding on / off (default: on where a probe shows that it pays)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    add_prefix_cache_args(parser)
+
+
+def add_prefix_cache_args(parser: argparse._ActionsContainer) -> None:
+    """The prefix cache's flags (`nanoseek generate`, `chat` and `serve`)."""
+    parser.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=DEFAULT_MB,
+        help=f"memory for cached prompt prefixes, reused across requests (0 turns the cache off; default: {DEFAULT_MB:g})",
+    )
+    parser.add_argument(
+        "--prefix-cache-block",
+        type=int,
+        default=BLOCK_SIZE,
+        help=f"tokens per cached block (default: {BLOCK_SIZE})",
+    )
+    parser.add_argument(
+        "--prefix-cache-dir",
+        default=None,
+        help="also keep cached prefixes in this directory, where a restarted process finds them",
+    )
+    parser.add_argument(
+        "--prefix-cache-disk-mb",
+        type=float,
+        default=DEFAULT_DISK_MB,
+        help=f"the disk tier's budget (default: {DEFAULT_DISK_MB:g})",
+    )
+
+
+def prefix_cache_kwargs(args: argparse.Namespace) -> dict:
+    """Engine keyword arguments from the flags of `add_prefix_cache_args`."""
+    return {
+        "prefix_cache_mb": args.prefix_cache_mb,
+        "prefix_cache_block": args.prefix_cache_block,
+        "prefix_cache_dir": args.prefix_cache_dir,
+        "prefix_cache_disk_mb": args.prefix_cache_disk_mb,
+    }
 
 
 def sampling_params(args: argparse.Namespace, n: int = 1) -> SamplingParams:
@@ -71,9 +116,17 @@ def load_engine(args: argparse.Namespace) -> Engine:
         problem = "missing; the CLI needs text (save the tokenizer beside the model)"
         raise CheckpointError(tokenizer_file, problem)
     # a model that does not load raises CheckpointError: `nanoseek` prints it in one line
-    return Engine.from_pretrained(
-        args.model, int8=args.int8, device=args.device, speculative=args.speculative, max_slots=8
+    engine = Engine.from_pretrained(
+        args.model,
+        int8=args.int8,
+        device=args.device,
+        speculative=args.speculative if args.speculative is not None else has_mtp(args.model),
+        max_slots=8,
+        **prefix_cache_kwargs(args),
     )
+    batch = getattr(args, "n", 1)
+    auto_speculation(engine, args.speculative, args.temperature, max_batch=batch)
+    return engine
 
 
 class Printer:

@@ -18,6 +18,9 @@ Each `step()` admits queued requests into free cache slots, prefills prompts wit
 (chunked), decodes one token for every running sample in one batched forward (the fused decode path,
 `decode.py`; two tokens with MTP speculation, see `speculative.py`), samples each row with its own generator (`sampling.py`), and
 retires finished samples, freeing their slots. A request with n samples prefills once and forks.
+Prompts that share a prefix with earlier ones reuse its cache rows (`prefix_cache.py`): on admission
+the longest cached chain of 16-token blocks is copied into the request's slot and prefill starts
+after it; `Completion.cached_tokens` says how many prompt tokens were reused.
 
 The engine wraps the model and never changes it: its decode path (`runner.py`, `decode.py`) keeps
 fused copies of the weights beside the model, and each forward runs in eval mode without autograd
@@ -43,6 +46,13 @@ import torch
 from torch import nn
 
 from nanoseek.engine.detok import ReasoningSplitter, TextStream
+from nanoseek.engine.prefix_cache import (
+    BLOCK_SIZE,
+    DEFAULT_DISK_MB,
+    DEFAULT_MB,
+    PrefixCache,
+    weights_fingerprint,
+)
 from nanoseek.engine.protocol import (
     Completion,
     Delta,
@@ -55,7 +65,7 @@ from nanoseek.engine.sampling import Sampler, SampleRow
 from nanoseek.engine.scheduler import RequestState, Scheduler, Sequence, Status
 from nanoseek.model import from_pretrained as load_model
 from nanoseek.tokenizer import Tokenizer
-from nanoseek.tokenizer.chat_format import render_prompt, split_completion
+from nanoseek.tokenizer.chat_format import prompt_opens_think, render_prompt, split_completion
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +147,11 @@ class RequestHandle:
     def abort(self) -> None:
         self.engine.abort(self)
 
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens reused from the prefix cache (known once the request is admitted)."""
+        return self.state.cached_tokens if self.state is not None else 0
+
     def __iter__(self) -> Iterator[Delta]:
         if self.deltas is None:
             raise RuntimeError("submit(..., stream=True) to iterate over deltas")
@@ -182,15 +197,22 @@ class Engine:
         prefill_chunk: int | None = None,
         speculative: bool = False,
         cache_dtype: torch.dtype | None = None,
+        prefix_cache_mb: float = DEFAULT_MB,
+        prefix_cache_block: int = BLOCK_SIZE,
+        prefix_cache_dir: str | Path | None = None,
+        prefix_cache_disk_mb: float = DEFAULT_DISK_MB,
     ):
         """max_slots: samples decoded together (cache rows); max_len: prompt + completion tokens per
         sample (default: the model's max_position_embeddings); token_budget: tokens per step
         (decodes first, prompts get the rest); prefill_chunk: the most prompt tokens of one request
         per step; speculative: MTP draft-and-verify decoding (needs a model with MTP layers).
+        prefix_cache_mb: memory for cached prompt prefixes (0: no prefix cache), in blocks of
+        prefix_cache_block tokens; prefix_cache_dir: also keep them on disk (prefix_cache_disk_mb at
+        most), where a later engine on the same weights finds them.
         The model is any registered family's (`model.new_cache` makes the cache); the engine reads
         its weights now and at each `sync_weights`, and never changes it."""
         cfg = model.config
-        if speculative and not cfg.num_nextn_predict_layers:
+        if speculative and not getattr(cfg, "num_nextn_predict_layers", 0):  # dense families have none
             raise ValueError("speculative decoding drafts with the MTP module; this model has none")
         per_decode = 2 if speculative else 1
         if token_budget <= per_decode * max_slots:
@@ -200,9 +222,20 @@ class Engine:
         self.max_len = max_len or cfg.max_position_embeddings
         self.speculative = speculative
         self.eos_id = tokenizer.eos_id if tokenizer is not None else cfg.eos_token_id
+        # every token that ends a sample: EOS, generation_config's eos_token_id list, the end of turn
+        ends = tokenizer.stop_ids if tokenizer is not None else cfg.eos_token_id
+        self.stop_ids = frozenset(ends if isinstance(ends, (list, tuple)) else [ends])
         self.runner = ModelRunner(model, max_slots, self.max_len, speculative, cache_dtype)
         self.sampler = Sampler(cfg.vocab_size, max_slots, model.device)
         self.scheduler = Scheduler(max_slots, token_budget, prefill_chunk)
+        self.prefix_cache = PrefixCache(
+            self.runner.cache,
+            prefix_cache_block,
+            int(prefix_cache_mb * 2**20),
+            prefix_cache_dir,
+            int(prefix_cache_disk_mb * 2**20),
+        )
+        self._fingerprint()
         self.stats = Stats()
         self._lock = threading.Lock()  # guards the waiting queue and the abort set
         self._step_lock = threading.Lock()  # one step at a time
@@ -274,6 +307,7 @@ class Engine:
         shape, whose state_dict is loaded into the engine's model. Samples already running keep the
         cache they computed with the old weights. Thread-safe: waits for a running step to finish."""
         with self._step_lock:
+            changed = model is not self.model or self.runner.versions.changed()
             if model is not self.model:
                 try:
                     self.model.load_state_dict(model.state_dict())
@@ -283,6 +317,14 @@ class Engine:
                         f"sync_weights: these weights do not fit the engine's model: {first}"
                     ) from e
             self.runner.sync()
+            if changed:
+                self._fingerprint()
+
+    def _fingerprint(self) -> None:
+        """Key the prefix cache to the current weights (its memory blocks go when they changed)."""
+        if self.prefix_cache.enabled:
+            disk = self.prefix_cache.disk is not None
+            self.prefix_cache.set_fingerprint(weights_fingerprint(self.model, self.runner.cache, disk))
 
     # ------------------------------------------------------------------ submitting (any thread)
     def submit(
@@ -444,11 +486,24 @@ class Engine:
             if tok is not None:
                 seq.text = TextStream(tok, params.stop)
                 if group.request.is_chat:
-                    seq.splitter = ReasoningSplitter(group.request.think)
+                    seq.splitter = ReasoningSplitter(prompt_opens_think(tok, group.prompt_ids))
         self.sampler.start(group.sequences[0].slot, group.prompt_ids)
         if params.max_new_tokens == 0:
             for seq in group.sequences:
                 self._finish(seq, "length")
+            return
+        self._reuse_prefix(group)
+
+    def _reuse_prefix(self, group: RequestState) -> None:
+        """Copy the longest cached prefix of the prompt into sample 0's slot; prefill starts after it.
+        With speculation one token before it: the MTP layer's row at the prefix's last position
+        needs the main model's hidden state there and the token after it, which the cache lacks."""
+        parent, ids = group.sequences[0], group.prompt_ids
+        start = self.prefix_cache.load(ids, parent.slot)
+        if start and self.speculative:
+            start -= 1
+        parent.num_cached = group.cached_tokens = start
+        self.prefix_cache.count(start, len(ids) - start)
 
     def _prefill(self, chunks: list[tuple[RequestState, int, int]]) -> int:
         parents = [g.sequences[0] for g, _, _ in chunks]
@@ -462,6 +517,10 @@ class Engine:
             from nanoseek.engine.speculative import prefill_mtp
 
             prefill_mtp(self, chunks, h)
+        for seq, (group, _, b) in zip(parents, chunks):
+            # the prompt's last MTP row is a stand-in until the first token: keep it out of the cache
+            final = self.speculative and b == len(group.prompt_ids)
+            self.prefix_cache.store(group.prompt_ids, seq.slot, b - 1 if final else b)
         done = [(i, g) for i, (g, a, b) in enumerate(chunks) if b == len(g.prompt_ids)]
         if not done:
             return sum(b - a for _, a, b in chunks)
@@ -518,7 +577,8 @@ class Engine:
         self.stats.count_generated()
         text = ""
         reason: FinishReason | None = None
-        if (token == self.eos_id and not params.ignore_eos) or token in params.stop_token_ids:
+        ends = token == self.eos_id or token in self.stop_ids
+        if (ends and not params.ignore_eos) or token in params.stop_token_ids:
             reason = "stop"
         elif seq.text is not None:
             text = seq.text.push(token)
@@ -564,12 +624,14 @@ class Engine:
         text = seq.text.text if seq.text is not None else ""
         reasoning = content = None
         if group.request.is_chat:
-            reasoning, content = split_completion(text, think=group.request.think)
+            opened = prompt_opens_think(self.tokenizer, group.prompt_ids)
+            reasoning, content = split_completion(text, think=opened)
         return Completion(
             text=text,
             token_ids=list(seq.output),
             finish_reason=seq.finish_reason,
             prompt_tokens=len(group.prompt_ids),
+            cached_tokens=group.cached_tokens,
             logprobs=list(seq.logprobs) if (params.logprobs or params.top_logprobs) else None,
             reasoning_content=reasoning,
             content=content,

@@ -120,6 +120,7 @@ class Completion:
     index: int = 0  # sample index within the request (0..n-1), OpenAI's choice index
     request_id: str | None = None
     completion_tokens: int = -1  # len(token_ids); remote APIs report it without the ids
+    cached_tokens: int = 0  # prompt tokens whose cache rows were reused (prefix cache), not recomputed
 
     def __post_init__(self):
         if self.completion_tokens < 0:

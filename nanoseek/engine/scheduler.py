@@ -72,6 +72,7 @@ class RequestState:
     prompt_ids: list[int]
     handle: Any  # engine.RequestHandle
     sequences: list[Sequence] = field(default_factory=list)
+    cached_tokens: int = 0  # prompt tokens reused from the prefix cache (prefill starts there)
 
     @property
     def params(self) -> SamplingParams:

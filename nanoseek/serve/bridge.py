@@ -239,6 +239,10 @@ class Generation:
     def reasoning_tokens(self, sample: Sample) -> int:
         return reasoning_token_count(sample.token_ids, self.bridge.end_think_id, self.think)
 
+    def cached_tokens(self) -> int:
+        """Prompt tokens the engine reused from its prefix cache (DeepSeek's cache hits)."""
+        return sum(h.cached_tokens for h in self.handles)
+
     def usage_counts(self) -> tuple[int, int, int]:
         """(prompt tokens, completion tokens, reasoning tokens) over all samples."""
         samples = self.samples.values()
@@ -381,7 +385,9 @@ class EngineBridge:
         m.prompt_tokens.inc(prompt)
         m.generation_tokens.inc(completion)
         m.reasoning_tokens.inc(reasoning)
-        m.cost.inc(self.config.prices.cost(prompt, 0, completion))
+        cached = generation.cached_tokens()
+        m.cached_prompt_tokens.inc(cached)
+        m.cost.inc(self.config.prices.cost(prompt, cached, completion))
         m.finished.labels(generation.outcome or "finished").inc()
         elapsed = time.perf_counter() - generation.start_time
         self._mean_seconds = 0.9 * self._mean_seconds + 0.1 * elapsed

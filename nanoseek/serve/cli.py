@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import sys
 
+from nanoseek.engine.cli import add_prefix_cache_args, prefix_cache_kwargs
 from nanoseek.serve.auth import load_api_keys
 from nanoseek.serve.config import (
     R1_PRICE_CACHED_INPUT,
@@ -49,9 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-budget", type=int, default=None, help="tokens per engine step (default: 16 x slots)"
     )
     g.add_argument("--int8", action="store_true", help="int8 weight-only quantization")
-    g.add_argument("--speculative", action="store_true", help="MTP speculative decoding")
+    g.add_argument(
+        "--speculative",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="MTP speculative decoding on / off (default: on where a startup probe shows that it pays)",
+    )
     g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_prefix_cache_args(
+        p.add_argument_group("prefix cache (context caching, billed at the cache-hit price)")
+    )
     g = p.add_argument_group("limits")
     g.add_argument(
         "--max-queue",
@@ -162,6 +171,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     import torch
 
     from nanoseek.engine import Engine
+    from nanoseek.engine.speculative import auto_speculation, has_mtp
     from nanoseek.serve.app import create_app
 
     logging.basicConfig(
@@ -193,8 +203,11 @@ def serve_main(argv: list[str] | None = None) -> int:
         max_slots=args.max_slots,
         max_len=args.max_len,
         token_budget=args.token_budget or max(512, 16 * args.max_slots),
-        speculative=args.speculative,
+        speculative=args.speculative if args.speculative is not None else has_mtp(args.model),
+        **prefix_cache_kwargs(args),
     )
+    choice = auto_speculation(engine, args.speculative)
+    print(f"MTP speculation {'on' if choice.on else 'off'}: {choice.reason}", flush=True)
     app = create_app(engine, config)
     auth = f"{len(config.api_keys)} API key(s)" if config.api_keys else "no auth"
     for line in access_warnings(args.host, config):

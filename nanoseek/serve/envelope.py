@@ -85,7 +85,8 @@ class View:
 
     def usage(self) -> dict[str, Any]:
         prompt, completion, reasoning = self.generation.usage_counts()  # reasoning: 0 unless thinking
-        return usage_dict(prompt, completion, reasoning, 0, self.bridge.config.prices)
+        cached = self.generation.cached_tokens()  # prompt tokens the prefix cache served
+        return usage_dict(prompt, completion, reasoning, cached, self.bridge.config.prices)
 
     def response(self) -> dict[str, Any]:
         choices = [self.choice(sample) for sample in self.generation.ordered_samples()]

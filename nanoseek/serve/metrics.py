@@ -11,6 +11,10 @@ included); token counts, time to first token and time per output token by the ge
 (`bridge.py`). Engine load is read when scraped: `nanoseek_queue_depth` (requests waiting for cache
 slots), `nanoseek_queued_samples` (their samples: what admission counts), `nanoseek_active_requests`,
 `nanoseek_active_slots` / `nanoseek_max_slots` and their ratio `nanoseek_batch_occupancy`, plus the engine's own counters (steps, prefill and generated tokens).
+The prefix cache: `nanoseek_prefix_cache_hit_tokens` / `_miss_tokens` (prompt tokens reused / computed),
+`nanoseek_prefix_cache_hit_rate`, `nanoseek_prefix_cache_bytes` (memory held, against
+`nanoseek_prefix_cache_max_bytes`) and `nanoseek_prefix_cache_blocks`; `nanoseek_cached_prompt_tokens`
+counts the hits of finished requests (what `usage` bills at the cache-hit price).
 After a load test these gauges read 0 again: nothing leaked. The usual `process_*` metrics (resident
 memory, CPU seconds) come from prometheus_client's process collector.
 """
@@ -77,6 +81,37 @@ class EngineCollector:
         ):
             if key in stats:
                 yield CounterMetricFamily(f"nanoseek_engine_{key}", text, value=stats[key])
+        prefix = getattr(self.engine, "prefix_cache", None)
+        if prefix is not None:
+            yield from prefix_cache_metrics(prefix)
+
+
+def prefix_cache_metrics(prefix: Any) -> Iterator[Metric]:
+    """The engine's prefix cache: hits and misses in prompt tokens, the hit rate, the memory it holds."""
+    s = prefix.stats()
+    yield CounterMetricFamily(
+        "nanoseek_prefix_cache_hit_tokens",
+        "Prompt tokens reused from the prefix cache",
+        value=s["hit_tokens"],
+    )
+    yield CounterMetricFamily(
+        "nanoseek_prefix_cache_miss_tokens",
+        "Prompt tokens prefilled (not in the prefix cache)",
+        value=s["miss_tokens"],
+    )
+    total = s["hit_tokens"] + s["miss_tokens"]
+    gauges = [
+        (
+            "hit_rate",
+            "Fraction of prompt tokens reused from the prefix cache",
+            s["hit_tokens"] / total if total else 0.0,
+        ),
+        ("bytes", "Bytes of cache rows held by the prefix cache in memory", s["bytes"]),
+        ("max_bytes", "The prefix cache's memory budget in bytes", s["max_bytes"]),
+        ("blocks", "Blocks held by the prefix cache in memory", s["blocks"]),
+    ]
+    for name, text, value in gauges:
+        yield GaugeMetricFamily(f"nanoseek_prefix_cache_{name}", text, value=value)
 
 
 class ServerMetrics:
@@ -114,6 +149,11 @@ class ServerMetrics:
             "nanoseek_generation_tokens", "Generated tokens returned (reasoning included)", registry=r
         )
         self.reasoning_tokens = Counter("nanoseek_reasoning_tokens", "Generated thinking tokens", registry=r)
+        self.cached_prompt_tokens = Counter(
+            "nanoseek_cached_prompt_tokens",
+            "Prompt tokens of finished requests served by the prefix cache",
+            registry=r,
+        )
         self.cost = Counter(
             "nanoseek_cost_dollars", "Cost of the served tokens at the configured prices", registry=r
         )
