@@ -4,11 +4,12 @@
     cfg.rollout.group_size, cfg.grpo.eps_high, cfg.reward.random       # plain dataclasses, typed
     Path("runs/x/config.toml").write_text(to_toml(cfg))            # the resolved config, a recipe
 
-Sections: [run] [model] [task] [rollout] [reward] [grpo] [train] [eval] [checkpoint] [cost]. [run],
-[train] (OptimSection: the optimizer and schedule, so `nanoseek.train.optim` serves both), [checkpoint]
-and [cost] are the training config's own sections (`nanoseek.train.config`) with GRPO's defaults;
-the value syntax, the error messages (`grpo.eps_hgh: unknown key (did you mean grpo.eps_high?)`) and
-the TOML writer are shared too. Every number is >= 0; a section's `rules` add choices and stricter ranges.
+Sections: [run] [model] [task] [rollout] [reward] [grpo] [train] [eval] [checkpoint] [cost] [lora].
+[run], [train] (OptimSection: the optimizer and schedule, so `nanoseek.train.optim` serves both),
+[checkpoint], [cost] and [lora] (LoRA adapters, `nanoseek.train.lora`) are the training config's own
+sections (`nanoseek.train.config`) with GRPO's defaults; the value syntax, the error messages
+(`grpo.eps_hgh: unknown key (did you mean grpo.eps_high?)`) and the TOML writer are shared too. Every
+number is >= 0; a section's `rules` add choices and stricter ranges.
 
 The variants people use, as settings (defaults: DeepSeekMath's GRPO with beta = 0 and mu = 1):
     GRPO (DeepSeekMath)  grpo.advantage="grpo"    grpo.aggregation="grpo"     grpo.beta=0.04
@@ -32,6 +33,7 @@ from nanoseek.train.config import (
     CheckpointSection,
     ConfigError,
     CostSection,
+    LoRASection,
     OptimSection,
     RunSection,
     load_recipe,
@@ -134,6 +136,7 @@ class GRPOConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     checkpoint: CheckpointSection = field(default_factory=lambda: CheckpointSection(keep=2))
     cost: CostSection = field(default_factory=CostSection)
+    lora: LoRASection = field(default_factory=LoRASection)  # rank > 0: train adapters only
 
 
 def load_grpo_config(

@@ -20,7 +20,10 @@ One GRPO step (shapes: P prompts, G samples each, N = P x G sequences, L complet
 4. auxiliary-loss-free router balancing (MoE), then `generator.sync_weights(model)`: the one call that
    hands the updated policy to the rollout Generator (free for the native engine, which shares the
    model and rebuilds its decode weights; a weight load for an engine in another process), so the
-   rollouts of step k+1 see update k; also once before the first rollout;
+   rollouts of step k+1 see update k; also once before the first rollout. With LoRA (lora.rank > 0,
+   `nanoseek.train.lora`) only the adapters train, and the generator is handed a plain model of the
+   family holding the merged weights W + (alpha / r) B A (refreshed in place, sharing every frozen
+   tensor with the policy), so any Generator samples exactly the adapted policy;
 5. metrics, held-out pass@1 every eval.every steps, checkpoints every checkpoint.every steps.
 With beta = 0 no reference model is loaded. The run directory gets config.toml, metrics.jsonl,
 checkpoints/ (HF model + optimizer + trainer state, atomic, resumable), plots and report.md.
@@ -53,6 +56,7 @@ from nanoseek.train import checkpointing as ckpt_io
 from nanoseek.train.config import ConfigError, to_dict, to_toml
 from nanoseek.train.cost import CostMeter, human
 from nanoseek.train.distributed import setup
+from nanoseek.train.lora import add_lora, lora_layers, merge_into, merged_model
 from nanoseek.train.optim import build_optimizer, lr_multiplier, optimizer_step
 from nanoseek.train.report import MetricsLog, read_metrics, truncate_metrics
 
@@ -159,6 +163,9 @@ class GRPOTrainer:
         self.tokenizer = Tokenizer.from_dir(init_dir)
         device = self.env.device
         self.model = from_pretrained(init_dir, device=device).eval()  # its family's class; train() in updates
+        self.model = add_lora(self.model, cfg.lora)  # lora.rank > 0: the adapters alone train
+        # what the generator samples: the policy itself, or (LoRA) a plain model of its merged weights
+        self.rollout_model = merged_model(self.model) if lora_layers(self.model) else self.model
         self.checkpoint = ckpt_io.load_checkpoint(found, self.env) if found is not None else None
         if self.checkpoint is not None:
             self.model.load_state_dict(self.checkpoint.model_state(self.model))
@@ -185,7 +192,7 @@ class GRPOTrainer:
                 f"the model's {self.model.config.max_position_embeddings} positions"
             )
         self.generator = generator or Engine(  # rolls out; sees new weights at each sync_weights
-            self.model,
+            self.rollout_model,
             self.tokenizer,
             max_slots=slots,
             max_len=max_len,
@@ -268,7 +275,7 @@ class GRPOTrainer:
             if hasattr(model, "update_router_biases"):  # auxiliary-loss-free balancing (MoE families)
                 model.update_router_biases(cfg.grpo.router_bias_speed)
         model.eval()  # sampling and evaluation next: no mode switch on every decode step
-        self.generator.sync_weights(model)  # rollouts and evaluations from now on see this update
+        self.sync_rollouts()  # rollouts and evaluations from now on see this update
         stats["logp_mismatch"] = mismatch
         stats["active_sequences"] = len(plan.active)
         stats["advantage_abs"] = float(plan.adv.abs().mean())
@@ -342,6 +349,12 @@ class GRPOTrainer:
             total += float(diff.sum())
         return total
 
+    def sync_rollouts(self) -> None:
+        """generator.sync_weights(the policy as it is now); with LoRA, its merged plain model."""
+        if self.rollout_model is not self.model:
+            merge_into(self.rollout_model, self.model)
+        self.generator.sync_weights(self.rollout_model)
+
     # ------------------------------------------------------------------------------ eval, saving
 
     def evaluate(self) -> dict:
@@ -390,7 +403,7 @@ class GRPOTrainer:
             f"reference model: {'yes' if self.ref_model is not None else 'none'}"
             + (", RANDOM REWARDS (control)" if cfg.reward.random else "")
         )
-        self.generator.sync_weights(self.model)  # the contract: the generator samples the policy as of now
+        self.sync_rollouts()  # the contract: the generator samples the policy as of now
         if self.checkpoint is not None:
             self.say(f"resumed from {self.checkpoint.path} at step {self.step}")
         else:

@@ -10,6 +10,7 @@ Layout (the model directory is a plain Hugging Face checkpoint; training state l
         model/                 config.json, model.safetensors, generation_config.json,
                                tokenizer.json, tokenizer_config.json (with the chat template)
         optimizer.pt           AdamW state (gathered in full under FSDP)
+        adapters.safetensors   LoRA runs only: the adapters (model/ holds the merged weights)
         trainer.json           step, cost so far, ... (the loop's own counters)
         rank_00000.pt          per process: RNG states (python, numpy, torch, cuda) and data position
         COMPLETE               the completion marker, written last
@@ -44,6 +45,7 @@ from nanoseek.model.run_dirs import (
     complete_checkpoints,
     latest_checkpoint,
 )
+from nanoseek.train import lora
 from nanoseek.train.config import ConfigError
 from nanoseek.train.distributed import DistEnv, barrier
 
@@ -141,6 +143,9 @@ def save_checkpoint(
     model_state, optim_state = full_state(model, optimizer, env)
     if env.is_main:
         plain = exportable(model, model_state) if env.fsdp else model
+        if lora.lora_layers(plain):  # the adapters for --resume; model/ gets W + (alpha/r) B A
+            lora.save_adapters(plain, tmp)
+            plain = lora.merged_model(plain)
         plain.save_pretrained(tmp / "model")
         tokenizer.save(tmp / "model")
         torch.save(optim_state, tmp / "optimizer.pt")
@@ -215,6 +220,8 @@ class Checkpoint:
     def model_state(self, model: nn.Module) -> dict:
         """The checkpoint's weights under our parameter names, for `model.load_state_dict`, checked
         as strictly as a model directory is loaded (CheckpointError names the file and the field)."""
+        if lora.lora_layers(model):  # model/ is merged: the base is model.init's, the adapters are beside
+            return lora.resume_state(model, self.path)
         files = weight_files(self.model_dir)
         return checked_state(model, read_weights(files), files[0] if len(files) == 1 else self.model_dir)
 
