@@ -5,10 +5,16 @@
     # == nanoseek.model.from_pretrained; DeepSeekV3.from_pretrained("out/") insists on that class
 
 The directory is what `transformers.AutoModelForCausalLM.from_pretrained` and vLLM read: config.json
-(`model_type` and the family's HF field names) and `*.safetensors` under HF key names (one file or
-shards). Loading goes config.json -> model_type -> the registered family (registry.py) -> its
-config_cls.from_hf_dict -> model_cls(config) -> family.from_hf(config, tensors) -> a strict
-load_state_dict. Training state (optimizer, RNG, data position) never goes in here; it lives beside
+(`model_type` and the family's HF field names) and `*.safetensors` under HF key names (one file, or
+shards with model.safetensors.index.json; `save_model(..., max_shard_size="5GB")`). bf16/fp16 files
+load as float32 on CPU (or `dtype=`), bfloat16 on a GPU; DeepSeek's FP8 files are dequantized while
+read; a GGUF file (or a directory holding one) loads too (formats/gguf.py). Loading goes config.json
+-> model_type -> the registered family (registry.py) -> its config_cls.from_hf_dict -> model_cls(config)
+built on the meta device -> names and shapes checked against the files' headers -> the parameters
+allocated once and filled one layer at a time by family.from_hf(config, that layer's tensors), so
+memory holds the model and one layer of the files, never two models (tests/test_model_formats.py
+measures the peak at under 1.3x the model). The family's load hints receive meta tensors (names,
+shapes, dtypes; no data). Training state (optimizer, RNG, data position) never goes in here; it lives beside
 the model directory in the run directory.
 
 Loading is strict, and fails in one CheckpointError line (errors.py) naming the file, the config field
@@ -29,21 +35,25 @@ import dataclasses
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nanoseek.model.accounting import human
 from nanoseek.model.config import show_value
 from nanoseek.model.errors import CheckpointError, some
+from nanoseek.model.formats import Fp8Source, SafetensorsSource, open_weights, save_sharded
+from nanoseek.model.formats.fp8 import FP8_DTYPES
+from nanoseek.model.formats.gguf import find_gguf
 from nanoseek.model.registry import Family, family_of, get_family
 
 
-def save_model(model: nn.Module, path: str | Path) -> None:
-    """`model` as a Hugging Face model directory (its family's HF names and config.json fields)."""
+def save_model(model: nn.Module, path: str | Path, max_shard_size: int | str = "5GB") -> None:
+    """`model` as a Hugging Face model directory (its family's HF names and config.json fields);
+    weights over `max_shard_size` bytes ("5GB", "500MB" or an int) in shards with an index, as
+    transformers' save_pretrained writes them."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = model.config
@@ -58,8 +68,7 @@ def save_model(model: nn.Module, path: str | Path) -> None:
         "top_p": 0.95,
     }  # DeepSeek-R1's recommended sampling
     (path / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    state = family_of(model).to_hf(model)
-    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    save_sharded(family_of(model).to_hf(model), path, max_shard_size)
 
 
 def read_config(path: str | Path):
@@ -69,6 +78,11 @@ def read_config(path: str | Path):
 
 
 def _family_and_config(path: Path) -> tuple[Family, object]:
+    config_file = path / "config.json"
+    return _config_of(_read_config_json(path), config_file)
+
+
+def _read_config_json(path: Path) -> dict:
     config_file = path / "config.json"
     if not path.is_dir():
         raise CheckpointError(path, "no such model directory")
@@ -85,12 +99,17 @@ def _family_and_config(path: Path) -> tuple[Family, object]:
         raise CheckpointError(
             config_file, f"expected a JSON object of config fields, got {show_value(config)}"
         )
-    family = get_family(config.get("model_type"), config_file)
+    return config
+
+
+def _config_of(config: dict, where: Path) -> tuple[Family, object]:
+    """(family, its config object) of config.json's fields; CheckpointError names the field at fault."""
+    family = get_family(config.get("model_type"), where)
     try:
         return family, family.config_cls.from_hf_dict(config)
     except ValueError as e:
         field = re.match(r"[\w.]+(?=: )", str(e))  # the messages open with the field they are about
-        raise CheckpointError(config_file, str(e), field and field.group()) from None
+        raise CheckpointError(where, str(e), field and field.group()) from None
 
 
 def weight_files(path: str | Path) -> list[Path]:
@@ -101,43 +120,128 @@ def weight_files(path: str | Path) -> list[Path]:
 
 
 def read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
-    """Every tensor in `files` (HF names); CheckpointError names a file that is not safetensors."""
-    hf: dict[str, torch.Tensor] = {}
-    for f in files:
-        try:
-            tensors = load_file(str(f))
-        except (SafetensorError, OSError) as e:
-            problem = f"not a readable safetensors file ({e}); is it truncated or corrupt?"
-            raise CheckpointError(f, problem) from None
-        twice = sorted(hf.keys() & tensors.keys())
-        if twice:
-            raise CheckpointError(f, f"holds {some(twice)} again (already in another *.safetensors file)")
-        hf.update(tensors)
-    return hf
+    """Every tensor in `files` (HF names), all in memory; CheckpointError names a file that is not
+    safetensors or a tensor found in two files. (Loading a model reads tensor by tensor instead.)"""
+    source = SafetensorsSource.from_files(files)
+    return source.load(source.meta())
 
 
-def from_pretrained(path: str | Path, device=None, dtype=None, model_cls: type | None = None) -> nn.Module:
-    """A model directory as its family's model, strictly: every tensor in the files is used, every
-    parameter filled, every shape as config.json implies; anything else raises CheckpointError (see
-    errors.py). `model_cls`: refuse a directory of another family's class."""
+def from_pretrained(
+    path: str | Path, device=None, dtype=None, model_cls: type | None = None, gguf_file: str | None = None
+) -> nn.Module:
+    """A model directory (or a GGUF file, or a directory holding one) as its family's model, strictly:
+    every tensor in the files is used, every parameter filled, every shape as config.json implies;
+    anything else raises CheckpointError (see errors.py). `model_cls`: refuse a directory of another
+    family's class. `dtype`: the parameters' dtype (default float32, or bfloat16 on a GPU for bf16,
+    fp16 and FP8 checkpoints). The model is built on the meta device and filled one layer at a time
+    from the memory-mapped files, so loading holds the model and one layer's tensors, not two models."""
     path = Path(path)
-    family, cfg = _family_and_config(path)
+    gguf = find_gguf(path, gguf_file)
+    if gguf is not None:
+        from nanoseek.model.formats.gguf import GGUFSource
+
+        source = GGUFSource(gguf)
+        where = config_where = gguf
+        family, cfg = _config_of(source.config, gguf)
+    else:
+        raw = _read_config_json(path)
+        config_where = path / "config.json"
+        family, cfg = _config_of(raw, config_where)
+        source = None
     if model_cls is not None and not issubclass(family.model_cls, model_cls):
         problem = (
             f"model_type: {family.model_type!r} is a {family.model_cls.__name__}, not a {model_cls.__name__}; "
             "load it with nanoseek.model.from_pretrained"
         )
-        raise CheckpointError(path / "config.json", problem, "model_type")
-    check_memory(cfg, path / "config.json", device)
-    files = weight_files(path)
-    hf = read_weights(files)
-    cfg = family.hints.fit_config(cfg, hf, path)
-    with torch.device(device or "cpu"):
+        raise CheckpointError(config_where, problem, "model_type")
+    check_memory(cfg, config_where, device)
+    if source is None:
+        source = open_weights(path, raw)
+        where = source.where
+    return load_from_source(family, cfg, source, where, device, dtype)
+
+
+def load_from_source(family: Family, cfg, source, where: Path, device=None, dtype=None) -> nn.Module:
+    """`family.model_cls(cfg)` filled from a tensor source (formats/): names and shapes checked on the
+    meta device first (CheckpointError at `where`), then the parameters allocated once and filled one
+    layer of the files at a time, each tensor converted to `dtype` as it is copied in."""
+    meta = source.meta()
+    cfg = family.hints.fit_config(cfg, meta, where)
+    if isinstance(source, Fp8Source) and "quantization_config" in getattr(cfg, "extra", {}):
+        # the weights are dequantized: a config.json saved from this model must not claim FP8
+        cfg = dataclasses.replace(
+            cfg, extra={k: v for k, v in cfg.extra.items() if k != "quantization_config"}
+        )
+    device = torch.device(device or "cpu")
+    dtype = dtype or default_dtype(source, device)
+    with torch.device(device), _parameters_on_meta():
         model = family.model_cls(cfg)
-    model.load_state_dict(checked_state(model, hf, files[0] if len(files) == 1 else path))
-    if dtype is not None:
-        model.to(dtype)
-    return model
+    checked_state(model, meta, where)  # names, shapes: no tensor read yet
+    _fill(model, family, cfg, source, device, dtype, where)
+    return model.to(dtype)
+
+
+def default_dtype(source, device: torch.device) -> torch.dtype:
+    """float32, except on a GPU for half-precision or FP8 files (bfloat16, as they were trained)."""
+    if device.type != "cuda":
+        return torch.float32
+    stored = getattr(source, "inner", source).meta().values()
+    sizes: dict[torch.dtype, int] = {}
+    for t in stored:
+        if t.is_floating_point():
+            sizes[t.dtype] = sizes.get(t.dtype, 0) + t.numel() * t.element_size()
+    most = max(sizes, key=sizes.get, default=torch.float32)
+    return torch.bfloat16 if most in (torch.bfloat16, torch.float16, *FP8_DTYPES) else torch.float32
+
+
+@contextmanager
+def _parameters_on_meta():
+    """Modules built inside get their parameters on the meta device (no memory, no init cost);
+    buffers (rope tables) are computed for real, on the current device."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param):
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def _fill(model: nn.Module, family: Family, cfg, source, device, dtype, where) -> None:
+    """Allocate the meta parameters (tied ones once) and copy the files' tensors in, one layer at a
+    time; `checked_state` has already matched the names and shapes."""
+    made: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is None or not p.is_meta:
+                continue
+            if id(p) not in made:
+                kind = dtype if p.is_floating_point() else p.dtype
+                made[id(p)] = nn.Parameter(torch.empty(p.shape, dtype=kind, device=device), p.requires_grad)
+            module._parameters[name] = made[id(p)]
+    targets = model.state_dict()
+    filled: set[str] = set()
+    with torch.no_grad():
+        for group in _layer_groups(list(source.meta())):
+            for name, t in family.from_hf(cfg, source.load(group)).items():
+                targets[name].copy_(t)
+                filled.add(name)
+    if filled != set(targets):  # the key map named a tensor per layer differently than for the whole
+        raise CheckpointError(where, f"{some(sorted(set(targets) - filled))} not filled while loading")
+
+
+def _layer_groups(names: list[str]) -> list[list[str]]:
+    """HF names grouped by decoder layer (model.layers.N.*), then everything else in one group."""
+    groups: dict[int, list[str]] = {}
+    for n in names:
+        m = re.match(r"(?:model\.)?layers\.(\d+)\.", n)
+        groups.setdefault(int(m.group(1)) if m else -1, []).append(n)
+    return [groups[k] for k in sorted(groups)]
 
 
 def checked_state(model: nn.Module, hf: dict[str, torch.Tensor], where: str | Path) -> dict:
