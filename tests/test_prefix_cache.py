@@ -66,6 +66,29 @@ def test_same_tokens_and_logprobs_with_and_without_the_cache(model, shared, spec
     )  # n samples: one prompt
 
 
+@pytest.mark.parametrize("name", ["llama", "qwen2"])
+def test_a_dense_gqa_model_hits_and_gives_the_same_tokens(name, hf_dense_dirs):
+    """The grouped-query K/V cache (Llama: 2 K/V heads of 4; Qwen2: q/k/v biases, one K/V head) is
+    reused block by block like MLA's latent cache: hits reported, the same greedy tokens and logprobs."""
+    from nanoseek.model import from_pretrained
+
+    dense = from_pretrained(hf_dense_dirs[name]).eval()
+    prefix = ragged_prompts([30], vocab=96, seed=7)[0]
+    prompts = [prefix + t for t in ragged_prompts([5, 9, 5], vocab=96, seed=8)]
+    prompts[2] = prompts[0]  # a repeat
+    params = greedy(8, logprobs=True)
+    results = {}
+    for mb in (0, 1):
+        engine = Engine(dense, max_slots=2, max_len=64, prefix_cache_mb=mb, prefix_cache_block=BLOCK)
+        results[mb] = [one(engine, p, params)[0] for p in prompts]
+    for off, on in zip(results[0], results[1]):
+        assert on.token_ids == off.token_ids
+        assert [x.logprob for x in on.logprobs] == pytest.approx([x.logprob for x in off.logprobs], abs=1e-4)
+    assert [c.cached_tokens for c in results[0]] == [0, 0, 0]
+    assert [c.cached_tokens for c in results[1]] == [0, 24, 32]  # the shared 3 blocks; the repeat's 4
+    assert engine.prefix_cache.hit_tokens == 56
+
+
 def test_hits_are_whole_blocks_that_leave_a_token_to_prefill(model):
     engine = Engine(model, max_slots=2, prefix_cache_block=BLOCK)
     prompt = ragged_prompts([3 * BLOCK], seed=5)[0]  # exactly 3 blocks

@@ -329,15 +329,17 @@ def test_serve_command_end_to_end(demo_checkpoint, tmp_path):
         server.wait(timeout=30)
 
 
-def test_prompt_scorer_in_chunks_equals_one_forward(engine, monkeypatch):
-    from nanoseek.serve import logprobs
+def test_prompt_logprobs_in_chunks_equal_one_forward(engine, monkeypatch):
+    """What echo + logprobs shows: the engine's prompt_logprobs, a few positions of logits at a time."""
+    from nanoseek.engine import GenerationRequest, SamplingParams, runner
 
-    monkeypatch.setattr(logprobs, "SCORE_CHUNK", 3)  # several chunks, a ragged last one
+    monkeypatch.setattr(runner, "LOGPROB_ROWS", 3)  # several pieces, a ragged last one
     ids = engine.tokenizer.encode("Tell me a story about a dog, please, today")
-    scored, tops = logprobs.PromptScorer(engine.model).score(ids, top=2)
+    params = SamplingParams(max_new_tokens=0, prompt_logprobs=2)
+    scored = engine.generate([GenerationRequest(prompt=ids, params=params)])[0].prompt_logprobs
     with torch.no_grad():
         expected = torch.log_softmax(engine.model(torch.tensor([ids]))[0].float(), -1)
-    assert scored[0] is None and tops[0] is None and len(scored) == len(tops) == len(ids)
+    assert scored[0] is None and len(scored) == len(ids)
     for i in range(1, len(ids)):
-        assert scored[i] == pytest.approx(expected[i - 1, ids[i]].item(), abs=1e-4)
-        assert [t for t, _ in tops[i]] == expected[i - 1].topk(2).indices.tolist()
+        assert scored[i].logprob == pytest.approx(expected[i - 1, ids[i]].item(), abs=1e-4)
+        assert [t for t, _ in scored[i].top] == expected[i - 1].topk(2).indices.tolist()

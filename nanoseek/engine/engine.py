@@ -1,4 +1,4 @@
-"""The native inference engine: continuous batching over an MLA latent cache, behind `Generator`.
+"""The native inference engine: continuous batching over the model's cache, behind `Generator`.
 
     from nanoseek.engine import Engine, GenerationRequest, SamplingParams
     engine = Engine.from_pretrained("runs/sft/model", max_slots=16)      # or Engine(model, tokenizer)
@@ -11,7 +11,7 @@ For a server (many threads submitting, one loop stepping):
     engine.start()                                   # background thread runs step() while there is work
     handle = engine.submit(request, stream=True)     # thread-safe
     for delta in handle: ...                         # blocking iterator; or on_delta=callback
-    handle.abort()                                   # frees the request's slots at the next step
+    handle.abort()                                   # frees its slots now (or when the running step ends)
     engine.stop()
 
 Each `step()` admits queued requests into free cache slots, prefills prompts within a token budget
@@ -20,7 +20,15 @@ Each `step()` admits queued requests into free cache slots, prefills prompts wit
 retires finished samples, freeing their slots. A request with n samples prefills once and forks.
 Prompts that share a prefix with earlier ones reuse its cache rows (`prefix_cache.py`): on admission
 the longest cached chain of 16-token blocks is copied into the request's slot and prefill starts
-after it; `Completion.cached_tokens` says how many prompt tokens were reused.
+after it; `Completion.cached_tokens` says how many prompt tokens were reused. A request asking for
+`prompt_logprobs` gets them from its own prefill (so it skips the prefix cache), chunk by chunk.
+
+One bad request never fails its batch: an exception while starting, running or sampling one request
+(a forward that raises for its rows, NaN logits, a parameter the sampler cannot use, a stop or text
+check that raises) finishes that request alone with the error (`handle.result()` raises it, a server
+answers 500 for it) and frees its slots; the batch goes on. A batched forward that raises is run
+again request by request to find the culprits (a forward only writes its own rows of the cache, so
+running it twice changes nothing); an error no single request explains fails every request in flight.
 
 The engine wraps the model and never changes it: its decode path (`runner.py`, `decode.py`) keeps
 fused copies of the weights beside the model, and each forward runs in eval mode without autograd
@@ -41,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,7 +69,7 @@ from nanoseek.engine.protocol import (
     GenerationRequest,
     TokenLogprob,
 )
-from nanoseek.engine.runner import ModelRunner
+from nanoseek.engine.runner import ModelRunner, trim_heap
 from nanoseek.engine.sampling import Sampler, SampleRow
 from nanoseek.engine.scheduler import RequestState, Scheduler, Sequence, Status
 from nanoseek.model import from_pretrained as load_model
@@ -128,6 +137,7 @@ class RequestHandle:
         self.submitted_at = time.perf_counter()
         self.finished_at: float | None = None  # time.perf_counter() when the last sample finished
         self._done = threading.Event()
+        self._prompt_scored = threading.Event()  # prompt_logprobs complete (or the request ended)
 
     @property
     def done(self) -> bool:
@@ -146,6 +156,19 @@ class RequestHandle:
 
     def abort(self) -> None:
         self.engine.abort(self)
+
+    def prompt_logprobs(self, timeout: float | None = None) -> list[TokenLogprob | None] | None:
+        """With params.prompt_logprobs: the prompt's own logprobs, one per prompt token (None for the
+        first), as soon as its prefill is done (blocks until then, before the completion finishes);
+        None if the request was aborted before. Raises if the request failed."""
+        while self.engine._thread is None and not self._prompt_scored.is_set():
+            self.engine.step()
+        if not self._prompt_scored.wait(timeout):
+            raise TimeoutError(f"request {self.request_id or self.request_index}: prompt still prefilling")
+        if self.error is not None:
+            raise RuntimeError("the engine failed while running this request") from self.error
+        scored = self.state.prompt_logprobs if self.state is not None else None
+        return scored if scored is not None and len(scored) == len(self.state.prompt_ids) else None
 
     @property
     def cached_tokens(self) -> int:
@@ -179,6 +202,7 @@ class RequestHandle:
     def _finish(self, error: BaseException | None = None) -> None:
         self.error = error
         self.finished_at = time.perf_counter()
+        self._prompt_scored.set()
         self._done.set()
         if self.deltas is not None:
             self.deltas.put(None)
@@ -335,7 +359,7 @@ class Engine:
         on_delta: Callable[[Delta], None] | None = None,
     ) -> RequestHandle:
         """Queue a request; it joins the running batch at the next step with enough free slots."""
-        prompt_ids = self.encode_prompt(request)
+        prompt_ids = self.encode_prompt(request, room=0 if request.params.max_new_tokens == 0 else 1)
         handle = RequestHandle(self, request_index, request.params.n, request.request_id)
         handle.deltas = queue.Queue() if stream else None
         handle.on_delta = on_delta
@@ -346,14 +370,20 @@ class Engine:
         return handle
 
     def abort(self, handle: RequestHandle) -> None:
-        """Stop a request (thread-safe): its samples finish with reason "abort", their slots free up."""
+        """Stop a request (thread-safe): its samples finish with reason "abort". A queued request leaves
+        the queue now; a running one frees its slots now, or when the step running at the moment ends
+        (never in the middle of one)."""
         with self._lock:
             if handle.done:
                 return
-            self._aborts.add(handle)
-            self._wakeup.notify()
-        if self._thread is None and self._step_lock.acquire(blocking=False):
-            try:  # nobody may step again soon: free the slots now
+            queued = self.scheduler.remove_waiting(handle.state)
+            if not queued:
+                self._aborts.add(handle)
+                self._wakeup.notify()
+        if queued:  # no slot, no sample, nothing the stepping thread touches
+            self._abort(handle.state)
+        elif self._step_lock.acquire(blocking=False):
+            try:  # no step is running: free the slots now
                 self._apply_aborts()
             finally:
                 self._step_lock.release()
@@ -371,7 +401,8 @@ class Engine:
                 ids = render_prompt(tok, request.messages, think=request.think)
             else:
                 ids = tok.encode(request.prompt)
-                ids = ids if ids[:1] == [tok.bos_id] else [tok.bos_id, *ids]  # like our documents
+                if ids[:1] != [tok.bos_id]:  # as the tokenizer's own `tokenizer(text)` does
+                    ids = [*tok.bos_prefix, *ids]
         else:
             ids = [int(i) for i in request.prompt]
         if not ids:
@@ -415,10 +446,17 @@ class Engine:
                 "slots": scheduler.num_slots,
             }
 
+    def _has_work(self) -> bool:
+        return bool(self.scheduler.has_work or self._aborts or self._stopping)
+
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not (self.scheduler.has_work or self._aborts or self._stopping):
+                idle = not self._has_work()
+            if idle:  # out of work: return what the last burst's temporaries left in the heap
+                trim_heap()
+            with self._lock:
+                while not self._has_work():
                     self._wakeup.wait()
                 if self._stopping:
                     return
@@ -428,15 +466,46 @@ class Engine:
                 self._fail_all(exc)
 
     def _fail_all(self, exc: BaseException) -> None:
+        """An error no single request explains (stale weights, a batch that fails but whose requests
+        each run alone): every request in flight finishes with it."""
         with self._lock:
             groups = list(self.scheduler.waiting) + list(self.scheduler.active)
-            self.scheduler.waiting.clear()
         for group in groups:
-            for seq in group.sequences:
-                self.scheduler.release(seq)
-            if group in self.scheduler.active:
-                self.scheduler.retire(group)
-            group.handle._finish(exc)
+            self._fail(group, exc)
+
+    def _fail(self, group: RequestState, exc: BaseException) -> None:
+        """One request failed: it finishes with `exc` (its handle raises it), its slots free up, the
+        other requests go on."""
+        if group.handle.done:
+            return
+        log.warning("request %s failed: %r", group.request.request_id or group.request_index, exc)
+        with self._lock:
+            self.scheduler.remove_waiting(group)
+        for seq in group.sequences:
+            seq.status = Status.FINISHED
+            self.scheduler.release(seq)
+        if group in self.scheduler.active:
+            self.scheduler.retire(group)
+        group.handle._finish(exc)
+
+    def _guarded(self, run: Callable[[list], Any], items: list, group_of: Callable[[Any], RequestState]):
+        """(items, run(items)); when that raises, each item is run alone, the requests whose item
+        raises alone fail (`_fail`), and run goes again over the rest: (the rest, its result). `run`
+        must be safe to repeat (a forward only rewrites its own cache rows). ([], None) when none is left."""
+        try:
+            return items, run(items)
+        except Exception as exc:
+            if len(items) == 1:
+                self._fail(group_of(items[0]), exc)
+                return [], None
+        for item in items:
+            if not group_of(item).handle.done:
+                try:
+                    run([item])
+                except Exception as exc:
+                    self._fail(group_of(item), exc)
+        rest = [item for item in items if not group_of(item).handle.done]
+        return (rest, run(rest)) if rest else ([], None)
 
     # ------------------------------------------------------------------ one step
     def step(self) -> int:
@@ -460,7 +529,10 @@ class Engine:
         with self._lock:
             admitted = self.scheduler.admit()
         for group in admitted:
-            self._start(group)
+            try:
+                self._start(group)
+            except Exception as exc:  # a stop string or chat template its text stream rejects, say
+                self._fail(group, exc)
         plan = self.scheduler.plan(tokens_per_decode=2 if self.speculative else 1)
         if plan.prefill or plan.decode:
             self.runner.check_synced()
@@ -488,7 +560,9 @@ class Engine:
                 if group.request.is_chat:
                     seq.splitter = ReasoningSplitter(prompt_opens_think(tok, group.prompt_ids))
         self.sampler.start(group.sequences[0].slot, group.prompt_ids)
-        if params.max_new_tokens == 0:
+        if params.prompt_logprobs is not None:
+            group.prompt_logprobs = [None]  # the first token has nothing before it
+        elif params.max_new_tokens == 0:  # nothing to compute
             for seq in group.sequences:
                 self._finish(seq, "length")
             return
@@ -499,29 +573,59 @@ class Engine:
         With speculation one token before it: the MTP layer's row at the prefix's last position
         needs the main model's hidden state there and the token after it, which the cache lacks."""
         parent, ids = group.sequences[0], group.prompt_ids
-        start = self.prefix_cache.load(ids, parent.slot)
+        scoring = group.params.prompt_logprobs is not None  # needs every prompt position's logits
+        start = 0 if scoring else self.prefix_cache.load(ids, parent.slot)
         if start and self.speculative:
             start -= 1
         parent.num_cached = group.cached_tokens = start
         self.prefix_cache.count(start, len(ids) - start)
 
-    def _prefill(self, chunks: list[tuple[RequestState, int, int]]) -> int:
-        parents = [g.sequences[0] for g, _, _ in chunks]
-        h = self.runner.hidden(
-            [g.prompt_ids[a:b] for g, a, b in chunks], [a for _, a, _ in chunks], [s.slot for s in parents]
-        )  # (B, T, C)
-        for seq, (_, _, b) in zip(parents, chunks):
-            seq.num_cached = b
-        self.stats.count_prefill(sum(b - a for _, a, b in chunks))
+    def _prefill_forward(self, chunks: list[tuple[RequestState, int, int]]) -> torch.Tensor:
+        """The chunks' prompt tokens through the model into their slots' cache rows: hidden (B, T, C)."""
+        slots = [g.sequences[0].slot for g, _, _ in chunks]
+        h = self.runner.hidden([g.prompt_ids[a:b] for g, a, b in chunks], [a for _, a, _ in chunks], slots)
         if self.speculative:  # the MTP layer's cache for these positions; the last one waits for its token
             from nanoseek.engine.speculative import prefill_mtp
 
             prefill_mtp(self, chunks, h)
-        for seq, (group, _, b) in zip(parents, chunks):
+        return h
+
+    def _score_prompt(self, group: RequestState, h: torch.Tensor, a: int, b: int) -> None:
+        """Prompt logprobs from a chunk's hidden states h (b - a, C): position p's next-token
+        distribution scores prompt token p + 1 (the last prompt position scores nothing)."""
+        ids = group.prompt_ids
+        end = min(b, len(ids) - 1)
+        if end > a:
+            group.prompt_logprobs += self.runner.token_logprobs(
+                h[: end - a], ids[a + 1 : end + 1], group.params.prompt_logprobs
+            )
+        if b == len(ids):
+            group.handle._prompt_scored.set()
+
+    def _prefill(self, chunks: list[tuple[RequestState, int, int]]) -> int:
+        chunks, h = self._guarded(self._prefill_forward, chunks, lambda chunk: chunk[0])  # (B, T, C)
+        parents = [g.sequences[0] for g, _, _ in chunks]
+        for seq, (_, _, b) in zip(parents, chunks):
+            seq.num_cached = b
+        self.stats.count_prefill(sum(b - a for _, a, b in chunks))
+        for i, (seq, (group, a, b)) in enumerate(zip(parents, chunks)):
             # the prompt's last MTP row is a stand-in until the first token: keep it out of the cache
             final = self.speculative and b == len(group.prompt_ids)
             self.prefix_cache.store(group.prompt_ids, seq.slot, b - 1 if final else b)
-        done = [(i, g) for i, (g, a, b) in enumerate(chunks) if b == len(g.prompt_ids)]
+            if group.prompt_logprobs is not None:
+                try:
+                    self._score_prompt(group, h[i], a, b)
+                except Exception as exc:
+                    self._fail(group, exc)
+        done = []
+        for i, (g, _, b) in enumerate(chunks):
+            if b < len(g.prompt_ids) or g.handle.done:
+                continue
+            if g.params.max_new_tokens == 0:  # scored only: nothing to generate
+                for seq in g.sequences:
+                    self._finish(seq, "length")
+            else:
+                done.append((i, g))
         if not done:
             return sum(b - a for _, a, b in chunks)
         last = torch.stack([h[i, chunks[i][2] - chunks[i][1] - 1] for i, _ in done])  # (k, C)
@@ -547,9 +651,14 @@ class Engine:
         return sum(b - a for _, a, b in chunks)
 
     def _decode(self, seqs: list[Sequence]) -> int:
-        h = self.runner.decode(
-            [s.output[-1] for s in seqs], [s.num_cached for s in seqs], [s.slot for s in seqs]
-        )
+        def forward(seqs: list[Sequence]) -> torch.Tensor:
+            return self.runner.decode(
+                [s.output[-1] for s in seqs], [s.num_cached for s in seqs], [s.slot for s in seqs]
+            )
+
+        seqs, h = self._guarded(forward, seqs, lambda seq: seq.group)
+        if not seqs:
+            return 0
         for seq in seqs:
             seq.num_cached += 1
         self.sample_and_append(seqs, self.runner.logits(h))
@@ -558,13 +667,51 @@ class Engine:
     def sample_and_append(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Sample one token per sequence from its row of logits (B, V), each with the sequence's own
         generator and parameters, and append it (stop checks, text, streaming); returns the tokens.
-        Decoding and speculation (`speculative.py`) emit every token through here."""
-        rows = [SampleRow(s.params, s.slot, s.generator) for s in seqs]
-        tokens, logprobs = self.sampler.sample(logits, rows)
-        self.sampler.record([s.slot for s in seqs], tokens)
-        for seq, token, lp in zip(seqs, tokens, logprobs):
-            self.append(seq, token, lp)
+        Decoding and speculation (`speculative.py`) emit every token through here. A row that cannot
+        be sampled (NaN logits, parameters the sampler rejects) or appended fails its request alone
+        (`_fail`); its entry is -1."""
+        tokens: list[int] = [-1] * len(seqs)
+        for i in torch.isnan(logits).any(-1).nonzero()[:, 0].tolist():
+            self._fail(seqs[i].group, FloatingPointError("the model's next-token logits are NaN"))
+        live = [i for i, s in enumerate(seqs) if s.status is not Status.FINISHED]
+        sampled = self._sample(seqs, logits, live)
+        sampled = [(i, t, lp) for i, t, lp in sampled if seqs[i].status is not Status.FINISHED]
+        self.sampler.record([seqs[i].slot for i, _, _ in sampled], [t for _, t, _ in sampled])
+        for i, token, lp in sampled:
+            tokens[i] = token
+            if seqs[i].status is Status.FINISHED:  # a sibling sample's failure ended its request
+                continue
+            try:
+                self.append(seqs[i], token, lp)
+            except Exception as exc:  # a stop check or the text stream raised for this sample
+                self._fail(seqs[i].group, exc)
         return tokens
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor, rows: list[int]):
+        """[(row, token, logprob)] for the given rows of logits, sampled together; when that raises,
+        row by row, failing the requests whose row raises alone (a row whose draw was taken before
+        the error draws again)."""
+        if not rows:
+            return []
+        sample_rows = [SampleRow(seqs[i].params, seqs[i].slot, seqs[i].generator) for i in rows]
+        try:
+            tokens, logprobs = self.sampler.sample(
+                logits if len(rows) == len(seqs) else logits[rows], sample_rows
+            )
+        except Exception:
+            return self._sample_alone(seqs, logits, rows, sample_rows)
+        return list(zip(rows, tokens, logprobs))
+
+    def _sample_alone(self, seqs: list[Sequence], logits: torch.Tensor, rows: list[int], sample_rows):
+        out = []
+        for i, row in zip(rows, sample_rows):
+            try:
+                (token,), (lp,) = self.sampler.sample(logits[i : i + 1], [row])
+            except Exception as exc:
+                self._fail(seqs[i].group, exc)
+                continue
+            out.append((i, token, lp))
+        return out
 
     # ------------------------------------------------------------------ tokens and endings
     def append(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> bool:
@@ -632,6 +779,7 @@ class Engine:
             finish_reason=seq.finish_reason,
             prompt_tokens=len(group.prompt_ids),
             cached_tokens=group.cached_tokens,
+            prompt_logprobs=list(group.prompt_logprobs) if group.prompt_logprobs is not None else None,
             logprobs=list(seq.logprobs) if (params.logprobs or params.top_logprobs) else None,
             reasoning_content=reasoning,
             content=content,
@@ -644,8 +792,8 @@ class Engine:
         if group is None or group.handle.done:
             return
         with self._lock:
-            never_admitted = self.scheduler.remove_waiting(group)
-        if never_admitted:  # no slots, no samples yet
+            self.scheduler.remove_waiting(group)
+        if not group.sequences:  # never admitted: no slots, no samples yet
             group.sequences = [Sequence(group, i, -1, None) for i in range(group.n)]
         for seq in group.sequences:
             if seq.status is not Status.FINISHED:

@@ -50,6 +50,9 @@ class SamplingParams:
     n: int = 1  # samples of the prompt (prefilled once, the cache forked)
     logprobs: bool = False  # per-token logprob of each sampled token (raw model distribution)
     top_logprobs: int = 0  # and that many most likely alternatives per position
+    # the prompt's own tokens' logprobs (vLLM's prompt_logprobs): None off, k >= 0 with k alternatives;
+    # computed during the request's prefill (which then skips the prefix cache)
+    prompt_logprobs: int | None = None
 
     def __post_init__(self):
         if isinstance(self.stop, str):
@@ -63,6 +66,7 @@ class SamplingParams:
             (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
             (self.n >= 1, "n must be >= 1"),
             (self.top_logprobs >= 0, "top_logprobs must be >= 0"),
+            (self.prompt_logprobs is None or self.prompt_logprobs >= 0, "prompt_logprobs must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -94,7 +98,8 @@ class GenerationRequest:
 
 @dataclass
 class TokenLogprob:
-    """The logprob of one generated token and, if asked, the most likely alternatives at its position."""
+    """The logprob of one token (generated, or a prompt token with `prompt_logprobs`) and, if asked, the
+    most likely alternatives at its position."""
 
     token_id: int  # -1 when unknown (a remote API that returns token strings only)
     logprob: float
@@ -121,6 +126,8 @@ class Completion:
     request_id: str | None = None
     completion_tokens: int = -1  # len(token_ids); remote APIs report it without the ids
     cached_tokens: int = 0  # prompt tokens whose cache rows were reused (prefix cache), not recomputed
+    # with params.prompt_logprobs: one entry per prompt token, None for the first (nothing precedes it)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     def __post_init__(self):
         if self.completion_tokens < 0:

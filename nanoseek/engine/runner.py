@@ -3,6 +3,7 @@
     runner = ModelRunner(model, num_slots=16, max_len=1024, speculative=False)
     h = runner.hidden([[1, 2, 3], [4, 5]], starts=[0, 7], slots=[0, 3])   # (2, 3, C), ragged rows padded
     logits = runner.logits(h[:, -1])                                        # (2, V)
+    scored = runner.token_logprobs(h[0, :2], [2, 3], top=1)   # a prompt's own logprobs (TokenLogprob)
     runner.sync()                      # after a trainer changed the weights: rebuild what derives from them
 
 Every call writes the new tokens' cache rows at (slot, start + t) and attends over the slot's
@@ -20,18 +21,53 @@ copies with live weights.
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from nanoseek.engine.decode import FastDecoder
+from nanoseek.engine.protocol import TokenLogprob
 
 log = logging.getLogger(__name__)
 _logged: set[str] = set()  # fast-path refusals already logged (once per reason per process)
 
+# oneDNN (the fp32 matmuls of prefill, `model/kernels.py`; the packed head, `decode.py`) compiles a
+# kernel for every new input shape and keeps it in two LRU caches (its primitive cache and ideep's),
+# 1024 entries each by default at ~0.5 MB an entry (measured): prompts of every length grew a server's
+# RSS by ~400 MB over 200 shapes. A small bound instead, unless the user set one. oneDNN reads these
+# when it first runs, so they must be set before the process's first fp32 matmul (importing the
+# engine does it); they bound the training matmuls of the same process too.
+SHAPE_CACHE_ENTRIES = 64
+SHAPE_CACHE_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+for _var in SHAPE_CACHE_VARS:
+    os.environ.setdefault(_var, str(SHAPE_CACHE_ENTRIES))
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def trim_heap() -> None:
+    """Hand the heap memory malloc keeps but no tensor uses back to the OS (glibc; a no-op elsewhere).
+    glibc serves a freed large block's size from its heap from then on (its mmap threshold adapts), so
+    prefill temporaries of ever new sizes leave free holes it never returns: ~250 MB over 200 shapes,
+    measured. The engine's loop calls this when it runs out of work (~1 ms), never between steps."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+LOGPROB_ROWS = 128  # prompt positions whose (rows, vocab) log-probabilities are materialized at once
 STALE = "weights changed since the last sync_weights(); call engine.sync_weights(model) after each update"
 
 
@@ -155,6 +191,23 @@ class ModelRunner:
             return self.fast.logits(h)
         with inference_mode(self.model):
             return self.model.lm_head(self.model.norm(h)).float()
+
+    def token_logprobs(self, h: torch.Tensor, targets: list[int], top: int = 0) -> list[TokenLogprob]:
+        """log p(targets[t]) under the next-token distribution at each of the final hidden states h
+        (T, C), and the `top` most likely tokens there: a prompt's own logprobs, from its prefill.
+        LOGPROB_ROWS positions at a time, so no (T, vocab) matrix is ever whole."""
+        out: list[TokenLogprob] = []
+        for a in range(0, len(targets), LOGPROB_ROWS):
+            b = min(a + LOGPROB_ROWS, len(targets))
+            lp = self.logits(h[a:b]).float().log_softmax(-1)  # (rows, V)
+            ids = torch.tensor(targets[a:b], device=lp.device)
+            chosen = lp.gather(1, ids[:, None])[:, 0].tolist()
+            tops: list[list[tuple[int, float]]] = [[] for _ in chosen]
+            if top > 0:
+                values, indices = lp.topk(min(top, lp.shape[-1]), dim=-1)
+                tops = [list(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
+            out += [TokenLogprob(t, v, k) for t, v, k in zip(targets[a:b], chosen, tops)]
+        return out
 
     def mtp_hidden(
         self, h: torch.Tensor, next_ids: list[list[int]], starts: list[int], slots: list[int]

@@ -73,6 +73,8 @@ class RequestState:
     handle: Any  # engine.RequestHandle
     sequences: list[Sequence] = field(default_factory=list)
     cached_tokens: int = 0  # prompt tokens reused from the prefix cache (prefill starts there)
+    # params.prompt_logprobs: filled chunk by chunk during prefill, [None] for the first token
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def params(self) -> SamplingParams:

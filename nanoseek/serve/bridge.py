@@ -19,8 +19,8 @@ Retry-After when the queue is full); prompts surely too long for the context, re
 length before tokenizing (`min_prompt_tokens`); the request deadline (408); and chat's `max_tokens`
 when the model thinks first: it limits the answer only, so the bridge counts tokens after `</think>`
 and cuts a sample there with finish reason "length" (the engine's own `max_new_tokens` bounds
-reasoning plus answer). A request that generates nothing (`max_tokens: 0`, echo scoring a prompt)
-never reaches the engine: it needs no slot and no room in the context.
+reasoning plus answer). A request that generates nothing (`max_tokens: 0`) never reaches the engine,
+unless it asks for its prompt's logprobs (echo scoring), which its prefill computes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from starlette.requests import Request
 from nanoseek.engine import Delta, Engine, GenerationRequest, TokenLogprob
 from nanoseek.serve.config import ServerConfig
 from nanoseek.serve.errors import APIError
-from nanoseek.serve.logprobs import PromptScorer, TokenTexts
+from nanoseek.serve.logprobs import TokenTexts
 from nanoseek.serve.metrics import ServerMetrics, engine_load
 from nanoseek.serve.openai_schema import context_error
 from nanoseek.serve.usage import reasoning_token_count
@@ -83,7 +83,7 @@ class Generation:
     ):
         self.bridge = bridge
         self.prompt_tokens = prompt_tokens  # per engine request
-        self.think = think
+        self.think = think  # the prompt opened a think block (`prompt_opens_think`)
         self.answer_limit = answer_limit
         self.samples = {(i, j): Sample(i, j) for i, r in enumerate(requests) for j in range(r.params.n)}
         self.unfinished = len(self.samples)
@@ -100,7 +100,7 @@ class Generation:
         self.handles = []
         try:
             for i, request in enumerate(requests):
-                if request.params.max_new_tokens == 0:  # nothing to generate: finished as it starts
+                if not engine_work(request):  # nothing to generate or score: finished as it starts
                     self._pending += [Delta(i, j, finish_reason="length") for j in range(request.params.n)]
                     continue
                 self.handles.append(bridge.engine.submit(request, request_index=i, on_delta=self._on_delta))
@@ -237,7 +237,8 @@ class Generation:
         return request_index * n + index
 
     def reasoning_tokens(self, sample: Sample) -> int:
-        return reasoning_token_count(sample.token_ids, self.bridge.end_think_id, self.think)
+        tok = self.bridge.tokenizer
+        return reasoning_token_count(sample.token_ids, tok.think_id, self.bridge.end_think_id, self.think)
 
     def cached_tokens(self) -> int:
         """Prompt tokens the engine reused from its prefix cache (DeepSeek's cache hits)."""
@@ -251,6 +252,11 @@ class Generation:
             sum(len(s.token_ids) for s in samples),
             sum(self.reasoning_tokens(s) for s in samples),
         )
+
+
+def engine_work(request: GenerationRequest) -> bool:
+    """Whether a request needs the engine: tokens to generate, or its prompt's logprobs to compute."""
+    return request.params.max_new_tokens > 0 or request.params.prompt_logprobs is not None
 
 
 async def wait_for_disconnect(request: Request) -> None:
@@ -281,7 +287,6 @@ class EngineBridge:
         self.tokenizer = tok
         self.end_think_id = tok.end_think_id
         self.token_texts = TokenTexts(tok)
-        self.prompt_scorer = PromptScorer(engine.model)
         self.context = engine.max_len
         self.max_token_bytes = longest_token_bytes(tok)
         self.vocab_size = engine.model.config.vocab_size
@@ -370,7 +375,7 @@ class EngineBridge:
         answer_limit: int | None = None,
     ) -> Generation:
         """Submit the engine requests of one HTTP request (raises 429 when the queue is full)."""
-        self.check_capacity(sum(r.params.n for r in requests if r.params.max_new_tokens > 0))
+        self.check_capacity(sum(r.params.n for r in requests if engine_work(r)))
         generation = Generation(self, requests, prompt_tokens, think, answer_limit)
         self.in_flight += 1
         self.metrics.in_flight.inc()

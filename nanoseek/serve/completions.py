@@ -10,24 +10,25 @@
 prompt yields `n` choices (choice index = prompt index * n + sample index), all generated together
 by the engine. A request may hold `max_prompts` prompts and `max_queue` samples (prompts x n): a
 larger one is refused whole before anything is tokenized. A text prompt is encoded like a pretraining
-document (BOS first); token ids are used as given. `echo` prepends the prompt to the text; with `logprobs` too, the prompt's tokens come with
-their log-probabilities (the first has none), computed by one forward of the model
-(`logprobs.PromptScorer`), so lm-eval's `token_logprobs[ctxlen:-1]` are the continuation's. With
-`max_tokens: 0` nothing is generated (echo alone scores a text): the prompt may then fill the whole
-context, and the request needs no cache slot.
+document (BOS first); token ids are used as given. `echo` prepends the prompt to the text; with
+`logprobs` too, the prompt's tokens come with their log-probabilities (the first has none), which the
+engine computes during the request's own prefill (`SamplingParams.prompt_logprobs`, vLLM's option;
+such a request skips the prefix cache), so lm-eval's `token_logprobs[ctxlen:-1]` are the
+continuation's. With `max_tokens: 0` nothing is generated (echo alone scores a text): the prompt may
+then fill the whole context, and only an echo with logprobs takes a cache slot (for its prefill).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from nanoseek.engine import Delta, GenerationRequest
+from nanoseek.engine import Delta, GenerationRequest, TokenLogprob
 from nanoseek.serve.bridge import EngineBridge, Generation, Sample
 from nanoseek.serve.envelope import Bridge, View, respond
 from nanoseek.serve.errors import APIError
@@ -57,6 +58,8 @@ def build_requests(
     max_tokens = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
     top = body.logprobs or 0
     base = sampling_params(body, bridge, max_tokens, logprobs=body.logprobs is not None, top_logprobs=top)
+    if scores_prompt(body):  # the engine scores the prompt during its prefill
+        base = dataclasses.replace(base, prompt_logprobs=top)
     context = bridge.context
     requests, infos = [], []
     for i, prompt in enumerate(prompts):
@@ -80,12 +83,42 @@ def build_requests(
     return requests, infos
 
 
+def scores_prompt(body: CompletionRequest) -> bool:
+    """echo with logprobs: the prompt's own tokens get their log-probabilities."""
+    return bool(body.echo) and body.logprobs is not None
+
+
+def wait_prompt_logprobs(generation: Generation, count: int) -> list[list[TokenLogprob | None]]:
+    """Each prompt's logprobs from its engine request, once its prefill is done (a worker thread
+    blocks here; the request's deadline bounds the wait)."""
+    handles = {h.request_index: h for h in generation.handles}
+    out = []
+    for i in range(count):
+        try:
+            scored = handles[i].prompt_logprobs(timeout=max(0.0, generation.deadline - time.monotonic()))
+        except TimeoutError:
+            generation.outcome = "timeout"
+            limit = generation.bridge.config.request_timeout
+            raise APIError(
+                408,
+                f"The request took longer than the server's limit of {limit:g} seconds.",
+                code="request_timeout",
+            ) from None
+        except RuntimeError:
+            scored = None
+        if scored is None:
+            generation.outcome = "error"
+            raise APIError(500, "The engine failed while scoring this prompt.", code="engine_error")
+        out.append(scored)
+    return out
+
+
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, bridge: Bridge) -> Response:
     # refuse what cannot be served before any work: too many prompts or samples, a full queue
     count = len(body.prompts())
     bridge.check_size(count, body.n)
-    bridge.check_capacity(count * body.n if body.max_tokens != 0 else 0)
+    bridge.check_capacity(count * body.n if body.max_tokens != 0 or scores_prompt(body) else 0)
     requests, prompts = await anyio.to_thread.run_sync(build_requests, body, bridge)  # off the loop
     generation = bridge.start(requests, [len(p.ids) for p in prompts])
     return await respond(CompletionView(bridge, body, generation, prompts), request)
@@ -104,20 +137,18 @@ class CompletionView(View):
         self.offsets: dict[tuple[int, int], int] = {}  # streaming: text offset of the next token
 
     async def prepare(self) -> None:
-        """With echo and logprobs: every prompt token's log-probability (a forward per prompt, off the loop)."""
-        if not (self.body.echo and self.body.logprobs is not None):
+        """With echo and logprobs: every prompt token's log-probability, from the engine's prefill of
+        each prompt (waited for off the loop, before the first byte of the response)."""
+        if not scores_prompt(self.body):
             return
-        scorer = self.bridge.prompt_scorer
-        top = self.body.logprobs or 0
         try:
-            results = await asyncio.gather(
-                *(anyio.to_thread.run_sync(scorer.score, p.ids, top) for p in self.prompts)
-            )
+            results = await anyio.to_thread.run_sync(wait_prompt_logprobs, self.generation, len(self.prompts))
         except BaseException:
             self.generation.close()
             raise
-        for prompt, (logprobs, tops) in zip(self.prompts, results):
-            prompt.logprobs, prompt.tops = logprobs, tops
+        for prompt, scored in zip(self.prompts, results):
+            prompt.logprobs = [None if lp is None else lp.logprob for lp in scored]
+            prompt.tops = [None if lp is None else lp.top for lp in scored]
 
     def echo_logprobs(self, prompt: Prompt) -> dict[str, Any]:
         assert prompt.logprobs is not None and prompt.tops is not None

@@ -1,36 +1,23 @@
-"""Log-probabilities in OpenAI's two formats, token texts and bytes, and prompt log-probabilities.
+"""Log-probabilities in OpenAI's two formats, and token texts and bytes.
 
     texts = TokenTexts(tokenizer)
     chat_logprobs(texts, sample.logprobs)          # {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}
     legacy_logprobs(texts, ids, logprobs, tops)    # {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
-    scorer = PromptScorer(engine.model)
-    logprobs, tops = scorer.score(ids, top=1)      # log p(ids[i] | ids[:i]); None for the first token
 
 Token texts: a byte-level BPE token can be part of a UTF-8 character; its `bytes` are exact (read
 through the byte-level alphabet) and its text is the decoded bytes, or `bytes:\\xe4\\xb8` (vLLM's
-spelling) when they are not valid UTF-8 on their own.
-
-`echo` with `logprobs` (what lm-evaluation-harness's loglikelihood requests are) needs the
-log-probabilities of the prompt's own tokens, which the engine does not report, so `PromptScorer`
-runs one plain forward of the model (read-only, under a lock, in a worker thread) and takes
-log_softmax at every position, a chunk of positions at a time (a 128k vocabulary times a long prompt
-would not fit otherwise).
+spelling) when they are not valid UTF-8 on their own. The prompt's own log-probabilities (`echo`
+with `logprobs`) come from the engine (`SamplingParams.prompt_logprobs`, see completions.py).
 """
 
 from __future__ import annotations
 
 import codecs
-import threading
 from typing import Any
 
-import torch
-
 from nanoseek.engine import TokenLogprob
-from nanoseek.model import DeepSeekV3
 from nanoseek.tokenizer import Tokenizer
 from nanoseek.tokenizer.chat_format import SPECIAL_TOKENS
-
-SCORE_CHUNK = 256  # prompt positions whose (chunk, vocab) logits are materialized at once
 
 
 def _byte_level_alphabet() -> dict[str, int]:
@@ -131,35 +118,3 @@ def text_offsets(texts: TokenTexts, token_ids: list[int], start: int = 0) -> tup
         if token_id not in texts.special_ids:
             at += len(decoder.decode(bytes(texts.get(token_id)[1])))
     return offsets, at + len(decoder.decode(b"", final=True))
-
-
-class PromptScorer:
-    """log p(token | the tokens before it) for every prompt token, by one full forward."""
-
-    def __init__(self, model: DeepSeekV3):
-        self.model = model
-        self._lock = threading.Lock()  # one scoring forward at a time beside the engine's steps
-
-    @torch.inference_mode()
-    def score(
-        self, token_ids: list[int], top: int = 0
-    ) -> tuple[list[float | None], list[list[tuple[int, float]] | None]]:
-        """(logprob of each token, its `top` most likely alternatives); None at position 0."""
-        logprobs: list[float | None] = [None]
-        tops: list[list[tuple[int, float]] | None] = [None]
-        if len(token_ids) < 2:
-            return logprobs, tops
-        model = self.model
-        ids = torch.tensor([token_ids], device=model.device)
-        with self._lock:
-            hidden, _ = model.hidden_states(ids)  # (1, T, C)
-            for start in range(0, len(token_ids) - 1, SCORE_CHUNK):  # (chunk, vocab) logits at a time
-                end = min(start + SCORE_CHUNK, len(token_ids) - 1)
-                lp = torch.log_softmax(model.lm_head(model.norm(hidden[0, start:end])).float(), dim=-1)
-                logprobs += lp.gather(1, ids[0, start + 1 : end + 1, None])[:, 0].tolist()
-                if top > 0:
-                    values, indices = lp.topk(min(top, lp.shape[-1]), dim=-1)
-                    tops += [list(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
-                else:
-                    tops += [[] for _ in range(end - start)]
-        return logprobs, tops
