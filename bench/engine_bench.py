@@ -2,10 +2,17 @@
 
     python bench/engine_bench.py                      # preset d10 (~90M), 1 thread, ~10 minutes
     python bench/engine_bench.py --preset d4 --repeats 2 --requests 16   # a quick look
+    python bench/engine_bench.py --family qwen2       # Qwen2.5-0.5B's shapes, scaled to ~103M (below)
+    python bench/engine_bench.py --model path/to/SmolLM2-135M-Instruct.Q4_1.gguf   # a real checkpoint
 
 One model with random-but-fixed weights (seeded; every matrix random, so generation is not
-degenerate) is saved with save_pretrained and loaded by `transformers.DeepseekV3ForCausalLM`, so
-both sides run the same weights. Measured, as medians over --repeats interleaved runs:
+degenerate) is saved with save_pretrained and loaded by transformers' AutoModelForCausalLM, so both
+sides run the same weights. --family picks it: deepseek_v3 (--preset, default d10), or a dense
+family (llama, qwen2, qwen3) at Qwen2.5-0.5B's layer shapes (hidden 896, 14 heads, 2 K/V heads,
+head_dim 64, intermediate 4864, tied, q/k/v bias for qwen2, q/k norm for qwen3) with 5 of its 24
+layers and a 32,000-token vocabulary instead of 151,936: 103M parameters, each layer a 0.5B layer.
+--model runs a checkpoint instead (a directory or a .gguf file; nanoseek and transformers each load
+it). Measured, as medians over --repeats interleaved runs:
 
 1. decode tokens/s at batch 1 and 16: greedy, prompts of --prompt-len tokens, --new-tokens tokens
    each; decode time = time(N tokens) - time(1 token), which removes the prefill. transformers runs
@@ -14,12 +21,21 @@ both sides run the same weights. Measured, as medians over --repeats interleaved
 3. continuous batching: --requests requests (prompt and completion lengths drawn at random) arriving
    over time; aggregate tokens/s of the engine's background loop against serving them one after another.
 
+With --speculation --model DIR (a trained checkpoint, e.g. the speedrun's GRPO model) it measures MTP
+speculation instead, on that model: the first --requests held-out problems of --task (the speedrun's task by
+default) as chat prompts, greedy to the end of each answer, plain against speculative (interleaved
+repeats, the same tokens both ways); it prints decode tokens/s at each batch size, the speedup, the
+draft acceptance at temperature 0 overall and by position in the answer, and at --temperature.
+
+    python bench/engine_bench.py --speculation --model runs/speedrun/grpo/model --batch-sizes 1 8
+
 Threads default to 1: on a shared 2-core machine a second thread makes every op wait on a busy core.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -27,34 +43,100 @@ import random
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from nanoseek.engine import Engine, GenerationRequest, SamplingParams
 from nanoseek.engine.naive import perplexity
 from nanoseek.engine.quant import quantize_int8, weight_bytes
-from nanoseek.model import DeepSeekV3, preset
+from nanoseek.model import DeepSeekV3, from_pretrained, preset
+from nanoseek.model.dense import DenseConfig, DenseTransformer
+
+DENSE_FAMILIES = ("llama", "qwen2", "qwen3")
 
 
-def random_weights(model: DeepSeekV3, seed: int = 0, head_scale: float = 4.0) -> DeepSeekV3:
-    """Every matrix N(0, 1/fan_in) (our init zeroes output projections), router biases N(0, 0.1), and
-    the output head `head_scale` times larger, so next-token distributions are peaked like a trained
-    model's (logits with standard deviation ~head_scale) rather than nearly uniform."""
+def dense_bench_config(family: str) -> DenseConfig:
+    """Qwen2.5-0.5B's layer shapes (hidden 896, 14 query heads, 2 K/V heads of 64, intermediate 4864,
+    tied head) with 5 of its 24 layers and a 32,000-token vocabulary: 103M parameters. qwen2 has its
+    q/k/v bias, qwen3 its q/k norm; llama neither."""
+    return DenseConfig(
+        model_type=family,
+        vocab_size=32000,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=5,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=4096,
+        rope_theta=1000000.0,
+        tie_word_embeddings=True,
+        eos_token_id=2,
+    )
+
+
+def random_weights(model: nn.Module, seed: int = 0, head_scale: float = 4.0) -> nn.Module:
+    """Every matrix N(0, 1/fan_in) (our init zeroes output projections), biases N(0, 0.1), router
+    biases N(0, 0.1), and the output head `head_scale` times larger, so next-token distributions are
+    peaked like a trained model's (logits with standard deviation ~head_scale) rather than nearly
+    uniform. A tied head is the embedding: drawn N(0, head_scale^2 / C), which gives those logits."""
     gen = torch.Generator().manual_seed(seed)
+    tied = getattr(model.config, "tie_word_embeddings", False)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() >= 2:
+            if name.endswith(".bias"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+            elif p.dim() >= 2:
                 fan_in = (
                     p.shape[-2]
                     if name.endswith(("experts.gate_proj", "experts.up_proj", "experts.down_proj"))
                     else p.shape[-1]
                 )
                 std = 1.0 if name == "embed_tokens.weight" else fan_in**-0.5
-                std *= head_scale if name == "lm_head.weight" else 1.0
+                head = name == "lm_head.weight" or (tied and name == "embed_tokens.weight")
+                std *= head_scale if head else 1.0
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
         for moe in model.moe_layers():
             moe.gate.e_score_correction_bias.copy_(torch.randn(moe.cfg.n_routed_experts, generator=gen) * 0.1)
     return model.eval()
+
+
+def build_models(args) -> tuple[nn.Module, nn.Module, str]:
+    """(fp32 model, its int8 copy, a name) for --model, --family or --preset."""
+    if args.model:
+        model = from_pretrained(args.model).float().eval()
+        name = f"{Path(args.model).name} ({model.config.model_type})"
+        return model, quantize_int8(copy.deepcopy(model)), name
+    if args.family == "deepseek_v3":
+        make = lambda: random_weights(DeepSeekV3(preset(args.preset)))  # noqa: E731
+        return make(), quantize_int8(make()), f"deepseek_v3 preset {args.preset}"
+    cfg = dense_bench_config(args.family)
+    make = lambda: random_weights(DenseTransformer(cfg))  # noqa: E731
+    shape = f"{cfg.num_hidden_layers} x Qwen2.5-0.5B layers, vocab {cfg.vocab_size}"
+    return make(), quantize_int8(make()), f"{args.family} ({shape})"
+
+
+def load_transformers(args, model: nn.Module):
+    """transformers' model of the same weights: --model loaded by transformers itself (a .gguf with
+    gguf_file=), else ours saved with save_pretrained and loaded back."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    auto = transformers.AutoModelForCausalLM
+    if args.model:
+        path = Path(args.model)
+        if path.suffix == ".gguf":
+            hf = auto.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        else:
+            hf = auto.from_pretrained(path, dtype=torch.float32)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            model.save_pretrained(d)
+            hf = auto.from_pretrained(d, dtype=torch.float32)
+    print(f"transformers {transformers.__version__}: {type(hf).__name__}")
+    return hf.eval()
 
 
 def prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
@@ -120,9 +202,113 @@ def continuous_batching(engine: Engine, workload, concurrent: bool) -> tuple[flo
     return total / elapsed, statistics.median(latencies)
 
 
+SPEEDRUN_TASK = "sort?length=4&max_value=9&instruction="
+
+
+def chat_requests(task: str, n: int, temperature: float, max_new_tokens: int) -> list[GenerationRequest]:
+    """The first n held-out problems of `task` as chat requests (seeded when sampled)."""
+    from nanoseek.tasks import parse_task_spec
+
+    problems = parse_task_spec(task).build().problems("test", n)
+    return [
+        GenerationRequest(
+            messages=[{"role": "user", "content": p.prompt}],
+            params=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=i),
+        )
+        for i, p in enumerate(problems)
+    ]
+
+
+def timed_generate(engine: Engine, requests: list[GenerationRequest]) -> tuple[float, list]:
+    t0 = time.perf_counter()
+    out = engine.generate(requests)
+    return time.perf_counter() - t0, out
+
+
+def acceptance_by_position(engine: Engine, requests: list[GenerationRequest], buckets: int = 4) -> list[float]:
+    """Draft acceptance in each quarter of the answers (one request at a time: a step's drafts then
+    belong to one position)."""
+    hits = [[0, 0] for _ in range(buckets)]
+    for r in requests:
+        handle = engine.submit(r)
+        while not handle.done:
+            d0, a0 = engine.stats.drafted, engine.stats.accepted
+            seqs = handle.state.sequences if handle.state is not None else []
+            position = len(seqs[0].output) if seqs else 0
+            engine.step()
+            if engine.stats.drafted > d0:
+                b = min(buckets - 1, position * buckets // r.params.max_new_tokens)
+                hits[b][0] += engine.stats.drafted - d0
+                hits[b][1] += engine.stats.accepted - a0
+    return [a / d if d else float("nan") for d, a in hits]
+
+
+def speculation_bench(args) -> dict:
+    """Plain against MTP speculation on a trained checkpoint and held-out chat prompts."""
+    from nanoseek.model import from_pretrained as load_model
+    from nanoseek.tokenizer import Tokenizer
+
+    model = load_model(args.model).eval()
+    tok = Tokenizer.from_dir(args.model)
+    B = max(args.batch_sizes)
+    engine = Engine(model, tok, max_slots=B, token_budget=4096, speculative=True)
+    print(
+        f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+        f"MTP depths {model.config.num_nextn_predict_layers}; threads {args.threads}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    greedy_reqs = chat_requests(args.task, args.requests, 0.0, args.max_new_tokens)
+    results: dict = {"model": args.model, "decode": {}}
+    engine.speculative = True
+    engine.stats.drafted = engine.stats.accepted = 0
+    _, outs = timed_generate(engine, greedy_reqs)
+    greedy_rate = engine.stats.acceptance
+    results["acceptance_t0"] = greedy_rate
+    tokens = sum(len(c.token_ids) for c in outs)
+    print(f"\ndraft acceptance, greedy, {len(greedy_reqs)} held-out prompts ({tokens} tokens): {greedy_rate:.1%}")
+    by_pos = acceptance_by_position(engine, greedy_reqs[: min(16, len(greedy_reqs))])
+    results["acceptance_by_quarter"] = by_pos
+    print("  by quarter of max_new_tokens: " + ", ".join(f"{x:.0%}" for x in by_pos))
+    if args.temperature > 0:
+        engine.stats.drafted = engine.stats.accepted = 0
+        engine.generate(chat_requests(args.task, args.requests, args.temperature, args.max_new_tokens))
+        results["acceptance_sampled"] = engine.stats.acceptance
+        print(f"  at temperature {args.temperature}: {engine.stats.acceptance:.1%}")
+    for b in args.batch_sizes:
+        prompts_b = greedy_reqs[:b]
+        first = [GenerationRequest(messages=r.messages, params=greedy(1)) for r in prompts_b]
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(args.repeats):
+            for mode in (False, True):
+                engine.speculative = mode
+                t1, _ = timed_generate(engine, first)
+                tn, out = timed_generate(engine, prompts_b)
+                times[mode].append(tn - t1)
+        n = sum(len(c.token_ids) - 1 for c in out)
+        plain, spec = statistics.median(times[False]), statistics.median(times[True])
+        lo, mid, hi = paired(times[False], times[True])
+        results["decode"][b] = {"plain_tps": n / plain, "spec_tps": n / spec, "speedup_paired": mid}
+        print(
+            f"\ndecode, batch {b} ({n} tokens, greedy to the end of the answers, median of {args.repeats}):\n"
+            f"  plain {n / plain:8.1f} tokens/s\n  MTP   {n / spec:8.1f} tokens/s   "
+            f"{plain / spec:.2f}x (paired {mid:.2f}x [{lo:.2f}-{hi:.2f}])"
+        )
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other processes share these cores)")
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="d10")
+    parser.add_argument(
+        "--family",
+        default="deepseek_v3",
+        choices=["deepseek_v3", *DENSE_FAMILIES],
+        help="deepseek_v3 (--preset) or a dense family at Qwen2.5-0.5B's layer shapes (module docstring)",
+    )
+    parser.add_argument("--preset", default="d10", help="deepseek_v3's size")
+    parser.add_argument(
+        "--model", default=None, help="a checkpoint directory or .gguf file instead of random weights"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -134,35 +320,47 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--speculation",
+        action="store_true",
+        help="with --model (a trained checkpoint): plain against MTP speculation on held-out prompts",
+    )
+    parser.add_argument("--task", default=SPEEDRUN_TASK, help="--speculation: held-out prompts from this task")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="--speculation: per answer")
+    parser.add_argument("--temperature", type=float, default=0.6, help="--speculation: also sampled acceptance")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = preset(args.preset)
-    model = random_weights(DeepSeekV3(cfg))
-    int8_model = quantize_int8(random_weights(DeepSeekV3(cfg)))
+    if args.speculation:
+        if not args.model:
+            parser.error("--speculation needs --model: a checkpoint trained with an MTP module")
+        results = speculation_bench(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return results
+    model, int8_model, name = build_models(args)
+    cfg = model.config
     print(
-        f"preset {args.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
+        f"{name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
         f"fp32 {weight_bytes(model) / 2**20:.0f} MiB, int8 {weight_bytes(int8_model) / 2**20:.0f} MiB; "
         f"threads {args.threads}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}"
     )
-    hf = None
-    if not args.skip_hf:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        with tempfile.TemporaryDirectory() as d:
-            model.save_pretrained(d)
-            hf = transformers.DeepseekV3ForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
-        print(f"transformers {transformers.__version__}")
-    results: dict = {"preset": args.preset, "threads": args.threads, "decode": {}}
+    for label, m in (("fp32", model), ("int8", int8_model)):
+        reason = Engine(m, max_slots=1, max_len=8).runner.fast_decode_off
+        print(f"  {label} decode path: {'the C step' if reason is None else 'the model forward: ' + reason}")
+    hf = None if args.skip_hf else load_transformers(args, model)
+    # cache positions per slot: what the longest request here needs (not a real model's 8k context)
+    room = dict(max_len=min(cfg.max_position_embeddings, max(args.prompt_len + args.new_tokens, 192) + 8))
+    results: dict = {"model": name, "threads": args.threads, "decode": {}}
 
     # 1. decode tokens/s --------------------------------------------------------------------------
     engines = {
-        "engine fp32": Engine(model, max_slots=max(args.batch_sizes), token_budget=4096),
-        "engine int8": Engine(int8_model, max_slots=max(args.batch_sizes), token_budget=4096),
+        "engine fp32": Engine(model, max_slots=max(args.batch_sizes), token_budget=4096, **room),
+        "engine int8": Engine(int8_model, max_slots=max(args.batch_sizes), token_budget=4096, **room),
     }
-    if cfg.num_nextn_predict_layers:
+    if getattr(cfg, "num_nextn_predict_layers", 0):
         engines["engine fp32 + MTP"] = Engine(
-            model, max_slots=max(args.batch_sizes), token_budget=4096, speculative=True
+            model, max_slots=max(args.batch_sizes), token_budget=4096, speculative=True, **room
         )
     for B in args.batch_sizes:
         batch = prompts(B, args.prompt_len, cfg.vocab_size, seed=B)
@@ -195,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  MTP draft acceptance {rate:.0%} (random weights: the MTP module was never trained)")
 
     # 2. int8 perplexity --------------------------------------------------------------------------
-    sampler = Engine(model, max_slots=8)
+    sampler = Engine(model, max_slots=8, **room)
     params = SamplingParams(temperature=1.0, max_new_tokens=127, seed=0, ignore_eos=True)
     own = [
         c.token_ids
@@ -225,8 +423,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         for i in range(args.requests)
     )
-    serial = Engine(model, max_slots=1, token_budget=4096)
-    batched = Engine(model, max_slots=16, token_budget=512)
+    serial = Engine(model, max_slots=1, token_budget=4096, **room)
+    batched = Engine(model, max_slots=16, token_budget=512, **room)
     s_tps, s_lat = continuous_batching(serial, workload, concurrent=False)
     c_tps, c_lat = continuous_batching(batched, workload, concurrent=True)
     results["continuous"] = {

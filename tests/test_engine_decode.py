@@ -27,25 +27,6 @@ VARIANTS = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(params=["kernel", "torch"])
-def matmuls(request):
-    """With the C kernels (the fast decode path), and without them: what runs where no C compiler is
-    available (decode steps on the model's own forward)."""
-    kernels.reset(enabled=request.param == "kernel")
-    if request.param == "kernel" and not kernels.available():
-        pytest.skip("no C compiler for the decode kernels")
-    yield request.param
-    kernels.reset()
-
-
-@pytest.fixture
-def c_step():
-    """Tests of the C step itself: skipped where no C compiler is available."""
-    kernels.reset()
-    if not kernels.available():
-        pytest.skip("no C compiler for the decode kernels")
-
-
 def prefilled(model, lengths, slots):
     """A cache with random prompts of the given lengths prefilled into the given slots."""
     cache = model.new_cache(8, 40)

@@ -11,11 +11,12 @@ a one-layer step). Prefill, and every model it refuses (another family, another 
 compiler), run the model's own forward. It is built beside the model: it reads the model's weights
 when it is built and never changes the model.
 
-What it computes is `DeepSeekV3.hidden_states` in MLA's absorbed form, the same function of the same
-weights; `reference.py` writes it out in torch, row by row, as the specification that `decode_step.c`
-is tested against. Why C: a decode step is the weights streamed once plus ~70 small operations per
-layer (norms, rope, attention over the cache, routing, activations); as torch calls those cost about
-a third of a batch-1 step, in C a small fraction (docs/engine.md has the measurements).
+What it computes is `DeepSeekV3.hidden_states` in MLA's absorbed form (or `DenseTransformer`'s), the
+same function of the same weights; `reference.py` writes it out in torch, row by row, as the
+specification that `decode_step.c` is tested against. Why C: a decode step is the weights streamed
+once plus ~70 small operations per layer (norms, rope, attention over the cache, routing,
+activations); as torch calls those cost about a third of a batch-1 step, in C a small fraction
+(docs/engine.md has the measurements).
 
 The fused weights (`LayerWeights`, one per block), each matrix a `Matrix` (fp32, or int8 with per-row
 scales from `quant.quantize_int8`):
@@ -27,6 +28,12 @@ scales from `quant.quantize_int8`):
 - kv_b's halves as the absorbed per-head matrices, W_uk^T (H, R, Dn) and W_uv (H, Dv, R);
 - the dense MLP's gate and up as one matrix; the MoE router with the shared expert's gate and up
   appended (fp32 models), each routed expert's gate and up as one (2I, C) matrix and its down (C, I).
+
+For the dense GQA families (Llama, Qwen2, Qwen3: `DenseTransformer`) the step is grouped-query
+attention over the K/V cache (`DenseLayerWeights`): [q_proj | k_proj | v_proj] fused row-wise with
+their biases beside them (fp32, added after the product), q/k norm weights (Qwen3), o_proj and its bias,
+and the same SwiGLU MLP; rope rotates each head's two halves, which is the C step's rope as it is (no
+reordering). A tied head is the embedding matrix, read in place (int8: quantize_int8's own copy).
 
 Row-wise fusion and reordering keep every output channel's weights and scale, so int8 results are the
 per-layer results. Matrices used as they are (o_proj, the dense and shared down projections, the
@@ -48,7 +55,7 @@ from torch import nn
 from nanoseek.engine import kernels
 from nanoseek.engine.decode_step import CDecodeStep
 from nanoseek.engine.quant import Int8Experts, Int8Linear
-from nanoseek.model import DeepSeekV3, MoE
+from nanoseek.model import DeepSeekV3, DenseTransformer, MoE
 from nanoseek.model.moe import RoutedExperts
 
 # From this many rows on, the fp32 output head runs on oneDNN's packed copy of its weight: its blocked
@@ -134,6 +141,7 @@ class LayerWeights:
     experts_gu: list[Matrix] = field(default_factory=list)  # E of (2I, C)
     experts_down: list[Matrix] = field(default_factory=list)  # E of (C, I)
     routing: tuple = ()  # E, K, G, topk_group, norm_topk_prob, routed_scaling_factor
+    kind = 0  # the C struct's layer kind: MLA
 
     @classmethod
     def of(cls, block: nn.Module) -> LayerWeights:
@@ -214,6 +222,67 @@ class LayerWeights:
             self.experts_down = [Matrix(w=w.t().contiguous()) for w in experts.down_proj.detach()]
 
 
+def _bias(*layers: nn.Module) -> torch.Tensor | None:
+    """The layers' biases concatenated (fp32), or None when none has one (a missing one counts as zeros)."""
+    if all(getattr(m, "bias", None) is None for m in layers):
+        return None
+    parts = [m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features) for m in layers]
+    return torch.cat(parts).contiguous()
+
+
+@dataclass
+class DenseLayerWeights:
+    """One dense GQA block's fused decode weights (module docstring); `reference.gqa_attention` says
+    how they are used."""
+
+    dims: tuple[int, int, int]  # H, G (K/V heads), D (head_dim)
+    norm_attn: tuple[torch.Tensor, float]
+    norm_mlp: tuple[torch.Tensor, float]
+    qkv: Matrix  # [q (H*D) | k (G*D) | v (G*D)]
+    qkv_bias: torch.Tensor | None  # (H*D + 2*G*D,) fp32
+    norm_q: tuple[torch.Tensor, float] | None  # per-head q/k RMSNorm (Qwen3)
+    norm_k: tuple[torch.Tensor, float] | None
+    o: Matrix
+    o_bias: torch.Tensor | None  # (C,)
+    scale: float
+    gate_up: Matrix
+    down: Matrix
+    router = None  # a dense MLP (reference.mlp reads it)
+    kind = 1  # the C struct's layer kind: grouped-query attention
+
+    @classmethod
+    def of(cls, block: nn.Module) -> DenseLayerWeights:
+        attn, cfg, mlp = block.self_attn, block.self_attn.cfg, block.mlp
+        projections = [attn.q_proj, attn.k_proj, attn.v_proj]
+        return cls(
+            dims=(cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim),
+            norm_attn=_norm(block.input_layernorm),
+            norm_mlp=_norm(block.post_attention_layernorm),
+            qkv=Matrix.fuse(projections),
+            qkv_bias=_bias(*projections),
+            norm_q=_norm(attn.q_norm) if cfg.qk_norm else None,
+            norm_k=_norm(attn.k_norm) if cfg.qk_norm else None,
+            o=Matrix.of(attn.o_proj),
+            o_bias=_bias(attn.o_proj),
+            scale=attn.scale,
+            gate_up=Matrix.fuse([mlp.gate_proj, mlp.up_proj]),
+            down=Matrix.of(mlp.down_proj),
+        )
+
+
+def _dense_layer_problem(name: str, block: nn.Module) -> str | None:
+    """Why the C step cannot read this dense block's weights, or None (q/k/v/o may have a bias)."""
+    attn, mlp = block.self_attn, block.mlp
+    layers = {f"self_attn.{n}": (getattr(attn, n), True) for n in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    layers |= {f"mlp.{n}": (getattr(mlp, n), False) for n in ("gate_proj", "up_proj", "down_proj")}
+    for sub, (layer, bias_ok) in layers.items():
+        has_bias = getattr(layer, "bias", None) is not None
+        if type(layer) not in LINEARS or (has_bias and not bias_ok):
+            kind = type(layer).__name__ + (" with a bias" if has_bias else "")
+            return f"{name}.{sub} is {kind}; the C step reads nn.Linear or Int8Linear layers"
+    return None
+
+
 def pack(w: torch.Tensor) -> torch.Tensor | None:
     """w (out, in) fp32 -> oneDNN's blocked copy for `packed_matmul`; None where there is no oneDNN."""
     if not ONEDNN_PACK or w.device.type != "cpu" or w.dtype != torch.float32:
@@ -271,14 +340,16 @@ def _layer_problem(name: str, block: nn.Module) -> str | None:
 
 
 class FastDecoder:
-    """Decode steps over a DeepSeekV3 model's layers on fused weights, in one C call each."""
+    """Decode steps over a DeepSeekV3 or DenseTransformer model's layers on fused weights, in one C call
+    each."""
 
     def __init__(self, model: nn.Module):
         reason = self.supports(model)
         if reason is not None:
             raise ValueError(f"the fast decode path cannot run this model: {reason}")
         self.model = model
-        self.layers = [LayerWeights.of(block) for block in model.layers]
+        fuse = DenseLayerWeights.of if isinstance(model, DenseTransformer) else LayerWeights.of
+        self.layers = [fuse(block) for block in model.layers]
         self.step = CDecodeStep(self.layers)
         self.head = Head(model.lm_head)
         self.mtp_steps: dict[int, tuple[CDecodeStep, Matrix]] = {}  # built on first use
@@ -286,12 +357,14 @@ class FastDecoder:
     @staticmethod
     def supports(model: nn.Module, cache=None) -> str | None:
         """None when the C step can decode this model (into this cache), else the reason it cannot:
-        the C step implements DeepSeek-V3's MLA and MoE blocks, reads fp32 or int8 weights and an fp32
-        cache on the CPU, and needs the kernels built."""
-        if not isinstance(model, DeepSeekV3):
-            return f"{type(model).__name__} is not DeepSeek-V3 (the C step implements MLA and DeepSeekMoE)"
+        the C step implements DeepSeek-V3's MLA and MoE blocks and the dense families' GQA blocks,
+        reads fp32 or int8 weights and an fp32 cache on the CPU, and needs the kernels built."""
+        dense = isinstance(model, DenseTransformer)
+        if not dense and not isinstance(model, DeepSeekV3):
+            kind = type(model).__name__
+            return f"{kind} is not DeepSeek-V3 or a dense GQA model (what the C step implements)"
         cfg = model.config
-        if (cfg.scoring_func, cfg.topk_method) != ("sigmoid", "noaux_tc"):
+        if not dense and (cfg.scoring_func, cfg.topk_method) != ("sigmoid", "noaux_tc"):
             return f"routing {cfg.scoring_func}/{cfg.topk_method}; the C step implements sigmoid/noaux_tc"
         if not kernels.available():
             return "the C decode kernels are not built (no C compiler, a failed build, or NANOSEEK_KERNELS=0)"
@@ -303,10 +376,10 @@ class FastDecoder:
         blocks = [(f"layers.{i}", block) for i, block in enumerate(model.layers)]
         blocks += [(f"mtp.{k}.block", module.block) for k, module in enumerate(getattr(model, "mtp", []))]
         for name, block in blocks:
-            if (problem := _layer_problem(name, block)) is not None:
+            if (problem := (_dense_layer_problem if dense else _layer_problem)(name, block)) is not None:
                 return problem
         heads = [("lm_head", model.lm_head)] + [
-            (f"mtp.{k}.eh_proj", m.eh_proj) for k, m in enumerate(model.mtp)
+            (f"mtp.{k}.eh_proj", m.eh_proj) for k, m in enumerate(getattr(model, "mtp", []))
         ]
         for name, layer in heads:
             if type(layer) not in LINEARS or getattr(layer, "bias", None) is not None:

@@ -22,6 +22,15 @@
  * scores, bias-corrected group-limited top-k, ties to the lower index, weights normalized in double.
  * Each expert runs once on the rows routed to it, and a row adds its experts in expert order.
  *
+ * Dense families (Llama, Qwen2, Qwen3: `kind` 1) replace MLA by grouped-query attention over a K/V cache
+ * whose rows are [K heads (G*D) | V heads (G*D)], K already rotated (reference.py's `gqa_attention`):
+ *
+ *   a = x Wqkv^T (+ bias) = [q (H*D) | k (G*D) | v (G*D)]
+ *   q, k = rms_norm per head (Qwen3), then rope on each head's halves [x1 | x2] (HF's rotate_half)
+ *   cache[slot, pos] = [k | v]
+ *   p[h, t] = softmax_t(scale * q[h] . k_t[h / (H/G)]),  t <= pos
+ *   h += Wo [sum_t p[h, t] v_t[h / (H/G)]]_h (+ o bias)
+ *
  * Every row is computed the same way whatever the other sequences in the batch are (the matmuls give
  * a row the same bits in any batch, attention and routing are per row), so a request's tokens do not
  * depend on what else is being decoded.
@@ -62,6 +71,13 @@ typedef struct {
     Weight shared_gu, shared_down; /* out == 0: no shared expert (or its gate, up fused into router) */
     const float *bias;             /* (E,) e_score_correction_bias */
     const Weight *experts_gu, *experts_down; /* E each: (2I, C), (C, I) */
+    /* kind 1: grouped-query attention (dense families); H query heads, Hkv K/V heads, of D dims */
+    int kind;
+    long Hkv, D;
+    const float *qkv_bias;          /* (H*D + 2*Hkv*D) or NULL */
+    const float *o_bias;            /* (C) or NULL */
+    const float *norm_qh, *norm_kh; /* (D) per-head RMSNorm of q and k (Qwen3), or NULL */
+    float eps_qh, eps_kh;
 } Layer;
 
 
@@ -163,6 +179,66 @@ static int attention(const Layer *L, const float *x, float *h, float *kv, const 
     }
     per_head(ol, H * R, L->uv, H, R, Dv, o_in, H * Dv, Dv, N, gather, result); /* o_in[n, h] = W_uv[h] ol */
     return mm(&L->o, o_in, h, N, 1.0f, 1);
+}
+
+/* a . b over n floats, in 16 partial sums (vectorized like kernels.c's dot products) */
+static float dot16(const float *a, const float *b, long n) {
+    float part[16] = {0}, total = 0.0f;
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) part[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) total += a[i] * b[i];
+    for (int l = 0; l < 16; l++) total += part[l];
+    return total;
+}
+
+/* h (N, C) += GQA(x) for every row (kind 1); writes each row's [K | V] cache entry at its position. */
+static int gqa_attention(const Layer *L, const float *x, float *h, float *kv, const Rows *rows, float *work) {
+    long N = rows->N, H = L->H, G = L->Hkv, D = L->D, A = L->qkv.out, W = 2 * G * D, group = H / G;
+    float *a = work, *out = a + N * A, *p = out + N * H * D; /* p: group * max_len */
+    float rotated[D];
+    if (mm(&L->qkv, x, a, N, 1.0f, 0)) return -1;
+    for (long n = 0; n < N; n++) {
+        float *an = a + n * A, *entry = kv + (rows->slots[n] * rows->max_len + rows->positions[n]) * W;
+        const float *cos2 = rows->cos2 + n * D, *sin2 = rows->sin2 + n * D;
+        if (L->qkv_bias)
+            for (long i = 0; i < A; i++) an[i] += L->qkv_bias[i];
+        for (long hd = 0; hd < H + G; hd++) { /* q heads, then k heads: norm (Qwen3), rope in place */
+            float *head = an + hd * D;
+            if (L->norm_qh)
+                rms_norm(head, hd < H ? L->norm_qh : L->norm_kh, hd < H ? L->eps_qh : L->eps_kh, head, D);
+            rope(head, cos2, sin2, rotated, D);
+            memcpy(head, rotated, sizeof(float) * D);
+        }
+        memcpy(entry, an + H * D, sizeof(float) * W); /* [k | v] */
+    }
+    for (long n = 0; n < N; n++) {
+        const float *cache = kv + rows->slots[n] * rows->max_len * W;
+        long S = rows->positions[n] + 1;
+        for (long g = 0; g < G; g++) {
+            const float *q = a + n * A + g * group * D; /* the group's query heads, contiguous */
+            float *o = out + n * H * D + g * group * D;
+            for (long t = 0; t < S; t++)
+                for (long i = 0; i < group; i++)
+                    p[i * S + t] = L->scale * dot16(q + i * D, cache + t * W + g * D, D);
+            memset(o, 0, sizeof(float) * group * D);
+            for (long i = 0; i < group; i++) {
+                float *pi = p + i * S, top = -INFINITY, total = 0.0f, *oi = o + i * D;
+                for (long t = 0; t < S; t++) top = fmaxf(top, pi[t]);
+                for (long t = 0; t < S; t++) total += pi[t] = expf(pi[t] - top);
+                for (long t = 0; t < S; t++) {
+                    const float *v = cache + t * W + G * D + g * D;
+                    float pt = pi[t] / total;
+                    for (long d = 0; d < D; d++) oi[d] += pt * v[d];
+                }
+            }
+        }
+    }
+    if (mm(&L->o, out, h, N, 1.0f, 1)) return -1;
+    if (L->o_bias)
+        for (long n = 0; n < N; n++)
+            for (long c = 0; c < L->C; c++) h[n * L->C + c] += L->o_bias[c];
+    return 0;
 }
 
 /* The K experts of one row's router logits (E): ids[k] and weights[k], as reference.py's `route`
@@ -269,6 +345,11 @@ static int mlp(const Layer *L, const float *x, float *h, long N, float *work) {
 
 /* Floats of scratch space a layer needs for N rows and caches of max_len positions. */
 long decode_step_work(const Layer *L, long N, long max_len) {
+    if (L->kind == 1) {
+        long attn = N * (L->qkv.out + L->H * L->D) + (L->H / L->Hkv) * max_len;
+        long dense = N * (L->gate_up.out + L->gate_up.out / 2);
+        return (attn > dense ? attn : dense) + N * L->C;
+    }
     long wide = L->R > L->Dn ? (L->R > L->Dv ? L->R : L->Dv) : (L->Dn > L->Dv ? L->Dn : L->Dv);
     long attn = N * (L->qkv.out + L->q_rank + L->q_b.out + L->H * (L->R + L->Dr) + L->H * L->R +
                      L->H * L->Dv + 2 * wide) +
@@ -284,9 +365,9 @@ long decode_step_work(const Layer *L, long N, long max_len) {
 }
 
 /* h (N, C) += every layer's output for row n's token at positions[n] of cache slot slots[n]. Layer l's
- * cache is kv[l], (slots, max_len, R + Dr) fp32 contiguous; cos2 = [cos | cos], sin2 = [-sin | sin]
- * (N, Dr). work: at least decode_step_work(layer, N, max_len) floats for every layer. Returns 0, or -1
- * when a buffer could not be allocated. */
+ * cache is kv[l], (slots, max_len, R + Dr) fp32 contiguous (GQA: 2 Hkv D); cos2 = [cos | cos],
+ * sin2 = [-sin | sin] (N, Dr) (GQA: (N, D)). work: at least decode_step_work(layer, N, max_len) floats
+ * for every layer. Returns 0, or -1 when a buffer could not be allocated. */
 int decode_step(const Layer *layers, long n_layers, float *h, long N, float *const *kv, const long *slots,
                 const long *positions, long max_len, const float *cos2, const float *sin2, float *work) {
     Rows rows = {N, max_len, slots, positions, cos2, sin2};
@@ -294,7 +375,7 @@ int decode_step(const Layer *layers, long n_layers, float *h, long N, float *con
         const Layer *L = layers + l;
         float *x = work, *rest = work + N * L->C;
         for (long n = 0; n < N; n++) rms_norm(h + n * L->C, L->norm_attn, L->eps_attn, x + n * L->C, L->C);
-        if (attention(L, x, h, kv[l], &rows, rest)) return -1;
+        if ((L->kind == 1 ? gqa_attention : attention)(L, x, h, kv[l], &rows, rest)) return -1;
         for (long n = 0; n < N; n++) rms_norm(h + n * L->C, L->norm_mlp, L->eps_mlp, x + n * L->C, L->C);
         if (mlp(L, x, h, N, rest)) return -1;
     }

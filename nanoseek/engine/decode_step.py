@@ -3,7 +3,8 @@
     step = CDecodeStep(fast_decoder.layers)                 # the fused layers as C structs
     h = step.hidden(h, positions, slots, cache.kv, cos, sin)   # (N, C) embedded tokens -> final hidden
 
-`FastDecoder` runs every decode step through this. The C code follows `reference.py` (the decode
+`FastDecoder` runs every decode step through this, for MLA layers (`LayerWeights`) and dense GQA
+layers (`DenseLayerWeights`, the struct's `kind` 1). The C code follows `reference.py` (the decode
 step written out in torch) formula by formula, on the same fused weights and the same matmul
 kernels; its other operations (norms, rope, softmax, routing) round differently from torch's in the
 last bits, as any two float implementations do. Every row is computed alone (the matmul kernels give
@@ -21,7 +22,7 @@ import torch
 from nanoseek.engine import kernels
 
 if TYPE_CHECKING:
-    from nanoseek.engine.decode import LayerWeights, Matrix
+    from nanoseek.engine.decode import DenseLayerWeights, LayerWeights, Matrix
 
 P, LONG, F32, F64, I32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_double, ctypes.c_int
 
@@ -53,6 +54,13 @@ class Layer(ctypes.Structure):
         ("bias", P),
         ("experts_gu", ctypes.POINTER(Weight)),
         ("experts_down", ctypes.POINTER(Weight)),
+        # kind 1: grouped-query attention (the dense families)
+        ("kind", I32),
+        ("Hkv", LONG),
+        ("D", LONG),
+        *[(name, P) for name in ("qkv_bias", "o_bias", "norm_qh", "norm_kh")],
+        ("eps_qh", F32),
+        ("eps_kh", F32),
     ]
 
 
@@ -71,10 +79,36 @@ def _weight(m: Matrix | None) -> Weight:
     raise ValueError("the C step reads contiguous fp32 or int8 matrices on the CPU")
 
 
-def _layer(lw: LayerWeights, keep: list) -> Layer:
+def _pointer(t: torch.Tensor | None):
+    if t is None:
+        return None
+    if not _fp32(t):
+        raise ValueError("norms and biases must be contiguous fp32 on the CPU")
+    return t.data_ptr()
+
+
+def _dense_layer(lw: DenseLayerWeights) -> Layer:
+    """The C struct of a dense GQA layer (kind 1)."""
+    H, G, D = lw.dims
+    (w_attn, e_attn), (w_mlp, e_mlp) = lw.norm_attn, lw.norm_mlp
+    L = Layer(C=w_attn.shape[0], H=H, kind=1, Hkv=G, D=D)
+    L.norm_attn, L.norm_mlp = _pointer(w_attn), _pointer(w_mlp)
+    L.eps_attn, L.eps_mlp = e_attn, e_mlp
+    if lw.norm_q is not None:
+        (w_q, L.eps_qh), (w_k, L.eps_kh) = lw.norm_q, lw.norm_k
+        L.norm_qh, L.norm_kh = _pointer(w_q), _pointer(w_k)
+    L.qkv_bias, L.o_bias = _pointer(lw.qkv_bias), _pointer(lw.o_bias)
+    L.qkv, L.o, L.scale = _weight(lw.qkv), _weight(lw.o), lw.scale
+    L.gate_up, L.down = _weight(lw.gate_up), _weight(lw.down)
+    return L
+
+
+def _layer(lw: LayerWeights | DenseLayerWeights, keep: list) -> Layer:
     """The C struct for one layer's fused weights; `keep` collects what must outlive it (the struct
     holds raw pointers into lw's tensors: lw itself, and the arrays made here)."""
     keep.append(lw)
+    if lw.kind == 1:
+        return _dense_layer(lw)
     H, Dn, Dr, R, Dv = lw.dims
     (w_attn, e_attn), (w_mlp, e_mlp), (w_kv, e_kv) = lw.norm_attn, lw.norm_mlp, lw.norm_kv
     w_q, e_q = lw.norm_q if lw.norm_q is not None else (None, 0.0)
@@ -125,11 +159,11 @@ class CDecodeStep:
         sin: torch.Tensor,
     ) -> torch.Tensor:
         """h (N, C) fp32: the embedded tokens, row i at positions[i] of cache slot slots[i]; cos, sin
-        (N, Dr/2) their rope factors. Rows may share a slot at consecutive positions (speculation's
-        [pending, draft]): every row's cache entry is written before any row attends, and each
-        attends up to its own position. kv: the layers' caches in order (`cache.kv`; extra ones
-        after them are not touched). Writes each layer's cache rows; returns the final hidden states
-        (N, C)."""
+        (N, Dr/2) their rope factors (dense layers: (N, head_dim/2)). Rows may share a slot at
+        consecutive positions (speculation's [pending, draft]): every row's cache entry is written
+        before any row attends, and each attends up to its own position. kv: the layers' caches in
+        order (`cache.kv`; extra ones after them are not touched). Writes each layer's cache rows;
+        returns the final hidden states (N, C)."""
         N = h.shape[0]
         n_slots, max_len = kv[0].shape[:2]
         if not all(_fp32(t) for t in kv) or h.dtype != torch.float32:

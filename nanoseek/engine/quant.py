@@ -2,6 +2,7 @@
 
     from nanoseek.engine.quant import quantize_int8
     quantize_int8(model)        # in place: nn.Linear -> Int8Linear, routed experts -> Int8Experts
+                                # (any registered family: DeepSeek's MLA/MoE and the dense GQA ones)
     Engine(model, tok)          # or Engine.from_pretrained(path, int8=True), `nanoseek generate --int8`
 
 Each output channel (row of W, shape (out, in)) gets a symmetric scale:
@@ -13,9 +14,9 @@ Weights take a quarter of fp32's memory and memory traffic, which is what bounds
 On CPU the matmul is nanoseek's `kernels.matmul_int8` where it is built (activations rounded to
 16-bit integers per row, products summed exactly in integers), else `torch._weight_int8pack_mm`
 (bf16 activations; it needs `in` to be a multiple of 16); elsewhere the weight is dequantized per
-matmul. Kept in full precision: embeddings (a lookup), norms, the MoE router (routing is sensitive
-and tiny), and kv_b_proj (its halves are the absorbed attention weights, see `MLA.absorbed_weights`;
-2% of the parameters).
+matmul. Kept in full precision: embeddings (a lookup; a tied head gets its own int8 copy), biases,
+norms, the MoE router (routing is sensitive and tiny), and kv_b_proj (its halves are the absorbed
+attention weights, see `MLA.absorbed_weights`; 2% of the parameters).
 
 A quantized model is for inference: its state_dict holds int8 tensors and it cannot be trained or
 saved as a Hugging Face checkpoint. Quantize a freshly loaded model.
@@ -55,20 +56,23 @@ def int8_matmul(
 
 
 class Int8Linear(nn.Module):
-    """A bias-free nn.Linear with int8 weights (out, in) and per-output-channel fp32 scales."""
+    """An nn.Linear with int8 weights (out, in) and per-output-channel fp32 scales; a bias (Qwen2's
+    q/k/v) stays in full precision and is added after the scaled product."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        if linear.bias is not None:
-            raise ValueError("Int8Linear covers bias-free layers (all of DeepSeek-V3's)")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         q, scale = quantize_rows(linear.weight)
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale)
         self.register_buffer("scale_bf16", scale.to(torch.bfloat16))
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = int8_matmul(x.reshape(-1, self.in_features), self.qweight, self.scale, self.scale_bf16)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -121,10 +125,12 @@ def run_experts(x: torch.Tensor, expert_ids: torch.Tensor, weights: torch.Tensor
 
 @torch.no_grad()
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """Replace every bias-free nn.Linear (but kv_b_proj) and every RoutedExperts by int8 versions."""
+    """Replace every nn.Linear (but kv_b_proj) and every RoutedExperts by int8 versions. A head tied to
+    the embedding (Llama/Qwen small sizes) is quantized as the head; the embedding lookup keeps the
+    full-precision table."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and name not in SKIP and child.bias is None:
+            if isinstance(child, nn.Linear) and name not in SKIP:
                 setattr(parent, name, Int8Linear(child))
             elif isinstance(child, RoutedExperts):
                 setattr(parent, name, Int8Experts(child))

@@ -22,6 +22,16 @@ concatenation and rope(x) = x * [cos | cos] + swap_halves(x) * [-sin | sin] on [
     h += Wdown (silu(gate) * up)(Wgate_up x)                                       dense layers
     h += shared(x) + sum_k w_k expert_k(x), experts in increasing index order         MoE layers
 
+Dense GQA layers (`DenseLayerWeights`: Llama, Qwen2, Qwen3) replace the attention by `gqa_attention`,
+on a cache whose rows are [K heads (G*D) | V heads (G*D)]; rope(x) on a head's halves [x1 | x2] is the
+same formula (HF's rotate_half):
+
+    [q (H*D) | k (G*D) | v (G*D)] = Wqkv x (+ bias)
+    q[h], k[g] = rms_norm(q[h]), rms_norm(k[g])                   per head, Qwen3 only
+    cache[s, p] = [rope(k[g])]_g | v                              every row's entry, before any row attends
+    P[h, t] = softmax_t(scale * rope(q[h]) . K_t[h // (H/G)]),  t <= p
+    h += Wo [sum_t P[h, t] V_t[h // (H/G)]]_h (+ o bias)
+
 Routing (`route`): sigmoid scores s = sigmoid(Wrouter x); selection by s + bias: the topk_group groups
 with the largest sum of their two best biased scores, then the top K experts of those groups, a tie
 going to the lower index; weights s[expert] (normalized in float64 when norm_topk_prob) times
@@ -33,7 +43,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nanoseek.engine.decode import LayerWeights, Matrix
+from nanoseek.engine.decode import DenseLayerWeights, LayerWeights, Matrix
 from nanoseek.engine.quant import int8_matmul
 
 
@@ -102,6 +112,27 @@ def attention(lw: LayerWeights, h, x, rows, kv, cos, sin) -> torch.Tensor:
     return h + matmul(torch.stack(outs), lw.o)
 
 
+def gqa_attention(lw: DenseLayerWeights, h, x, rows, kv, cos, sin) -> torch.Tensor:
+    """h + GQA(x) for rows [(slot, position)]; writes every row's [K | V] cache entry first."""
+    H, G, D = lw.dims
+    a = matmul(x, lw.qkv)
+    if lw.qkv_bias is not None:
+        a = a + lw.qkv_bias
+    q, k, v = a[:, : H * D].view(-1, H, D), a[:, H * D : (H + G) * D].view(-1, G, D), a[:, (H + G) * D :]
+    if lw.norm_q is not None:
+        q, k = rms_norm(q, lw.norm_q), rms_norm(k, lw.norm_k)
+    for n, (slot, pos) in enumerate(rows):
+        kv[slot, pos] = torch.cat([rope(k[n], cos[n], sin[n]).flatten(), v[n]])
+    outs = []
+    for n, (slot, pos) in enumerate(rows):
+        query = rope(q[n], cos[n], sin[n]).view(G, H // G, D)  # the query heads of each K/V head
+        keys, values = kv[slot, : pos + 1].view(pos + 1, 2, G, D).unbind(1)  # (S, G, D) each
+        p = (lw.scale * query @ keys.permute(1, 2, 0)).softmax(-1)  # (G, H/G, S)
+        outs.append((p @ values.transpose(0, 1)).flatten())  # (H * D,)
+    out = matmul(torch.stack(outs), lw.o)
+    return h + (out + lw.o_bias if lw.o_bias is not None else out)
+
+
 def mlp(lw: LayerWeights, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """h + MLP(x): dense SwiGLU, or the shared expert plus each row's routed experts."""
     if lw.router is None:
@@ -124,9 +155,11 @@ def mlp(lw: LayerWeights, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def reference_step(layers: list[LayerWeights], h, positions, slots, kv, cos, sin) -> torch.Tensor:
     """What `CDecodeStep.hidden` computes, with the same arguments: h (N, C) the embedded tokens, row n
     at positions[n] (list of ints) of slot slots[n]; cos, sin (N, Dr/2); kv the layers' caches, one
-    (slots, max_len, R + Dr) tensor each. Writes the cache rows; returns the final hidden states (N, C)."""
+    (slots, max_len, R + Dr) tensor each (dense: cos, sin (N, D/2), caches (slots, max_len, 2 G D)).
+    Writes the cache rows; returns the final hidden states (N, C)."""
     rows = list(zip(slots, positions))
     for lw, cache in zip(layers, kv):
-        h = attention(lw, h, rms_norm(h, lw.norm_attn), rows, cache, cos, sin)
+        attend = gqa_attention if isinstance(lw, DenseLayerWeights) else attention
+        h = attend(lw, h, rms_norm(h, lw.norm_attn), rows, cache, cos, sin)
         h = mlp(lw, h, rms_norm(h, lw.norm_mlp))
     return h
