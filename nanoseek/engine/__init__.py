@@ -27,6 +27,7 @@ Modules:
   (tests only, not a runtime path).
 - `quant`: int8 weights. `naive`: greedy generation by full recompute, perplexity.
 - `remote`: RemoteGenerator (OpenAI-compatible HTTP) and the SSE client parser. `cli`: generate, chat.
+- `vllm`: VLLMGenerator, the protocol on vLLM's offline engine in this process (nanoseek[vllm]).
 """
 
 from nanoseek.engine.engine import Engine, RequestHandle
@@ -50,6 +51,7 @@ __all__ = [
     "RequestHandle",
     "SamplingParams",
     "TokenLogprob",
+    "VLLMGenerator",
     "quantize_int8",
 ]
 
@@ -60,4 +62,8 @@ def __getattr__(name: str):
         from nanoseek.engine.remote import RemoteGenerator
 
         return RemoteGenerator
+    if name == "VLLMGenerator":  # vLLM is optional (nanoseek[vllm]); nothing of it loads until used
+        from nanoseek.engine.vllm import VLLMGenerator
+
+        return VLLMGenerator
     raise AttributeError(f"module 'nanoseek.engine' has no attribute {name!r}")

@@ -4,6 +4,7 @@
     nanoseek eval --model https://api.deepseek.com --remote-model deepseek-reasoner \\
         --api-key-env DEEPSEEK_API_KEY --split-n --tasks aime24 --k 4 --max-new-tokens 32768
     nanoseek eval --model runs/base --tasks mmlu --likelihood          # multiple choice by log-likelihood
+    nanoseek eval --model runs/sft --tasks gsm8k --backend vllm       # generate with vLLM (nanoseek[vllm])
     nanoseek eval --model runs/sft --tasks "arithmetic?digits=3" --max-problems 200 --out runs/eval/a3
 
 Rerunning the same command continues a killed eval (`--out` defaults to runs/eval/<model>-<tasks>).
@@ -80,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--split-n", action="store_true", help="one HTTP request per sample (APIs without n)")
     p.add_argument("--int8", action="store_true", help="int8 weights for the native engine")
+    p.add_argument(
+        "--backend",
+        choices=("native", "vllm"),
+        default="native",
+        help="what generates from a checkpoint: nanoseek's engine, or vLLM in this process (nanoseek[vllm])",
+    )
     p.add_argument("--benchmarks-dir", default=None, help="folder of benchmark JSONL files")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -107,9 +114,9 @@ def eval_main(argv: list[str] | None = None) -> int:
             args.int8,
             args.mc_style,
         )
-        loaded = load_generator(args.model, *options)
+        loaded = load_generator(args.model, *options, backend=args.backend)
         summary = run_eval(loaded.generator, cfg, out, loaded.label, loaded.scorer, args.progress)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"nanoseek eval: error: {message}", file=sys.stderr)
         return 2

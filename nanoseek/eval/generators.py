@@ -3,6 +3,7 @@
     loaded = load_generator("runs/sft")                                  # native Engine on the checkpoint
     loaded = load_generator("https://api.deepseek.com", remote_model="deepseek-reasoner",
                             api_key_env="DEEPSEEK_API_KEY", split_n=True)
+    loaded = load_generator("runs/sft", backend="vllm")                  # vLLM on the checkpoint
     loaded.generator.generate(requests); loaded.scorer (likelihood scoring, native only); loaded.close()
 
 A path may be a model directory, a checkpoint directory or a run directory (its newest checkpoint).
@@ -67,9 +68,15 @@ def load_generator(
     int8: bool = False,
     mc_style: str = "cloze",
     timeout: float = 600.0,
+    backend: str = "native",
 ) -> LoadedGenerator:
-    """The native Engine on a checkpoint (with a likelihood scorer), or a RemoteGenerator on a URL."""
+    """The native Engine on a checkpoint (with a likelihood scorer), vLLM on it (backend "vllm"; no
+    scorer), or a RemoteGenerator on a URL."""
     model = str(model)
+    if backend not in ("native", "vllm"):
+        raise ValueError(f"backend: expected native or vllm, got {backend!r}")
+    if backend == "vllm" and (is_url(model) or int8):
+        raise ValueError("backend vllm runs a checkpoint directory (not a URL), in its own dtype (no --int8)")
     if is_url(model):
         from nanoseek.engine.remote import RemoteGenerator
 
@@ -84,6 +91,10 @@ def load_generator(
     model_dir = resolve_model_dir(model)
     if not (model_dir / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{model_dir}: no tokenizer.json; an eval renders chat prompts and needs one")
+    if backend == "vllm":
+        from nanoseek.engine.vllm import VLLMGenerator
+
+        return LoadedGenerator(VLLMGenerator(model_dir), f"{model} (vLLM)", None, model_dir)
     engine = Engine.from_pretrained(
         model_dir, int8=int8, max_slots=concurrency, token_budget=max(512, 4 * concurrency)
     )

@@ -169,6 +169,7 @@ class ModelConfig:
             d["rope_interleave"] = True
         d["architectures"] = [GENERATIONS[self.model_type][0]]
         d["torch_dtype"] = "float32"
+        d |= _PUBLISHED_CONSTANTS  # what DeepSeek's own config.json carries and other loaders read
         if self.rope_scaling is not None:
             d["rope_scaling"] = dict(self.rope_scaling)
         return {**self.extra, **d}
@@ -216,8 +217,20 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+# fields of DeepSeek's published config.json with one value for every nanoseek checkpoint: ep_size
+# (DeepSeek's expert-parallel hint for its own inference code; 1 = none), pretraining_tp, attention_dropout, use_cache; and
+# pad_token_id, which SGLang's DeepseekV2Model reads without a default (tests/test_config_fields.py)
+_PUBLISHED_CONSTANTS = {
+    "ep_size": 1,
+    "pretraining_tp": 1,
+    "attention_dropout": 0.0,
+    "use_cache": True,
+    "pad_token_id": None,
+}
+
 # fields that transformers or we derive; never stored in `extra`
 _DERIVED_HF_FIELDS = {
+    "ep_size",
     "num_key_value_heads",
     "hidden_act",
     "attention_bias",

@@ -18,6 +18,7 @@ The variants people use, as settings (defaults: DeepSeekMath's GRPO with beta = 
     Dr. GRPO             grpo.advantage="dr_grpo" grpo.aggregation="dr_grpo"
     R1-Zero              rollout.template="r1_zero" (a base model; plain-text prompt, <answer> tags)
     R1                   rollout.template="chat"    (an SFT checkpoint; THE chat format)
+    vLLM rollouts        rollout.backend="vllm"     (vLLM in this process, weights synced every update)
     random-reward control  reward.random=true       (Bernoulli(reward.random_p) rewards, seeded)
 """
 
@@ -64,7 +65,8 @@ class RolloutSection:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=lambda: ["</answer>"])  # r1_zero: stop after the answer tag
     max_slots: int = 0  # engine cache slots (samples decoded together); 0 = prompts_per_step x G
-    rules: ClassVar = {"template": ("r1_zero", "chat"), "top_p": "[0, 1]"}
+    backend: str = "native"  # "native": nanoseek's engine; "vllm": vLLM in this process (nanoseek[vllm])
+    rules: ClassVar = {"template": ("r1_zero", "chat"), "top_p": "[0, 1]", "backend": ("native", "vllm")}
     rules |= dict.fromkeys(("group_size", "prompts_per_step", "max_new_tokens"), POSITIVE)
 
 
@@ -157,6 +159,11 @@ def validate(cfg: GRPOConfig) -> None:
         raise ConfigError(
             "rollout.temperature: greedy rollouts make every group's samples identical; use > 0"
         )
+    if cfg.rollout.backend == "vllm":
+        from nanoseek.engine.vllm import INSTALL_HINT, vllm_available
+
+        if not vllm_available():
+            raise ConfigError(f"rollout.backend: 'vllm' needs vLLM; {INSTALL_HINT}")
     if cfg.reward.overlong == "penalty" and not 0 < cfg.reward.overlong_buffer <= cfg.rollout.max_new_tokens:
         raise ConfigError(
             "reward.overlong_buffer: must be in (0, rollout.max_new_tokens] for the soft penalty"

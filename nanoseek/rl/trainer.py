@@ -5,7 +5,8 @@
     # or: nanoseek grpo recipes/grpo_r1_zero.toml --init runs/base --out runs/x   (nanoseek.rl.cli)
 
 One GRPO step (shapes: P prompts, G samples each, N = P x G sequences, L completion tokens):
-1. rollouts (`rollout`): the rollout Generator (the native engine) samples G completions per prompt
+1. rollouts (`rollout`): the rollout Generator (the native engine, or vLLM with rollout.backend="vllm",
+   `nanoseek.engine.vllm`) samples G completions per prompt
    from the policy (the prompt is prefilled once and its cache forked G times); the task scores them
    into rewards r (N,); dynamic sampling drops and refills groups whose rewards are all equal;
 2. advantages A (N,) = (r - mean_group) / std_group, or r - mean_group (Dr. GRPO);
@@ -191,6 +192,10 @@ class GRPOTrainer:
                 f"rollout.max_new_tokens: the longest prompt ({longest} tokens) plus the completion budget exceed "
                 f"the model's {self.model.config.max_position_embeddings} positions"
             )
+        if generator is None and r.backend == "vllm":  # vLLM on the init weights; synced before rollouts
+            from nanoseek.engine.vllm import VLLMGenerator
+
+            generator = VLLMGenerator(init_dir, self.tokenizer, max_len=max_len, seed=cfg.run.seed)
         self.generator = generator or Engine(  # rolls out; sees new weights at each sync_weights
             self.rollout_model,
             self.tokenizer,
