@@ -267,7 +267,7 @@ def test_prompts_for_both_templates(base, task_and_problems):
     chat = prompt_ids(tok, problem, "chat")
     assert chat == render_prompt(tok, [{"role": "user", "content": problem.prompt}])
     assert (
-        completion_text(tok, tok.encode("4\n</think>\n\n4<｜end▁of▁sentence｜>"), "chat")
+        completion_text(tok, chat, tok.encode("4\n</think>\n\n4<｜end▁of▁sentence｜>"), "chat")
         == "<think>\n4\n</think>\n\n4"
     )
 

@@ -9,6 +9,8 @@
 The run directory (every step resumes or is reused when rerun with the same config):
     traces/          the teacher's k samples per train problem (an eval run: samples.jsonl, summary)
     sft.jsonl        the kept traces, OpenAI chat JSONL with reasoning_content
+    sft_student.jsonl  the same with the thinking inside the answers, for a student whose own chat
+                     template has no place for reasoning_content (`traces.for_student`)
     student_init/    the fresh dense student (unless --student names a checkpoint)
     sft/             the student's SFT run (nanoseek.train: checkpoints, metrics, report.md)
     eval_teacher/    teacher on the test split, R1's protocol (k samples, temperature 0.6, top-p 0.95)
@@ -27,9 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nanoseek.data import write_jsonl
 from nanoseek.distill.report import write_report
 from nanoseek.distill.student import active_params, dense_config, init_student, model_config
-from nanoseek.distill.traces import write_sft_dataset
+from nanoseek.distill.traces import for_student, write_sft_dataset
 from nanoseek.eval.config import R1_INPUT_PRICE, R1_OUTPUT_PRICE, EvalConfig
 from nanoseek.eval.generators import LoadedGenerator, load_generator
 from nanoseek.eval.runner import run_one_task
@@ -131,7 +134,7 @@ def student_start(cfg: DistillConfig, teacher_dir: Path | None) -> tuple[Path | 
     if not cfg.student:
         return None, student_tokenizer(cfg, teacher_dir)
     init = resolve_model_dir(cfg.student)
-    experts = model_config(init).n_routed_experts
+    experts = getattr(model_config(init), "n_routed_experts", 0)  # a dense family has none
     if experts:
         raise ValueError(
             f"--student {cfg.student}: R1 distills into dense models; it has {experts} routed experts"
@@ -163,7 +166,12 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
 
     # 4. the dense student and its SFT on the kept traces
     records = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
-    seq_len = max(len(tokenizer.render(r["messages"])[0]) for r in records)
+    data = out / "sft.jsonl"
+    student_records = for_student(records, tokenizer)
+    if student_records is not records:  # the student's template cannot show reasoning_content
+        data = out / "sft_student.jsonl"
+        write_jsonl(data, student_records)
+    seq_len = max(len(tokenizer.render(r["messages"])[0]) for r in student_records)
     if init is None:
         student_cfg = dense_config(
             cfg.student_depth, tokenizer.vocab_size, cfg.student_hidden, max(256, 2 * seq_len)
@@ -171,7 +179,7 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
         init = init_student(out / "student_init", student_cfg, tokenizer, cfg.seed)
     resume = latest_checkpoint(out / "sft") is not None
     sft = train(
-        sft_config(cfg, out / "sft.jsonl", init, seq_len),
+        sft_config(cfg, data, init, seq_len),
         resume=resume,
         command=f"nanoseek distill --out {out}",
     )

@@ -8,18 +8,19 @@ dense Qwen / Llama models.
 `dense_config` follows `nanoseek.model.config_for_depth` (nanochat's one size knob) with the routed
 experts removed, so every layer is a dense SwiGLU MLP; `hidden` optionally narrows the residual stream
 below depth x 64, with the other widths derived from it by the same rules. A fresh student is randomly
-initialized (seeded); a pretrained dense base checkpoint can be used instead (`--student PATH`).
+initialized (seeded); a pretrained dense base checkpoint can be used instead (`--student PATH`): any
+dense family, e.g. a Qwen2.5 or Llama 3 checkpoint written by transformers, as R1's students were.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import torch
 
 from nanoseek.model import DeepSeekV3, ModelConfig, account, config_for_depth
+from nanoseek.model.checkpoint import read_config
 from nanoseek.tokenizer import Tokenizer
 
 
@@ -70,9 +71,10 @@ def init_student(out_dir: str | Path, cfg: ModelConfig, tokenizer: Tokenizer, se
     return out_dir
 
 
-def model_config(model_dir: str | Path) -> ModelConfig:
-    """The ModelConfig of a checkpoint directory (its config.json)."""
-    return ModelConfig.from_hf_dict(json.loads((Path(model_dir) / "config.json").read_text()))
+def model_config(model_dir: str | Path):
+    """The config of a checkpoint directory, of its family's class (a ModelConfig for DeepSeek-V3,
+    a DenseConfig for Llama / Qwen, ...)."""
+    return read_config(model_dir)
 
 
 def active_params(model_dir: str | Path) -> int:

@@ -14,6 +14,12 @@ chat JSONL with DeepSeek's `reasoning_content`, which `nanoseek sft` (THE chat f
 
     {"messages": [{"role": "user", "content": PROMPT},
                   {"role": "assistant", "content": ANSWER, "reasoning_content": REASONING}]}
+
+A student with its own chat template trains on the traces as that template renders them
+(`for_student`): a template that renders `reasoning_content` (Qwen3's, R1's own) takes them as they
+are; one without a place for reasoning (Qwen2.5-Instruct, Llama-3-Instruct) would drop the thinking,
+so the think block goes into the answer as R1's distilled models write it,
+`<think>\nREASONING\n</think>\n\nANSWER`, and the student learns to think in plain text.
 """
 
 from __future__ import annotations
@@ -53,6 +59,38 @@ def conversation(record: dict, system: str | None = None) -> dict:
         },
     ]
     return {"messages": messages}
+
+
+def renders_reasoning(tokenizer) -> bool:
+    """Whether the tokenizer's chat format shows an assistant turn's `reasoning_content` (R1's format
+    does; of models' own templates, Qwen3's does, Qwen2.5's and Llama-3's do not)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template is None:
+        return True  # R1's format
+    probe = "nanoseek-probe-reasoning"
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a", "reasoning_content": probe},
+    ]
+    return probe in template.text(messages)
+
+
+def for_student(conversations: list[dict], tokenizer) -> list[dict]:
+    """The chat records a student trains on: as they are if its chat format renders reasoning_content,
+    else with the think block moved into each assistant answer (`<think>\\n..\\n</think>\\n\\n` + answer)."""
+    if renders_reasoning(tokenizer):
+        return conversations
+    out = []
+    for record in conversations:
+        messages = []
+        for m in record["messages"]:
+            if m.get("role") == "assistant" and m.get("reasoning_content"):
+                reasoning = m["reasoning_content"]
+                m = {k: v for k, v in m.items() if k != "reasoning_content"}
+                m["content"] = f"<think>\n{reasoning}\n</think>\n\n{m['content']}"
+            messages.append(m)
+        out.append({**record, "messages": messages})
+    return out
 
 
 def write_sft_dataset(

@@ -10,7 +10,8 @@ context: log p(continuation | context). `acc` picks the argmax of that sum; `acc
 the sum divided by the continuation's length in characters (lm-eval's acc_norm), which removes the
 bias towards short options. Ties go to the first choice (numpy's argmax).
 
-Contexts (plain text after BOS, so base models can be scored; chat models too):
+Contexts (plain text, after BOS where the tokenizer adds one, so base models can be scored; chat
+models too):
     style="cloze"   "Question: {question}\\nAnswer:" + " {choice text}"        (lm-eval's ARC style)
     style="letter"  "{question}\\nA. ..\\nB. ..\\nAnswer:" + " A" / " B" / ...   (lm-eval's MMLU style)
 Tokenization follows lm-eval: the context and the continuation are encoded together and the
@@ -57,12 +58,13 @@ def mc_request(problem: Problem, style: str = "cloze") -> tuple[str, list[str]]:
 
 
 def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) as lm-eval splits them (context gets a leading BOS)."""
+    """(context ids, continuation ids) as lm-eval splits them (the context after the tokenizer's
+    `bos_prefix`: BOS where Hugging Face's tokenizer adds one)."""
     stripped = context.rstrip()
     continuation = context[len(stripped) :] + continuation
     whole = tokenizer.encode_ordinary(stripped + continuation)
     n_context = len(tokenizer.encode_ordinary(stripped))
-    return [tokenizer.bos_id, *whole[:n_context]], whole[n_context:]
+    return [*tokenizer.bos_prefix, *whole[:n_context]], whole[n_context:]
 
 
 @torch.no_grad()
@@ -101,7 +103,7 @@ def _argmax(values: list[float]) -> int:
 
 
 class LikelihoodScorer:
-    """Scores multiple-choice problems with a causal LM (a `DeepSeekV3`) and its tokenizer."""
+    """Scores multiple-choice problems with a causal LM (any registered family) and its tokenizer."""
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, style: str = "cloze"):
         if style not in STYLES:

@@ -5,13 +5,16 @@
     result = evaluate(generator, tokenizer, task, test_problems, "r1_zero", max_new_tokens=64)   # pass@1
 
 Prompts (`prompt_ids`), one definition for rollouts and held-out evaluation:
-- "r1_zero" (a base model): BOS + the R1 paper's plain-text prompt `r1_zero_prompt(question)`, encoded as
-  plain text exactly like the pretraining documents (`encode_ordinary`: the `<think>` in the template
-  is text there, not a control token). The model is expected to write
+- "r1_zero" (a base model): BOS (where the tokenizer puts one before text: not Qwen's) + the R1
+  paper's plain-text prompt `r1_zero_prompt(question)`, encoded as plain text exactly like the
+  pretraining documents (`encode_ordinary`: the `<think>` in the template is text there, not a
+  control token). The model is expected to write
   ` <think> reasoning </think> <answer> answer </answer>`; sampling stops at `</answer>`.
 - "chat" (an SFT checkpoint, R1): THE chat format's generation prompt (`render_prompt`), which opens
-  the think block; the model writes `reasoning\\n</think>\\n\\nanswer<EOS>`.
-The text scored is the decoded completion (with `<think>\\n` put back in front for "chat"): the task's
+  the think block; the model writes `reasoning\\n</think>\\n\\nanswer<EOS>`. A model's own chat
+  template renders the prompt where the checkpoint has one.
+The text scored is the decoded completion (with `<think>\\n` put back in front where the "chat" prompt
+opened the think block): the task's
 verifier reads the answer after `</think>` (inside `<answer>` tags if present) and `format_reward`
 checks the layout (`answer_tag=True` for "r1_zero").
 
@@ -44,7 +47,7 @@ import torch
 from nanoseek.engine import GenerationRequest, Generator, SamplingParams
 from nanoseek.rl.config import GRPOConfig
 from nanoseek.tasks import Problem, Task
-from nanoseek.tokenizer import Tokenizer, r1_zero_prompt, render_prompt
+from nanoseek.tokenizer import Tokenizer, prompt_opens_think, r1_zero_prompt, render_prompt
 from nanoseek.verify import format_reward
 
 # ----------------------------------------------------------------------------------- prompts and texts
@@ -53,15 +56,17 @@ from nanoseek.verify import format_reward
 def prompt_ids(tokenizer: Tokenizer, problem: Problem, template: str) -> list[int]:
     """The token ids a rollout (or a held-out evaluation) starts from."""
     if template == "r1_zero":
-        return [tokenizer.bos_id, *tokenizer.encode_ordinary(r1_zero_prompt(problem.prompt))]
+        return [*tokenizer.bos_prefix, *tokenizer.encode_ordinary(r1_zero_prompt(problem.prompt))]
     return render_prompt(tokenizer, [{"role": "user", "content": problem.prompt}])
 
 
-def completion_text(tokenizer: Tokenizer, token_ids: list[int], template: str) -> str:
-    """The text a task scores: the decoded completion (the chat prompt's `<think>\\n` put back in front)."""
-    if template == "r1_zero":
-        return tokenizer.decode(token_ids, skip_special_tokens=True)
-    return "<think>\n" + tokenizer.decode(token_ids, skip_special_tokens=True)
+def completion_text(tokenizer: Tokenizer, prompt: list[int], token_ids: list[int], template: str) -> str:
+    """The text a task scores: the decoded completion, with `<think>\\n` put back in front when the
+    chat prompt opened the think block (R1's format; not a template whose model opens it or has none)."""
+    text = tokenizer.decode(token_ids, skip_special_tokens=True)
+    if template == "r1_zero" or not prompt_opens_think(tokenizer, prompt):
+        return text
+    return "<think>\n" + text
 
 
 def seed_of(*parts: object) -> int:
@@ -176,7 +181,10 @@ class RolloutSampler:
         batch.completions = [list(o.token_ids) for o in outs]
         batch.engine_logprobs = [[lp.logprob for lp in o.logprobs or []] for o in outs]
         batch.truncated = [o.finish_reason == "length" for o in outs]
-        batch.texts = [completion_text(self.tokenizer, ids, r.template) for ids in batch.completions]
+        batch.texts = [
+            completion_text(self.tokenizer, batch.prompts[i // G], ids, r.template)
+            for i, ids in enumerate(batch.completions)
+        ]
         problems = [p for p in batch.problems for _ in range(G)]
         scored = self.task.score_batch(problems, batch.texts)
         batch.scores = [float(reward) for reward, _ in scored]
@@ -289,7 +297,9 @@ def evaluate(
     ]
     t0 = time.perf_counter()
     outs = generator.generate(requests)
-    texts = [completion_text(tokenizer, o.token_ids, template) for o in outs]
+    texts = [
+        completion_text(tokenizer, requests[i // n].prompt, o.token_ids, template) for i, o in enumerate(outs)
+    ]
     expanded = [p for p in problems for _ in range(n)]
     scored = task.score_batch(expanded, texts)
     correct = [float(d["correct"]) for _, d in scored]

@@ -8,17 +8,22 @@
     r = client.chat.completions.create(model="nanoseek", messages=[{"role": "user", "content": "2+2?"}])
     r.choices[0].message.reasoning_content, r.choices[0].message.content
 
-The prompt is rendered with THE chat format (R1 opens a think block; `thinking: {"type": "disabled"}`
-answers directly). The generated text is split at `</think>`: the thinking goes to
+The prompt is rendered with the model's own chat template, or THE chat format for nanoseek's models
+(R1 opens a think block; `thinking: {"type": "disabled"}` or `chat_template_kwargs: {"enable_thinking":
+false}` answers directly). The generated text is split at `</think>`: the thinking goes to
 `message.reasoning_content` (and `message.reasoning`, vLLM's name), the answer to `message.content`.
+Whether a reply starts as thinking is read from the rendered prompt (`prompt_opens_think`: R1's format
+and R1-distill's template open `<think>`, Qwen3 lets the model open it, Llama and SmolLM2 have no think
+tokens), so a model that answers directly has all of its reply in `content`, none counted as reasoning.
 Streamed, a chunk carries either thinking (`delta.reasoning_content`, `content` null) or answer
 (`delta.content`, `reasoning_content` null), never both. With `logprobs` the answer's tokens are in
 `logprobs.content` and the thinking's (up to `</think>`) in `logprobs.reasoning_content`.
 
 Token limits: `max_completion_tokens` bounds everything generated, thinking included (OpenAI's
-meaning); `max_tokens` bounds the answer only (DeepSeek-reasoner's meaning), the thinking then being
-bounded by the server's `--max-reasoning-tokens` and the context. Without either the model may fill
-the context.
+meaning); when the prompt opens a think block `max_tokens` bounds the answer only (DeepSeek-reasoner's
+meaning), the thinking then being bounded by the server's `--max-reasoning-tokens` and the context;
+otherwise `max_tokens` bounds everything too. Without either the model may fill the context.
+Logprobs leave out the stop tokens (EOS, the template's end of turn), as the text does.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from nanoseek.serve.envelope import Bridge, View, respond
 from nanoseek.serve.errors import APIError
 from nanoseek.serve.logprobs import TokenTexts, chat_logprobs
 from nanoseek.serve.openai_schema import ChatCompletionRequest, context_error, sampling_params
-from nanoseek.tokenizer.chat_format import split_completion
+from nanoseek.tokenizer.chat_format import prompt_opens_think, split_completion
 
 router = APIRouter()
 
@@ -43,12 +48,14 @@ router = APIRouter()
 def build_request(
     body: ChatCompletionRequest, bridge: EngineBridge
 ) -> tuple[GenerationRequest, int, int | None]:
-    """(engine request, prompt tokens, answer limit) for a chat body; 400s for what cannot be served."""
+    """(engine request, prompt tokens, answer limit) for a chat body; 400s for what cannot be served.
+    The request's `think` is whether the rendered prompt opens a think block (`prompt_opens_think`)."""
     if body.top_logprobs and not body.logprobs:
         raise APIError(400, "top_logprobs requires logprobs to be true.", param="top_logprobs")
     conversation = body.conversation()
-    think = body.think()
-    prompt_ids = bridge.encode(GenerationRequest(messages=conversation, think=think), "messages")
+    asked = body.think()
+    prompt_ids = bridge.encode(GenerationRequest(messages=conversation, think=asked), "messages")
+    think = prompt_opens_think(bridge.tokenizer, prompt_ids)
     context, prompt = bridge.context, len(prompt_ids)
     room = context - prompt
     if room < 1:
@@ -70,8 +77,8 @@ def build_request(
             max_new = min(max_new, body.max_tokens)
     top = body.top_logprobs or 0
     params = sampling_params(body, bridge, max_new, logprobs=body.logprobs, top_logprobs=top)
-    request = GenerationRequest(messages=conversation, params=params, think=think)
-    return request, prompt, answer_limit
+    request = GenerationRequest(messages=conversation, params=params, think=asked)
+    return request, prompt, answer_limit, think
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -79,8 +86,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, bridge
     bridge.check_size(1, body.n)  # before any work
     bridge.check_capacity(body.n)
     # tokenizing a long prompt takes a while: keep it off the event loop
-    engine_request, prompt_tokens, answer_limit = await anyio.to_thread.run_sync(build_request, body, bridge)
-    think = engine_request.think
+    engine_request, prompt_tokens, answer_limit, think = await anyio.to_thread.run_sync(
+        build_request, body, bridge
+    )
     generation = bridge.start([engine_request], [prompt_tokens], think=think, answer_limit=answer_limit)
     return await respond(ChatView(bridge, body, generation), request)
 
@@ -94,13 +102,15 @@ class ChatView(View):
         super().__init__(bridge, body, generation)
         self.texts: TokenTexts = bridge.token_texts
         self.think = generation.think
-        self.eos_id = bridge.tokenizer.eos_id
+        self.stop_ids = frozenset(bridge.tokenizer.stop_ids)  # left out of logprobs, as out of the text
+        self.think_id = bridge.tokenizer.think_id
         self.answering: dict[tuple[int, int], bool] = {}  # per sample: past </think> (streaming)
+        self.answered: set[tuple[int, int]] = set()  # samples that streamed answer tokens
 
     def choice(self, sample: Sample) -> dict[str, Any]:
         reasoning, content = split_completion(sample.text, think=self.think)
         message: dict[str, Any] = {"role": "assistant", "content": content}
-        if self.think:
+        if self.think or reasoning:
             message["reasoning_content"] = message["reasoning"] = reasoning
         return {
             "index": self.generation.choice_index(sample.request_index, sample.index),
@@ -111,10 +121,11 @@ class ChatView(View):
 
     def sample_logprobs(self, sample: Sample) -> dict[str, Any]:
         n_reasoning = self.generation.reasoning_tokens(sample)
-        keep = [lp for lp in sample.logprobs if lp.token_id != self.eos_id]
+        reasoning = [lp for lp in sample.logprobs[:n_reasoning] if lp.token_id not in self.stop_ids]
+        content = [lp for lp in sample.logprobs[n_reasoning:] if lp.token_id not in self.stop_ids]
         return {
-            "content": chat_logprobs(self.texts, keep[n_reasoning:]),
-            "reasoning_content": chat_logprobs(self.texts, keep[:n_reasoning]) if self.think else None,
+            "content": chat_logprobs(self.texts, content),
+            "reasoning_content": chat_logprobs(self.texts, reasoning) if self.think or n_reasoning else None,
             "refusal": None,
         }
 
@@ -163,14 +174,20 @@ class ChatView(View):
         return choices
 
     def split_delta(self, key: tuple[int, int], delta: Delta) -> list[tuple[str, str, list[dict[str, Any]]]]:
-        """(kind, text, logprob entries) pieces of one delta: thinking first, then answer."""
+        """(kind, text, logprob entries) pieces of one delta: thinking first, then answer. A token is
+        thinking from the prompt's open think block, or from a `<think>` the model writes before any
+        answer (Qwen3), through the `</think>` (as `reasoning_token_count` counts them)."""
         reasoning_lps: list[Any] = []
         content_lps: list[Any] = []
         answering = self.answering.get(key, not self.think)
         for i, token in enumerate(delta.token_ids):
+            if answering and token == self.think_id and key not in self.answered:
+                answering = False  # the model opens its own think block
             lp = delta.logprobs[i] if delta.logprobs and i < len(delta.logprobs) else None
-            if lp is not None and token != self.eos_id:
+            if lp is not None and token not in self.stop_ids:
                 (content_lps if answering else reasoning_lps).append(lp)
+                if answering:
+                    self.answered.add(key)
             if token == self.bridge.end_think_id:
                 answering = True
         self.answering[key] = answering

@@ -9,7 +9,7 @@
 
 `completion_tokens` counts every generated token, reasoning and the end-of-sequence token included
 (that is what was computed and what DeepSeek bills); `reasoning_tokens` is the part up to and
-including `</think>`. `cost` is US dollars (the field OpenRouter uses), priced per `config.Prices`.
+including `</think>` (0 for a model that answers without thinking). `cost` is US dollars (the field OpenRouter uses), priced per `config.Prices`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,18 @@ from typing import Any
 from nanoseek.serve.config import Prices
 
 
-def reasoning_token_count(token_ids: list[int], end_think_id: int | None, think: bool) -> int:
-    """Generated tokens up to and including `</think>`; all of them if the thinking never ended."""
-    if not think:
-        return 0
+def reasoning_token_count(
+    token_ids: list[int], think_id: int | None, end_think_id: int | None, think: bool
+) -> int:
+    """Generated tokens that are reasoning, as `split_completion` splits their text: up to and
+    including the first `</think>`; without one, all of them if the thinking never ended (the prompt
+    opened the think block, `think`, or the model opened one itself: Qwen3), else none (a model that
+    answers directly, or has no think tokens at all: Llama, SmolLM2)."""
     if end_think_id is not None and end_think_id in token_ids:
         return token_ids.index(end_think_id) + 1
-    return len(token_ids)
+    if think or (think_id is not None and think_id in token_ids):
+        return len(token_ids)
+    return 0
 
 
 def usage_dict(

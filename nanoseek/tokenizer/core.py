@@ -304,6 +304,13 @@ class Tokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
+    @property
+    def bos_prefix(self) -> list[int]:
+        """What goes before raw text (a base model's prompt, a scored context): [bos_id] where Hugging
+        Face's `tokenizer(text)` puts BOS first (`add_bos_token`: nanoseek's tokenizers, Llama), else []
+        (Qwen, SmolLM2). lm-evaluation-harness's HF backend encodes the same way."""
+        return [self.bos_id] if self.add_bos_token else []
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Token ids of `text` as plain text: control-token strings in it are spelled out in bytes."""
         return self._plain.encode(text, add_special_tokens=False).ids
