@@ -208,6 +208,34 @@ class RequestHandle:
             self.deltas.put(None)
 
 
+def encode_prompt(
+    tok: Tokenizer | None, request: GenerationRequest, max_len: int, vocab_size: int, room: int = 1
+) -> list[int]:
+    """A request's prompt as token ids (chat messages rendered, text with BOS where the tokenizer adds
+    one), checked to leave `room` positions of max_len free and to lie in the vocabulary. Every
+    Generator encodes prompts with this, so the same request means the same ids on every engine."""
+    if request.params.stop and tok is None:
+        raise ValueError("stop strings need a tokenizer; use stop_token_ids")
+    if request.messages is not None or isinstance(request.prompt, str):
+        if tok is None:
+            raise ValueError("text and chat prompts need a tokenizer; pass token ids")
+        if request.messages is not None:
+            ids = render_prompt(tok, request.messages, think=request.think)
+        else:
+            ids = tok.encode(request.prompt)
+            if ids[:1] != [tok.bos_id]:  # as the tokenizer's own `tokenizer(text)` does
+                ids = [*tok.bos_prefix, *ids]
+    else:
+        ids = [int(i) for i in request.prompt]
+    if not ids:
+        raise ValueError("empty prompt")
+    if len(ids) + room > max_len:
+        raise ValueError(f"prompt of {len(ids)} tokens does not fit max_len={max_len}")
+    if min(ids) < 0 or max(ids) >= vocab_size:
+        raise ValueError(f"prompt token ids must be in [0, {vocab_size})")
+    return ids
+
+
 class Engine:
     """Continuous-batching generator over a model (thread-safe `submit`, one stepping loop)."""
 
@@ -391,28 +419,7 @@ class Engine:
     def encode_prompt(self, request: GenerationRequest, room: int = 1) -> list[int]:
         """The prompt's token ids; ValueError if it leaves fewer than `room` positions of max_len free
         (0 for a caller that only scores the prompt)."""
-        tok = self.tokenizer
-        if request.params.stop and tok is None:
-            raise ValueError("stop strings need a tokenizer; use stop_token_ids")
-        if request.messages is not None or isinstance(request.prompt, str):
-            if tok is None:
-                raise ValueError("text and chat prompts need a tokenizer; pass token ids")
-            if request.messages is not None:
-                ids = render_prompt(tok, request.messages, think=request.think)
-            else:
-                ids = tok.encode(request.prompt)
-                if ids[:1] != [tok.bos_id]:  # as the tokenizer's own `tokenizer(text)` does
-                    ids = [*tok.bos_prefix, *ids]
-        else:
-            ids = [int(i) for i in request.prompt]
-        if not ids:
-            raise ValueError("empty prompt")
-        if len(ids) + room > self.max_len:
-            raise ValueError(f"prompt of {len(ids)} tokens does not fit max_len={self.max_len}")
-        vocab = self.model.config.vocab_size
-        if min(ids) < 0 or max(ids) >= vocab:
-            raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        return ids
+        return encode_prompt(self.tokenizer, request, self.max_len, self.model.config.vocab_size, room)
 
     # ------------------------------------------------------------------ background loop
     def start(self) -> Engine:

@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from nanoseek.engine.detok import TextStream
+from nanoseek.engine.engine import encode_prompt
 from nanoseek.engine.protocol import Completion, Delta, GenerationRequest, SamplingParams, TokenLogprob
 from nanoseek.tokenizer import Tokenizer
-from nanoseek.tokenizer.chat_format import prompt_opens_think, render_prompt, split_completion
+from nanoseek.tokenizer.chat_format import prompt_opens_think, split_completion
 
 log = logging.getLogger(__name__)
 
@@ -217,22 +218,7 @@ class VLLMGenerator:
     # ------------------------------------------------------------------ our side of a request
     def encode_prompt(self, request: GenerationRequest) -> list[int]:
         """The prompt's token ids, as the native engine encodes them; ValueError if they do not fit."""
-        tok = self.tokenizer
-        if request.messages is not None:
-            ids = render_prompt(tok, request.messages, think=request.think)
-        elif isinstance(request.prompt, str):
-            ids = tok.encode(request.prompt)
-            if ids[:1] != [tok.bos_id]:
-                ids = [*tok.bos_prefix, *ids]
-        else:
-            ids = [int(i) for i in request.prompt]
-        if not ids:
-            raise ValueError("empty prompt")
-        if len(ids) + 1 > self.max_len:
-            raise ValueError(f"prompt of {len(ids)} tokens does not fit max_len={self.max_len}")
-        if min(ids) < 0 or max(ids) >= self.vocab_size:
-            raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
-        return ids
+        return encode_prompt(self.tokenizer, request, self.max_len, self.vocab_size)
 
     def _text(self, token_ids: list[int], params: SamplingParams) -> tuple[list[int], str, bool]:
         """(the token ids up to where the native engine stops, their text, whether it stopped), with the
