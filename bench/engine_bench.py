@@ -17,6 +17,11 @@ it). Measured, as medians over --repeats interleaved runs:
 1. decode tokens/s at batch 1 and 16: greedy, prompts of --prompt-len tokens, --new-tokens tokens
    each; decode time = time(N tokens) - time(1 token), which removes the prefill. transformers runs
    `generate` with its default cache; the engine runs fp32, int8 weights, and fp32 + MTP speculation.
+   Then the memory-bandwidth floor: the bytes of weights one batch-1 step reads (per dtype) over the
+   bandwidth measured here (the faster of a large tensor copy and a sum over it, between the batch-1
+   repeats), and each engine's batch-1 time as a multiple of it
+   (a decode step cannot beat the time to read its weights once: where transformers' fp32 step is
+   already within 3x of the floor, 3x transformers in fp32 is impossible, and the bench says so).
 2. int8 perplexity change: on 8 x 128 tokens the fp32 model samples itself (temperature 1).
 3. continuous batching: --requests requests (prompt and completion lengths drawn at random) arriving
    over time; aggregate tokens/s of the engine's background loop against serving them one after another.
@@ -172,6 +177,68 @@ def hf_decode_tps(hf, batch: list[list[int]], new_tokens: int) -> float:
     return len(batch) * (new_tokens - 1) / (tn - t1)
 
 
+def step_bytes(model: nn.Module) -> int:
+    """Bytes of weights one decode step reads at batch 1: every weight, less the embedding table (a
+    lookup reads one row) unless the head is tied to it and reads it whole, and, in MoE layers, only
+    the num_experts_per_tok of n_routed_experts routed experts one token runs."""
+    total = weight_bytes(model)
+    embed = model.embed_tokens.weight
+    if getattr(model.lm_head, "weight", None) is not embed:
+        total -= embed.numel() * embed.element_size()
+    for moe in getattr(model, "moe_layers", list)():
+        cfg = moe.cfg
+        total -= round(weight_bytes(moe.experts) * (1 - cfg.num_experts_per_tok / cfg.n_routed_experts))
+    return total
+
+
+def copy_bandwidth(mib: int = 512, repeats: int = 7) -> float:
+    """Bytes/s memory moves here, median of `repeats` on torch's threads: the faster of a large tensor
+    copy (read + written, as STREAM counts it) and a sum over it (read only; a copy also pays for
+    the writes, so a pure read, which is what a decode step does, can beat it): the yardstick for
+    `step_bytes`, taken generously so that a floor above a goal is really out of reach."""
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    copies, reads = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        t1 = time.perf_counter()
+        src.sum()
+        copies.append(t1 - t0)
+        reads.append(time.perf_counter() - t1)
+    nbytes = src.numel() * 4
+    return max(2 * nbytes / statistics.median(copies), nbytes / statistics.median(reads))
+
+
+def print_floor(models: dict[str, nn.Module], tps: dict[str, float], bandwidth: float) -> dict:
+    """Each engine's batch-1 step time as a multiple of its floor (its weight bytes / the copy
+    bandwidth), and whether 3x transformers is above the fp32 floor at all."""
+    print(f"  memory-bandwidth floor: {bandwidth / 1e9:.1f} GB/s (tensor copy or sum, median, between the repeats)")
+    floors = {}
+    for name, model in models.items():
+        floors[name] = step_bytes(model) / bandwidth
+        print(
+            f"  {name:<20} reads {step_bytes(model) / 2**20:7.0f} MiB per step: floor {floors[name] * 1e3:6.1f} ms"
+        )
+    out = {"copy_GBps": bandwidth / 1e9, "floor_ms": {k: v * 1e3 for k, v in floors.items()}, "x_floor": {}}
+    for name, value in tps.items():
+        dtype = "int8" if "int8" in name else "fp32"
+        step = 1 / value
+        out["x_floor"][name] = step / floors[dtype]
+        print(f"  {name:<20} {step * 1e3:7.1f} ms per token = {step / floors[dtype]:5.2f}x the {dtype} floor")
+    if "transformers" in tps:
+        goal = 1 / tps["transformers"] / 3  # the step time 3x transformers means
+        possible = goal >= floors["fp32"]
+        verdict = (
+            f"{goal / floors['fp32']:.2f}x the fp32 floor: possible in fp32"
+            if possible
+            else "BELOW the fp32 floor: 3x in fp32 is physically impossible at this bandwidth (int8 reads fewer bytes)"
+        )
+        print(f"  3x transformers = {goal * 1e3:.1f} ms per token, {verdict}")
+        out["three_x_fp32_possible"] = possible
+    return out
+
+
 def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Min, median and max of a[i] / b[i] over repeats i (a and b measured back to back)."""
     ratios = [x / y for x, y in zip(a, b)]
@@ -251,7 +318,7 @@ def speculation_bench(args) -> dict:
     model = load_model(args.model).eval()
     tok = Tokenizer.from_dir(args.model)
     B = max(args.batch_sizes)
-    engine = Engine(model, tok, max_slots=B, token_budget=4096, speculative=True)
+    engine = Engine(model, tok, max_slots=B, token_budget=4096, speculative=True, prefix_cache_mb=0)
     print(
         f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
         f"MTP depths {model.config.num_nextn_predict_layers}; threads {args.threads}; "
@@ -367,11 +434,14 @@ def main(argv: list[str] | None = None) -> dict:
         runs: dict[str, list[float]] = {
             name: [] for name in ["transformers", *engines] if name != "transformers" or hf
         }
+        bandwidths = []  # batch 1: the copy bandwidth, measured between the repeats (the same load)
         for _ in range(args.repeats):  # interleaved, so load on the machine hits every contender alike
             if hf is not None:
                 runs["transformers"].append(hf_decode_tps(hf, batch, args.new_tokens))
             for name, engine in engines.items():
                 runs[name].append(engine_decode_tps(engine, batch, args.new_tokens))
+            if B == 1:
+                bandwidths.append(copy_bandwidth(repeats=3))
         med = {name: statistics.median(v) for name, v in runs.items()}
         results["decode"][B] = med
         print(f"\ndecode, batch {B}: tokens/s (median of {args.repeats}; paired: median and range of the")
@@ -387,6 +457,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"  int8 / fp32: {med['engine int8'] / med['engine fp32']:.2f}x (paired {mid:.2f}x [{lo:.2f}-{hi:.2f}])"
         )
+        if B == 1:  # the memory-bandwidth floor of batch 1
+            tps = {k: v for k, v in med.items() if "MTP" not in k}
+            bandwidth = statistics.median(bandwidths)
+            results["floor"] = print_floor({"fp32": model, "int8": int8_model}, tps, bandwidth)
     spec = engines.get("engine fp32 + MTP")
     if spec is not None and spec.stats["drafted"]:
         rate = spec.stats["accepted"] / spec.stats["drafted"]

@@ -77,6 +77,11 @@ def test_quick_speedrun_end_to_end_and_resume(tmp_path, capsys):
         assert (out / png).stat().st_size > 1000 and f"]({png})" in report
     assert "2.788M H800 GPU-hours" in report and "$0.55" in report and "$2.19" in report
     assert "per million" in report and records["serving"]["output_usd_per_million"] > 0
+    serving = records["serving"]  # cache hits priced apart, as DeepSeek's $0.14 / $0.55 / $2.19
+    assert "$0.14 (R1 API, cache hit)" in report and serving["cached_input_tokens"] > 0
+    assert "input, cache hit (prefix cache)" in report
+    assert 0 <= serving["mtp_acceptance_greedy"] <= 1 and "MTP: the model's drafts are accepted" in report
+    assert records["grpo"]["mtp_align"]["steps"] == cfg.grpo.mtp_align_steps  # the draft head re-aligned
     assert "nanoseek chat --model" in report and "nanoseek arena serve --contestants" in report
     student = json.loads((out / "stages" / "distill.json").read_text())
     assert student["params"] == student["active_params"]  # dense

@@ -107,15 +107,18 @@ class DeepSeekV3(PretrainedModel):
         positions: torch.Tensor | None = None,
         cache: LatentCache | None = None,
         slots: torch.Tensor | None = None,
+        mtp_rows: int | None = None,
     ) -> torch.Tensor | Losses:
         """input_ids (B, T) -> logits (B, T, vocab), or Losses when targets (B, T) are given
         (ignore index -100). With a cache, `positions` (B, T) are absolute positions and `slots` (B,)
-        the cache rows of the sequences."""
+        the cache rows of the sequences. mtp_rows: the MTP loss over the first mtp_rows rows only
+        (None: every row), a cheaper MTP signal where the MTP block costs as much as the model."""
         h, balance = self.hidden_states(input_ids, positions, cache, slots)
         if targets is None:
             return linear(self.norm(h), self.lm_head)
         lm = self.head_loss(self.norm(h), targets)
-        mtp = self.mtp_loss(h, input_ids, targets) if len(self.mtp) else lm.new_zeros(())
+        r = slice(None, mtp_rows)
+        mtp = self.mtp_loss(h[r], input_ids[r], targets[r]) if len(self.mtp) else lm.new_zeros(())
         balance = torch.stack(balance).sum() if balance else lm.new_zeros(())
         return Losses(lm + self.config.mtp_loss_weight * mtp + balance, lm, mtp, balance)
 

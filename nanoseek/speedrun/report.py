@@ -20,6 +20,7 @@ from nanoseek.speedrun.stages import LABELS, MODEL_STAGES, Context, model_record
 from nanoseek.train.cost import DEEPSEEK_V3, human
 from nanoseek.train.report import pyplot, read_metrics, save_figure
 
+R1_CACHED_INPUT_PRICE = 0.14  # $ per million input tokens on a cache hit, R1's API (serve.config has it too)
 V3_PARAMS = (671e9, 37e9)  # total, active per token (DeepSeek-V3 technical report)
 V3_TOKENS = 14.8e12  # pretraining tokens
 SHORT = {
@@ -148,6 +149,12 @@ def deepseek_table(ctx: Context, records: dict[str, Any]) -> str:
         ("pretraining tokens", f"{human(V3_TOKENS)}", f"{human(base.get('tokens', 0))}",
          f"{base.get('tokens', 0) / V3_TOKENS:.1e}"),
     ]  # fmt: skip
+    if serve.get("cached_input_tokens"):
+        rows.append(
+            ("$ per million input tokens, cache hit", f"${R1_CACHED_INPUT_PRICE} (R1 API, cache hit)",
+             f"${serve['cached_input_usd_per_million']:.4f} (measured here)",
+             f"{serve['cached_input_usd_per_million'] / R1_CACHED_INPUT_PRICE:.1e}"),
+        )  # fmt: skip
     if serve:
         rows += [
             ("$ per million input tokens", f"${R1_INPUT_PRICE} (R1 API, cache miss)",
@@ -158,6 +165,49 @@ def deepseek_table(ctx: Context, records: dict[str, Any]) -> str:
              f"{serve['output_usd_per_million'] / R1_OUTPUT_PRICE:.1e}"),
         ]  # fmt: skip
     return table(["", "DeepSeek (published)", "this speedrun", "ratio"], rows)
+
+
+def serving_hit_row(serve: dict[str, Any]) -> list[list[str]]:
+    """The serving table's cache-hit row: prompt tokens served from the prefix cache."""
+    if not serve.get("cached_input_tokens"):
+        return []
+    per_token = serve["cached_input_seconds_per_token"]
+    return [
+        [
+            "input, cache hit (prefix cache)",
+            f"{serve['cached_input_tokens']:,}",
+            f"{1 / per_token:,.0f}" if per_token > 0 else "-",
+            f"${serve['cached_input_usd_per_million']:.4f}",
+        ]
+    ]
+
+
+def serving_notes(serve: dict[str, Any], align: dict[str, Any] | None = None) -> str:
+    """The lines under the serving table: how hits were measured, and the MTP drafts' acceptance
+    (and what re-aligning the draft head after GRPO changed)."""
+    notes = ""
+    if serve.get("cached_input_tokens"):
+        notes += (
+            f"\nCache hit: the same prompts sent again to an engine with the prefix cache; "
+            f"{serve['cache_hit_rate']:.0%} of their tokens were served from it (whole 16-token blocks; "
+            "the rest, and the last prompt token, are recomputed and priced as misses).\n"
+        )
+    if serve.get("mtp_acceptance_greedy") is not None:
+        notes += (
+            f"\nMTP: the model's drafts are accepted {serve['mtp_acceptance_greedy']:.1%} of the time at "
+            "temperature 0 on these prompts (`nanoseek serve` speculates when a startup probe shows "
+            "that it pays; docs/engine.md).\n"
+        )
+    if align:
+        notes += (
+            f"The draft head was re-aligned with the GRPO model after GRPO ({align['steps']} steps on its "
+            f"greedy answers to {align['answers']} train problems, {align['seconds']:.0f} s): greedy "
+            f"acceptance on {align['held_back']} held-back problems {align['acceptance_before']:.1%} -> "
+            f"{align['acceptance_after']:.1%}"
+            + ("" if align["saved"] else " (worse: the GRPO model's own head was kept)")
+            + ".\n"
+        )
+    return notes
 
 
 def next_commands(ctx: Context, records: dict[str, Any]) -> list[str]:
@@ -266,8 +316,10 @@ def write_report(ctx: Context, records: dict[str, Any]) -> Path:
                         f"${serve[f'{name}_usd_per_million']:.4f}",
                     ]
                     for name, step in (("input", "prefill"), ("output", "decode"))
-                ],
-            ),  # fmt: skip
+                ]
+                + serving_hit_row(serve),
+            )  # fmt: skip
+            + serving_notes(serve, records.get("grpo", {}).get("mtp_align")),
         ]
     if "benchmarks" in records:
         b = cfg.benchmarks

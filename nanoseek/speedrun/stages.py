@@ -10,7 +10,8 @@ row, not a second implementation:
     tokenizer  a digit-splitting BPE on the corpus (nanoseek.tokenizer.train_digit_tokenizer)
     pretrain   nanoseek.train.train: a DeepSeek-V3 MoE (MLA, DeepSeekMoE, MTP) from scratch
     sft        nanoseek.train.train (run.kind = "sft"): cold start in THE chat format, from the base
-    grpo       nanoseek.rl.GRPOTrainer: the R1 recipe (chat template) from the SFT checkpoint
+    grpo       nanoseek.rl.GRPOTrainer: the R1 recipe (chat template) from the SFT checkpoint (and with
+               grpo.mtp_align_steps, the MTP draft head re-aligned: nanoseek.train.mtp_align)
     distill    nanoseek.distill.run_distill: the GRPO model's verified traces -> a dense student
     eval_*     nanoseek.eval.EvalRunner on the test split, R1's protocol (k samples at temperature 0.6)
     serving    the engine's measured prefill and decode rates -> $ per million input / output tokens
@@ -21,6 +22,7 @@ Inside a stage the underlying trainers and evals resume from their own checkpoin
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sys
 import time
@@ -45,6 +47,7 @@ from nanoseek.speedrun.serving import measure_serving
 from nanoseek.tasks import SyntheticTask, parse_task_spec
 from nanoseek.tokenizer import Tokenizer, train_digit_tokenizer
 from nanoseek.train import load_config, train
+from nanoseek.train.mtp_align import align_mtp
 from nanoseek.train.parallel import Job, run_parallel
 
 # the stages that make a model each, evaluated by eval_<name>
@@ -213,10 +216,23 @@ def pretrain_overrides(ctx: Context, init: Path) -> list[str]:
         f"train.lr={p.lr}",
         f"train.warmup_steps={min(p.warmup_steps, p.steps - 1)}",
         "train.weight_decay=0",
+        *mtp_overrides(ctx),
         "eval.every=0",
         "eval.batches=5",
         f"checkpoint.every={max(p.steps // 4, 1)}",
         *p.overrides,
+    ]
+
+
+def mtp_overrides(ctx: Context) -> list[str]:
+    """DeepSeek-V3's MTP loss weight schedule for pretraining: model.mtp_lambda for the first
+    model.mtp_switch of the steps, then model.mtp_lambda_late (a model without MTP ignores both)."""
+    m = ctx.cfg.model
+    return [
+        f"model.mtp_loss_weight={m.mtp_lambda}",
+        f"model.mtp_loss_weight_late={m.mtp_lambda_late}",
+        f"model.mtp_switch={m.mtp_switch}",
+        f"model.mtp_rows={m.mtp_rows}",
     ]
 
 
@@ -252,6 +268,7 @@ def sft_stage(ctx: Context) -> dict[str, Any]:
         f"train.seq_len={s.seq_len}",
         f"train.device_batch_size={s.batch_size}",
         f"train.lr={s.lr}",
+        f"model.mtp_loss_weight={ctx.cfg.model.mtp_lambda_late}",  # the MTP module follows the chat format
         f"train.warmup_steps={min(5, s.steps - 1)}",
         "train.min_lr_ratio=0.1",
         "train.weight_decay=0",
@@ -296,10 +313,33 @@ def grpo_stage(ctx: Context) -> dict[str, Any]:
     summary = GRPOTrainer(
         cfg, resume=latest_checkpoint(run) is not None, command=f"nanoseek speedrun --out {ctx.out}"
     ).run()
-    return {
+    record = {
         **_train_record(summary, summary["model_dir"]),
         "greedy_pass@1": [summary["start_pass@1"], summary["final_pass@1"]],
     }
+    if ctx.cfg.model.mtp and g.mtp_align_steps:
+        record["mtp_align"] = mtp_align(ctx, summary["model_dir"])
+        record["seconds"] += record["mtp_align"]["seconds"]
+    return record
+
+
+def mtp_align(ctx: Context, model_dir: str) -> dict[str, Any]:
+    """GRPO moved the main model and not its MTP module (the server's draft head): a short
+    self-distillation of the module on the GRPO model's greedy answers to train problems
+    (`nanoseek.train.mtp_align`); the main model's weights are untouched."""
+    g, t = ctx.cfg.grpo, ctx.cfg.task
+    ctx.set_threads()
+    prompts = [p.prompt for p in ctx.task().problems("train", g.mtp_align_prompts)]
+    rng = random.Random(ctx.cfg.run.seed + 1)
+    rng.shuffle(prompts)
+    return align_mtp(
+        model_dir,
+        prompts,
+        steps=g.mtp_align_steps,
+        max_new_tokens=t.max_new_tokens,
+        seed=ctx.cfg.run.seed,
+        concurrency=t.concurrency,
+    )
 
 
 def distill_stage(ctx: Context) -> dict[str, Any]:

@@ -73,6 +73,7 @@ class ModelSection:
     mtp_loss_weight_late: float | None = None  # lambda from model.mtp_switch of the steps on (DeepSeek-V3:
     # 0.3 for the first 10T of 14.8T tokens, then 0.1); default: mtp_loss_weight throughout
     mtp_switch: float = 0.7  # fraction of train.max_steps after which mtp_loss_weight_late applies
+    mtp_rows: int = 0  # the MTP loss on the first N rows of each micro-batch only (cheaper); 0 = every row
     # dense families only (nanoseek.model.dense_config_for_depth)
     kv_heads: int | None = None  # num_key_value_heads; default: half the query heads (GQA ratio 2)
     tie_embeddings: bool | None = None  # lm_head shares embed_tokens; default: qwen2 yes, others no

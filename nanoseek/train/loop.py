@@ -137,11 +137,13 @@ class Trainer:
         stats = torch.zeros(4, dtype=torch.float64, device=device)  # lm, mtp, balance (x targets), flops
         self.train_model.train()
         lam = self.mtp_lambda()
+        rows = self.cfg.model.mtp_rows
+        extra = {"mtp_rows": rows} if rows and len(getattr(self.model, "mtp", ())) else {}
         for i, ((x, y), n) in enumerate(zip(batches, counts)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with grad_sync(self.train_model, self.model, env, sync=i == len(batches) - 1):
                 with self.autocast():
-                    losses = self.train_model(x, targets=y)
+                    losses = self.train_model(x, targets=y, **extra)
                 total = losses.lm + lam * losses.mtp + losses.balance
                 (total * (n / total_targets * env.world_size)).backward()
             parts = torch.stack([losses.lm, losses.mtp, losses.balance]).detach().double() * n

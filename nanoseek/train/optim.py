@@ -16,6 +16,7 @@ The schedule is a pure function of the step, so resuming needs nothing but the s
 - wsd (warmup-stable-decay, as in MiniCPM / DeepSeek-V3's pretraining): flat at lr, then linear down to
   min_lr_ratio x lr over the last decay_fraction of the steps;
 - constant: flat at lr after warmup.
+The MTP loss weight lambda has a schedule of its own, also a function of the step (`mtp_weight`).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def lr_multiplier(step: int, cfg: OptimSection) -> float:
         progress = min((step - decay_start + 1) / max(total - decay_start, 1), 1.0)
         return 1.0 - (1 - floor) * progress
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def mtp_weight(step: int, base: float, late: float | None, switch: float, max_steps: int) -> float:
+    """lambda of the MTP loss at optimizer step `step` (0-based): `base` before `switch` x max_steps
+    steps, `late` from there on (DeepSeek-V3's 0.3 then 0.1); `base` throughout when late is None."""
+    return base if late is None or step < switch * max_steps else late
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
