@@ -4,6 +4,7 @@ chat, serve, eval, grpo --init, sft --init, info) given broken or mismatched mod
 `tokenizer train` given unusable input, and `pretrain --resume` given a directory with nothing to resume."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -211,8 +212,15 @@ def test_a_garbage_tokenizer_file_raises_checkpoint_error_from_the_python_api(di
             load()
         assert caught.value.path == str(model / "tokenizer.json")
     config = broken_copy(dirs, "bad_tokenizer_config", "tokenizer_config.json", "{not json")
-    with pytest.raises(CheckpointError, match="tokenizer_config.json: expected a JSON object"):
+    with pytest.raises(CheckpointError) as caught:
         Tokenizer.from_dir(config)
+    assert caught.value.path == str(
+        config / "tokenizer_config.json"
+    )  # the file, where in it, what was expected
+    assert re.fullmatch(
+        r".*tokenizer_config\.json: not JSON \(.+ at line 1, column 2\); expected a JSON object",
+        str(caught.value),
+    )
 
 
 def test_serve_with_a_broken_generation_config_is_one_line(dirs, capsys, monkeypatch):

@@ -153,6 +153,21 @@ def test_new_weights_clear_the_cache(model, shared):
     )
 
 
+def test_blocks_stored_without_speculation_never_serve_it(model, shared):
+    """The MTP layer's rows are computed only while speculating: blocks stored by plain decoding hold
+    none, so an engine switched to speculation (as serve's start-up probe does) must not reuse them."""
+    _, prompts = shared
+    engine = Engine(model, max_slots=2, prefix_cache_block=BLOCK, speculative=True)
+    engine.speculative = False
+    one(engine, prompts[0], greedy(4))
+    assert one(engine, prompts[0], greedy(4))[0].cached_tokens > 0
+    engine.speculative = True
+    fresh = one(engine, prompts[0], greedy(6))[0]
+    assert fresh.cached_tokens == 0
+    again = one(engine, prompts[0], greedy(6))[0]
+    assert again.cached_tokens > 0 and again.token_ids == fresh.token_ids
+
+
 def test_the_disk_tier_serves_a_new_engine_on_the_same_weights_only(model, shared, tmp_path):
     _, prompts = shared
     disk = {"prefix_cache_block": BLOCK, "prefix_cache_dir": tmp_path / "px"}

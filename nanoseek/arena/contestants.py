@@ -243,7 +243,9 @@ def open_contestant(spec: ContestantSpec) -> Contestant:
     """Build the generator of one entry: the native engine on a checkpoint or a remote API client."""
     if spec.kind == "checkpoint":
         assert spec.path is not None
-        for needed in ("config.json", "tokenizer.json"):
+        from nanoseek.model.formats.gguf import find_gguf
+
+        for needed in ("config.json", "tokenizer.json") if find_gguf(spec.path) is None else ():
             if not (spec.path / needed).is_file():
                 raise ContestantError(
                     f"{spec.where}.path: {spec.path} is not a model directory with a tokenizer (no {needed})"

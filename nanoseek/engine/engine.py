@@ -40,6 +40,7 @@ copies.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -236,6 +237,20 @@ def encode_prompt(
     return ids
 
 
+def model_tokenizer(path: str | Path) -> Tokenizer | None:
+    """The tokenizer of a model path as `from_pretrained` loads its weights: a GGUF file's (or that of
+    the one GGUF in a directory without config.json), built from its metadata; else the directory's
+    tokenizer.json; None without one. CheckpointError, naming the file, if it cannot be used."""
+    from nanoseek.model.formats.gguf import find_gguf
+
+    gguf = find_gguf(path)
+    if gguf is not None:
+        from nanoseek.tokenizer.gguf_vocab import gguf_tokenizer
+
+        return gguf_tokenizer(gguf)
+    return Tokenizer.from_dir(path) if (Path(path) / "tokenizer.json").exists() else None
+
+
 class Engine:
     """Continuous-batching generator over a model (thread-safe `submit`, one stepping loop)."""
 
@@ -301,15 +316,14 @@ class Engine:
     def from_pretrained(
         cls, path: str | Path, int8: bool = False, device=None, dtype=None, **kwargs
     ) -> Engine:
-        """Load a model directory (weights + tokenizer.json) of any registered family into an engine;
-        int8 quantizes the weights."""
+        """Load a model directory (weights + tokenizer.json) of any registered family, or a GGUF file
+        (or a directory holding one: its own tokenizer), into an engine; int8 quantizes the weights."""
         model = load_model(path, device=device, dtype=dtype).eval()
         if int8:
             from nanoseek.engine.quant import quantize_int8
 
             quantize_int8(model)
-        tokenizer = Tokenizer.from_dir(path) if (Path(path) / "tokenizer.json").exists() else None
-        return cls(model, tokenizer, **kwargs)
+        return cls(model, model_tokenizer(path), **kwargs)
 
     # ------------------------------------------------------------------ Generator protocol
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
@@ -376,7 +390,24 @@ class Engine:
         """Key the prefix cache to the current weights (its memory blocks go when they changed)."""
         if self.prefix_cache.enabled:
             disk = self.prefix_cache.disk is not None
-            self.prefix_cache.set_fingerprint(weights_fingerprint(self.model, self.runner.cache, disk))
+            self._weights_key = weights_fingerprint(self.model, self.runner.cache, disk)
+            self._key_prefix_cache()
+
+    def _key_prefix_cache(self) -> None:
+        """The MTP layer's cache rows are computed only while speculating, so blocks stored in one mode
+        never serve the other: the mode is part of the key."""
+        mode = b"speculative" if self._speculative else b"plain"
+        self.prefix_cache.set_fingerprint(hashlib.sha256(self._weights_key + mode).digest())
+
+    @property
+    def speculative(self) -> bool:
+        return self._speculative
+
+    @speculative.setter
+    def speculative(self, on: bool) -> None:
+        self._speculative = bool(on)
+        if getattr(self, "_weights_key", None) is not None:
+            self._key_prefix_cache()
 
     # ------------------------------------------------------------------ submitting (any thread)
     def submit(

@@ -86,10 +86,12 @@ def load_generator(
         )
         return LoadedGenerator(generator, f"{name} @ {model}")
     from nanoseek.engine.engine import Engine
+    from nanoseek.model.formats.gguf import find_gguf
     from nanoseek.model.run_dirs import resolve_model_dir
 
-    model_dir = resolve_model_dir(model)
-    if not (model_dir / "tokenizer.json").is_file():
+    gguf = find_gguf(model)  # a GGUF file (or a directory holding one) brings its own tokenizer
+    model_dir = gguf or resolve_model_dir(model)
+    if gguf is None and not (model_dir / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{model_dir}: no tokenizer.json; an eval renders chat prompts and needs one")
     if backend == "vllm":
         from nanoseek.engine.vllm import VLLMGenerator

@@ -56,8 +56,11 @@ def _read_json(path: Path) -> dict:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(path, f"not a JSON file ({type(exc).__name__}: {exc})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(path, "not UTF-8 text; expected a JSON object") from None
+    except json.JSONDecodeError as e:  # worded as config.json's (model/checkpoint.py)
+        problem = f"not JSON ({e.msg} at line {e.lineno}, column {e.colno}); expected a JSON object"
+        raise CheckpointError(path, problem) from None
     if not isinstance(data, dict):
         raise CheckpointError(path, f"expected a JSON object, got {type(data).__name__}")
     return data
