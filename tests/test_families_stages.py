@@ -297,12 +297,56 @@ def test_an_arena_contestant_answers_in_its_template(family, family_dirs, tmp_pa
     assert (c.content, c.finish_reason) == (expected(family)[1], "stop")
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_a_gguf_file_runs_in_every_inference_command(family, family_dirs, tmp_path, capsys, monkeypatch):
+    """`--model X.gguf` (or a directory holding it) as a model directory: the tokenizer and template
+    come from the GGUF's metadata (`nanoseek export gguf` writes them), the replies are the directory's."""
+    import io
+
+    from helpers import write_contestants
+
+    from nanoseek.arena.contestants import close_contestants, load_contestants, open_contestants
+    from nanoseek.engine import Engine
+    from nanoseek.engine.cli import chat_main, generate_main
+    from nanoseek.eval.cli import eval_main
+    from nanoseek.export.llamacpp import export_gguf
+
+    (tmp_path / "gguf").mkdir()
+    gguf = export_gguf(family_dirs[family], tmp_path / "gguf" / "m.gguf", "f32")
+    ours, theirs = Engine.from_pretrained(gguf).tokenizer, Tokenizer.from_dir(family_dirs[family])
+    assert ours is not None and (ours.eos_id, ours.bos_prefix) == (theirs.eos_id, theirs.bos_prefix)
+    assert set(ours.stop_ids) <= set(theirs.stop_ids)  # a GGUF keeps one EOS, not generation_config's list
+    conversation = [{"role": "user", "content": QUESTION}]
+    assert render_prompt(ours, conversation) == render_prompt(theirs, conversation)
+    _, content = expected(family)
+    for model in (gguf, gguf.parent):
+        args = ["--model", str(model), "--temperature", "0", "--max-new-tokens", "20"]
+        assert generate_main([QUESTION, *args]) == 0
+        assert capsys.readouterr().out == content + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{QUESTION}\n"))
+    assert chat_main(args) == 0 and capsys.readouterr().out.count(content + "\n") == 1
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text(json.dumps({"question": QUESTION, "answer": "#### 46"}) + "\n")
+    args = ["--model", str(gguf), "--tasks", f"gsm8k:{data}", "--k", "1", "--temperature", "0"]
+    assert eval_main([*args, "--max-new-tokens", "20", "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    (task,) = summary["tasks"].values() if isinstance(summary["tasks"], dict) else summary["tasks"]
+    assert task["pass@1"] == 1.0, summary
+    contestants = open_contestants(load_contestants(write_contestants(tmp_path / "c.toml", {family: gguf})))
+    try:
+        (c,) = contestants[family].generate([conversation])
+    finally:
+        close_contestants(contestants)
+    assert (c.content, c.finish_reason) == (content, "stop")
+
+
 # ------------------------------------------------------------------------------------------ GRPO, distill
 
 
-def qwen2_base(out: Path, hf_dense_builder) -> Tokenizer:
-    """A Qwen2.5-shaped base model as transformers writes it: tied embeddings, q/k/v bias, and a base
-    tokenizer (EOS `<|endoftext|>`, no BOS before text, no chat template)."""
+def base_model(family: str, out: Path, hf_dense_builder) -> Tokenizer:
+    """A base model of `family` as transformers writes it (Qwen2.5-shaped for qwen2: tied embeddings,
+    q/k/v bias) with a base tokenizer (Qwen2.5's: EOS `<|endoftext|>`, no BOS before text, no chat
+    template)."""
     template_tokenizer("qwen2.5", out)
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
@@ -311,7 +355,13 @@ def qwen2_base(out: Path, hf_dense_builder) -> Tokenizer:
     tok = Tokenizer.from_dir(out)
     generation = (out / "generation_config.json").read_text()
     ids = dict(vocab_size=tok.vocab_size, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
-    hf_dense_builder(out, "qwen2", max_position_embeddings=512, **ids)  # R1-Zero's prompt is long here
+    if family == "deepseek_v2":
+        shapes = {**V2_SHAPES, "max_position_embeddings": 512}
+        torch.manual_seed(0)
+        config = transformers.DeepseekV2Config(**shapes, **ids)
+        transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out)
+    else:  # R1-Zero's prompt is long for these tiny tokenizers
+        hf_dense_builder(out, family, max_position_embeddings=512, **ids)
     (out / "generation_config.json").write_text(generation)
     return tok
 
@@ -326,15 +376,17 @@ def same_logits_in_transformers(model_dir: Path) -> bool:
         return (ours(x) - theirs(x).logits).abs().max().item() < 1e-4
 
 
-def test_grpo_r1_zero_from_a_qwen2_base(hf_dense_builder, tmp_path):
-    """`nanoseek grpo --init <Qwen2 base>`: R1-Zero's plain-text prompt (no chat template, no BOS: a
-    Qwen tokenizer puts none before text), two steps, a checkpoint transformers loads as our model."""
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_grpo_r1_zero_from_a_base(family, hf_dense_builder, tmp_path):
+    """`nanoseek grpo --init <base>` (R1-Zero from a Qwen2.5 base, the canonical reproduction; and the
+    other families): R1-Zero's plain-text prompt (no chat template, no BOS: a Qwen tokenizer puts none
+    before text), two steps, a checkpoint of the same model_type transformers loads as our model."""
     from nanoseek.rl.cli import grpo_main
     from nanoseek.rl.rollout import prompt_ids
     from nanoseek.tasks import Problem
 
     base = tmp_path / "base"
-    tok = qwen2_base(base, hf_dense_builder)
+    tok = base_model(family, base, hf_dense_builder)
     ids = prompt_ids(tok, Problem("p", QUESTION, "46"), "r1_zero")
     assert tok.decode(ids).startswith("A conversation between User and Assistant") and tok.bos_id not in ids
     out = tmp_path / "grpo"
@@ -345,7 +397,7 @@ def test_grpo_r1_zero_from_a_qwen2_base(hf_dense_builder, tmp_path):
     summary = grpo_main(argv)
     assert summary["step"] == 2
     model_dir = out / "model"
-    assert json.loads((model_dir / "config.json").read_text())["model_type"] == "qwen2"
+    assert json.loads((model_dir / "config.json").read_text())["model_type"] == family
     assert same_logits_in_transformers(model_dir)
 
 

@@ -7,7 +7,7 @@ import"; what a layer may import, it may import transitively:
     base (nanoseek/__init__.py, errors.py, markdown.py: import nothing of nanoseek)
     tokenizer -> base        model -> base        verify -> base
     data -> tokenizer        tasks -> verify
-    engine -> model, tokenizer
+    engine -> model, tokenizer    export -> model, tokenizer
     eval -> engine, tasks    serve -> engine
     train -> engine, data, tasks
     rl -> train
@@ -39,6 +39,7 @@ DEPENDS: dict[str, set[str]] = {
     "data": {"tokenizer"},
     "tasks": {"verify"},
     "engine": {"model", "tokenizer"},
+    "export": {"model", "tokenizer"},
     "eval": {"engine", "tasks"},
     "serve": {"engine"},
     "train": {"engine", "data", "tasks"},
@@ -46,7 +47,7 @@ DEPENDS: dict[str, set[str]] = {
     "distill": {"train", "eval"},
     "arena": {"serve", "tasks"},
     "speedrun": {"distill", "rl"},
-    "cli": {"speedrun", "arena"},  # nanoseek/cli.py
+    "cli": {"speedrun", "arena", "export"},  # nanoseek/cli.py
 }
 
 

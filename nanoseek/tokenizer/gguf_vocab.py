@@ -3,6 +3,7 @@
     from nanoseek.tokenizer.gguf_vocab import save_gguf_tokenizer, tokenizer_from_gguf
     tok = tokenizer_from_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")     # a tokenizers.Tokenizer
     save_gguf_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf", "out/")  # tokenizer.json, tokenizer_config.json
+    gguf_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")           # nanoseek's Tokenizer, in memory
 
 A GGUF stores no tokenizer.json but the pieces of one, under llama.cpp's keys: `tokenizer.ggml.model`
 ("gpt2": byte-level BPE), `.tokens` (id -> token, spelled in GPT-2's byte alphabet), `.merges`
@@ -14,11 +15,16 @@ with or the ids differ. `.pre` names llama.cpp's table (llama-vocab.cpp), rebuil
     smollm         digits one by one, then GPT-2's split (SmolLM/StarCoder's tokenizer.json)
     gpt2, default  GPT-2's split (ByteLevel's own regex)
     llama-bpe      Llama 3's split; merges ignored for whole-word vocabulary hits (as its tokenizer.json)
+    dbrx           the same split (GPT-4's cl100k regex), merges always applied: nanoseek's own tokenizers
     qwen2, deepseek-r1-qwen   Qwen2's split, NFC-normalized
 
 Control tokens become special added tokens (never split, `skip_special_tokens` drops them), user-
 defined ones plain added tokens (kept whole: `<think>`). A `.pre` or `.model` not in the table is one
 CheckpointError line naming it and the supported ones (a guessed split would give wrong ids silently).
+The other way, `gguf_tokenizer_metadata(tokenizer, vocab_size)` gives those keys for a tokenizer, to
+write into a GGUF (`nanoseek export gguf`): the `.pre` is the first of the table whose normalizer and
+merge rule are the tokenizer's and whose ids equal the tokenizer's own on PROBE, checked again on the
+rebuilt vocabulary; none is one CheckpointError line (llama.cpp would cut the text differently).
 Reading the file needs the `gguf` package (`pip install 'nanoseek[gguf]'`); `tokenizer_from_gguf` also
 takes the metadata as a dict ({key: value}) from a reader already open.
 """
@@ -34,6 +40,7 @@ from typing import Any
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from nanoseek.errors import CheckpointError
+from nanoseek.tokenizer.chat_format import CHAT_TEMPLATE
 
 CONTROL, USER_DEFINED = 3, 4
 
@@ -73,6 +80,7 @@ PRE_TOKENIZERS = {
     "default": lambda: (None, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), False),
     "llama-bpe": lambda: (None, _split(_LLAMA3_SPLIT), True),
     "llama3": lambda: (None, _split(_LLAMA3_SPLIT), True),
+    "dbrx": lambda: (None, _split(_LLAMA3_SPLIT), False),  # GPT-4's split, merges always applied
     "qwen2": lambda: (normalizers.NFC(), _split(_QWEN2_SPLIT), False),
     "deepseek-r1-qwen": lambda: (normalizers.NFC(), _split(_QWEN2_SPLIT), False),
 }
@@ -139,9 +147,14 @@ def _build(meta: Mapping[str, Any], where: str | Path) -> Tokenizer:
         raise CheckpointError(where, problem, "tokenizer.ggml.tokens")
     alphabet = byte_alphabet()
     spelled = set(alphabet.values())
+    # a control or user-defined token keeps its own text (DeepSeek's <｜User｜> is no byte-level spelling)
     vocab = {
-        (t if set(t) <= spelled else "".join(alphabet[b] for b in t.encode("utf-8"))): i
-        for i, t in enumerate(tokens)
+        (
+            t
+            if set(t) <= spelled or k in (CONTROL, USER_DEFINED)
+            else "".join(alphabet[b] for b in t.encode())
+        ): i
+        for i, (t, k) in enumerate(zip(tokens, types))
     }
     normalizer, pre_tokenizer, ignore_merges = PRE_TOKENIZERS[pre]()
     tok = Tokenizer(models.BPE(vocab, merges, ignore_merges=ignore_merges))
@@ -149,8 +162,7 @@ def _build(meta: Mapping[str, Any], where: str | Path) -> Tokenizer:
         tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
-    # control tokens spelled outside the byte alphabet are llama.cpp mislabels (transformers skips them too)
-    control = [t for t, k in zip(tokens, types) if k == CONTROL and set(t) <= spelled]
+    control = [t for t, k in zip(tokens, types) if k == CONTROL]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
     user = [t for t, k in zip(tokens, types) if k == USER_DEFINED and t in vocab]
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
@@ -198,3 +210,109 @@ def save_gguf_tokenizer(source: str | Path | Mapping[str, Any], out_dir: str | P
     config = json.dumps(tokenizer_config(meta), indent=2, ensure_ascii=False)
     (out / "tokenizer_config.json").write_text(config + "\n", encoding="utf-8")
     return out
+
+
+# ------------------------------------------------------------------------------ writing (export)
+NORMAL, UNUSED = 1, 5
+# text on which a declared pre-tokenizer must give the tokenizer's own ids: contractions in both cases,
+# digit runs, runs of spaces, tabs and newlines, punctuation, accents, CJK, emoji
+PROBE = (
+    "Hello world! I'm SHOUTING, they'll see. It's 2024: 12345 + 678 = 13023.\n\n"
+    "  indented\tcode = {'a': [1, 2]};  // trailing   \r\n\n\n"
+    "naïve café — Ünïcödé, 你好世界, こんにちは, 🤖🚀!! ...?? x^2+y_1"
+)
+
+
+def gguf_tokenizer_metadata(
+    tokenizer, vocab_size: int | None = None, where: str | Path = "tokenizer.json"
+) -> dict[str, Any]:
+    """The tokenizer.* keys of a GGUF for a `nanoseek.tokenizer.Tokenizer` (a byte-level BPE): tokens
+    padded to the model's `vocab_size` with [PADn] (unused) as llama.cpp's converter does, token types,
+    merges, BOS/EOS/PAD, add_bos_token, `.pre` (see the module docstring) and the chat template.
+    `where`: the file a CheckpointError names."""
+    spec = json.loads(tokenizer._tok.to_str())
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or (spec.get("decoder") or {}).get("type") != "ByteLevel":
+        raise CheckpointError(where, "only byte-level BPE tokenizers can be exported to GGUF", "model")
+    vocab: dict[str, int] = dict(model["vocab"])
+    added = {t["content"]: t for t in spec.get("added_tokens") or []}
+    vocab |= {content: t["id"] for content, t in added.items()}
+    size = max(vocab_size or 0, max(vocab.values()) + 1)
+    tokens, types = [f"[PAD{i}]" for i in range(size)], [UNUSED] * size
+    for text, i in vocab.items():
+        tokens[i] = text
+        types[i] = NORMAL if text not in added else CONTROL if added[text]["special"] else USER_DEFINED
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    meta: dict[str, Any] = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.merges": merges,
+        "tokenizer.ggml.bos_token_id": tokenizer.bos_id,
+        "tokenizer.ggml.eos_token_id": tokenizer.eos_id,
+        "tokenizer.ggml.padding_token_id": tokenizer.pad_id,
+        "tokenizer.ggml.add_bos_token": bool(tokenizer.add_bos_token),
+        "tokenizer.ggml.add_eos_token": False,
+    }
+    meta["tokenizer.ggml.pre"] = _declared_pre(tokenizer, spec, meta, where)
+    template = chat_template_source(tokenizer)
+    if template:
+        meta["tokenizer.chat_template"] = template
+    return meta
+
+
+def _declared_pre(tokenizer, spec: dict, meta: dict[str, Any], where: str | Path) -> str:
+    """The first PRE_TOKENIZERS name that cuts text as `tokenizer` does (see the module docstring)."""
+    want = tokenizer._tok.encode(PROBE, add_special_tokens=False).ids
+    ignore_merges = bool(spec["model"].get("ignore_merges", False))
+    tried = []
+    for name, parts in PRE_TOKENIZERS.items():
+        normalizer, _, ignores = parts()
+        if ignores != ignore_merges or (normalizer is None) != (spec.get("normalizer") is None):
+            continue
+        tried.append(name)
+        rebuilt = _build(meta | {"tokenizer.ggml.pre": name}, where)
+        if rebuilt.encode(PROBE, add_special_tokens=False).ids == want:
+            return name
+    problem = (
+        f"pre_tokenizer: none of llama.cpp's pre-tokenizers this exporter knows ({', '.join(tried) or 'none'}) "
+        "gives this tokenizer's ids on the probe text, so llama.cpp would tokenize differently"
+    )
+    raise CheckpointError(where, problem, "pre_tokenizer")
+
+
+def chat_template_source(tokenizer) -> str | None:
+    """The Jinja chat template a tokenizer renders with (nanoseek's R1 template for its own tokenizers;
+    of several named templates, "default")."""
+    source = tokenizer.config.get("chat_template")
+    if isinstance(source, dict):
+        source = source.get("default", next(iter(source.values()), None))
+    return CHAT_TEMPLATE if source is None and tokenizer.r1_format else source
+
+
+# ------------------------------------------------------------------------------ reading (a model's tokenizer)
+
+
+def gguf_tokenizer(source: str | Path | Mapping[str, Any]):
+    """nanoseek's `Tokenizer` for a GGUF file (or its metadata), built in memory: what
+    `save_gguf_tokenizer` writes, loaded (its chat template, special tokens and stop ids). None when
+    the file holds no tokenizer (no `tokenizer.ggml.model`); CheckpointError naming the file when its
+    tokenizer cannot be used."""
+    from nanoseek.tokenizer.core import DEFAULT_MODEL_MAX_LENGTH
+    from nanoseek.tokenizer.core import Tokenizer as ModelTokenizer
+
+    meta, where = _metadata(source)
+    if "tokenizer.ggml.model" not in meta:
+        return None
+    config = tokenizer_config(meta)
+    ids = {f"{k}_token_id": meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos")}
+    generation = {k: v for k, v in ids.items() if v is not None}  # as gguf_to_hf_dir's generation_config
+    try:
+        return ModelTokenizer(
+            _build(meta, where),
+            model_max_length=config.get("model_max_length", DEFAULT_MODEL_MAX_LENGTH),
+            config=config,
+            generation_config=generation,
+        )
+    except ValueError as exc:  # a broken template, no eos token
+        raise CheckpointError(where, str(exc)) from None
