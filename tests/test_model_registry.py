@@ -179,6 +179,38 @@ class Doubled(nn.Linear):
         return 2 * F.linear(x, self.weight)
 
 
+def test_fused_linear_copies_no_weights_without_autograd(monkeypatch):
+    """Training concatenates the weights into one matmul (one backward for all); without autograd
+    (no_grad, inference_mode: the engine's forward) each layer runs on its own weight, with no
+    per-call copy, and both give the separate layers' results."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8)
+    layers = [nn.Linear(8, n, bias=False) for n in (4, 2, 2)]
+    want = [layer(x) for layer in layers]
+    cats = []
+    real_cat = torch.cat
+    monkeypatch.setattr(torch, "cat", lambda *a, **k: cats.append(1) or real_cat(*a, **k))
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            got = fused_linear(x, *layers)
+        assert not cats, mode
+        assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+    for layer in layers:  # frozen weights and an x without grad: nothing to record either
+        layer.weight.requires_grad_(False)
+    fused_linear(x, *layers)
+    assert not cats
+    for layer in layers:
+        layer.weight.requires_grad_(True)
+    got = fused_linear(x, *layers)  # training: one concatenated matmul, gradients as the layers'
+    assert len(cats) == 1
+    sum(g.square().sum() for g in got).backward()
+    grads = [layer.weight.grad.clone() for layer in layers]
+    for layer in layers:
+        layer.weight.grad = None
+    sum(layer(x).square().sum() for layer in layers).backward()
+    assert all(torch.allclose(g, layer.weight.grad, atol=1e-5) for g, layer in zip(grads, layers))
+
+
 def test_only_an_exact_linear_takes_the_kernel_route():
     torch.manual_seed(0)
     x = torch.randn(5, 8, requires_grad=True)

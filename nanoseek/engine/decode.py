@@ -38,8 +38,8 @@ reordering). A tied head is the embedding matrix, read in place (int8: quantize_
 Row-wise fusion and reordering keep every output channel's weights and scale, so int8 results are the
 per-layer results. Matrices used as they are (o_proj, the dense and shared down projections, the
 MTP's eh_proj, the output head) are read in place. The output head runs outside the C step: fp32
-from PACKED_MIN_ROWS rows on oneDNN's packed copy of the weight, fewer on the decode kernel; int8 on
-the int8 kernel.
+from PACKED_MIN_ROWS rows on oneDNN's packed copy of the weight (but on the decode kernel where it
+has AVX2 blocks: faster there), fewer on the decode kernel; int8 on the int8 kernel.
 
 The engine rebuilds a FastDecoder when a trainer syncs new weights (`Engine.sync_weights`), and
 refuses to step on weights changed since then, so the fused copies are never stale.
@@ -59,7 +59,8 @@ from nanoseek.model import DeepSeekV3, DenseTransformer, MoE
 from nanoseek.model.moe import RoutedExperts
 
 # From this many rows on, the fp32 output head runs on oneDNN's packed copy of its weight: its blocked
-# GEMM beats the decode kernel on a batch, and loses at 1-2 rows (docs/engine.md).
+# GEMM beats the AVX-512 and portable decode kernels on a batch, and loses at 1-2 rows; the AVX2
+# kernel's blocks beat it at every batch (docs/engine.md), so that build never packs.
 PACKED_MIN_ROWS = 3
 ONEDNN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 LINEARS = (nn.Linear, Int8Linear)  # the layer types a Matrix reads (bias-free)
@@ -295,6 +296,11 @@ def packed_matmul(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
 
+def packed_head(rows: int) -> bool:
+    """Whether an fp32 head runs `rows` rows on oneDNN's packed weight (else the decode kernel)."""
+    return rows >= PACKED_MIN_ROWS and kernels.f32_path() != "avx2"
+
+
 class Head:
     """The output head outside the C step: x (N, C) normalized -> logits (N, V) fp32."""
 
@@ -305,7 +311,7 @@ class Head:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
         flat = x.reshape(rows, -1).float()
-        if self.matrix.w is not None and rows >= PACKED_MIN_ROWS:
+        if self.matrix.w is not None and packed_head(rows):
             if self._packed is None:
                 self._packed = pack(self.matrix.w)
             if self._packed is not None:

@@ -15,11 +15,14 @@ row to 16-bit integers and sums the products exactly in integers (vpmaddwd / vpd
 torch's kernel and ~100x closer to the dequantized product than bf16 activations. Exact integer sums
 also make each int8 result independent of the batch it is computed in.
 
-From four rows on (a batch), the arithmetic dominates: blocks of 4 rows x 4 weight rows share each
-load, written with AVX-512 intrinsics where the compiler targets them (the same numbers in the same
-order as the portable loops); close to oneDNN's packed GEMM at 16 rows and faster at 4-8 rows. A
-row's fp32 result is the same bits in any batch too: every path sums the same 16 lanes, with the
-same fused multiply-adds, in the same order. docs/engine.md has the measured bandwidths and rates.
+From a few rows on (a batch), the arithmetic dominates: blocks of rows x weight rows share each
+load, written with intrinsics where the compiler targets them, the same numbers in the same order as
+the portable loops: AVX-512, 4 x 4 blocks from 4 rows (close to oneDNN's packed GEMM at 16 rows and
+faster at 4-8 rows); AVX2 with FMA, 2 x 3 blocks from 2 rows, walked in spans of 512 inputs (faster
+than oneDNN's packed GEMM from 2 to 16 rows on this project's AVX2 machine; `f32_path()` says which).
+int8 gets 4 x 4 VNNI blocks, or 4 x 3 AVX2 vpmaddwd blocks, from 4 rows. A row's fp32 result is the
+same bits in any batch too: every path sums the same 16 lanes, with the same fused multiply-adds, in
+the same order. docs/engine.md has the measured bandwidths and rates.
 
 decode_step.c, built into the same library, runs a whole decode step on these matmuls (see
 decode_step.py).
@@ -123,6 +126,8 @@ def _load() -> ctypes.CDLL | None:
         lib.matmul_i8.restype = ctypes.c_int
         lib.decode_step.argtypes = [p, n, p, n, p, p, p, n, p, p, p]
         lib.decode_step.restype = ctypes.c_int
+        lib.matmul_f32_path.argtypes = []
+        lib.matmul_f32_path.restype = ctypes.c_int
         lib.decode_step_work.argtypes = [p, n, n]
         lib.decode_step_work.restype = n
         _lib = lib
@@ -141,6 +146,12 @@ def reset(enabled: bool | None = None) -> None:
         _lib, _tried = None, enabled is False
     if enabled:
         _load()
+
+
+def f32_path() -> str:
+    """Which fp32 matmul loops the build runs: "avx512" (4 x 4 blocks from 4 rows), "avx2" (2 x 3
+    blocks from 2 rows) or "portable"; raises when the kernels are not available."""
+    return ("portable", "avx2", "avx512")[_lib_or_raise().matmul_f32_path()]
 
 
 def library() -> ctypes.CDLL:

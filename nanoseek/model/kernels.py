@@ -148,10 +148,17 @@ def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
 
 def fused_linear(x: torch.Tensor, *layers: nn.Module) -> list[torch.Tensor]:
     """[layer(x) for layer in layers] for layers that read the same x (.., C), as one matmul
-    x [W_1; W_2; ..]^T split back per layer when all are bias-free nn.Linear."""
+    x [W_1; W_2; ..]^T split back per layer when all are bias-free nn.Linear and autograd records
+    (training: one backward matmul for all of them). Without autograd (no_grad, inference_mode, or
+    nothing requiring grad: the engine's forward, evaluation) one matmul per layer instead: the
+    concatenation would copy every weight on every call (~35 MB per layer per token on a
+    Qwen2.5-0.5B layer, more than the matmuls read)."""
     if not all(plain_linear(layer) for layer in layers):
         return [layer(x) for layer in layers]
-    w = torch.cat([layer.weight for layer in layers])  # (sum of outs, C)
+    weights = [layer.weight for layer in layers]
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights))):
+        return [matmul_nt(x, w) for w in weights]
+    w = torch.cat(weights)  # (sum of outs, C)
     return list(matmul_nt(x, w).split([layer.out_features for layer in layers], dim=-1))
 
 
