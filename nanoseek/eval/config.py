@@ -25,6 +25,7 @@ from nanoseek.tasks.spec import TaskSpec, parse_task_spec
 
 R1_INPUT_PRICE = 0.55  # $ per million input tokens (cache miss), DeepSeek-R1 at launch (January 2025)
 R1_OUTPUT_PRICE = 2.19  # $ per million output tokens (reasoning included)
+R1_CACHED_INPUT_PRICE = 0.14  # $ per million input tokens on a cache hit (DeepSeek's context caching)
 
 
 @dataclass

@@ -14,13 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nanoseek.eval.config import R1_INPUT_PRICE, R1_OUTPUT_PRICE
+from nanoseek.eval.config import R1_CACHED_INPUT_PRICE, R1_INPUT_PRICE, R1_OUTPUT_PRICE
 from nanoseek.markdown import percent, table
 from nanoseek.speedrun.stages import LABELS, MODEL_STAGES, Context, model_record
 from nanoseek.train.cost import DEEPSEEK_V3, human
 from nanoseek.train.report import pyplot, read_metrics, save_figure
 
-R1_CACHED_INPUT_PRICE = 0.14  # $ per million input tokens on a cache hit, R1's API (serve.config has it too)
 V3_PARAMS = (671e9, 37e9)  # total, active per token (DeepSeek-V3 technical report)
 V3_TOKENS = 14.8e12  # pretraining tokens
 SHORT = {
