@@ -118,24 +118,11 @@ def check_parity(family: str, root: Path) -> dict:
 
 
 def sevens_task():
+    """Register tests/sevens.py's graded task as "sevens" (a task spec the GRPO config can name)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from sevens import Sevens
+
     from nanoseek.tasks import TASKS
-    from nanoseek.tasks.base import Problem, Task
-
-    class Sevens(Task):
-        """Reward: the share of the completion's non-space characters that are '7'."""
-
-        name = "sevens"
-
-        def problems(self, split="test", n=None):
-            return [Problem(f"{split}-{i}", f"Write {i} sevens:", "7") for i in range(n or 16)]
-
-        def score_batch(self, problems, completions):
-            out = []
-            for text in completions:
-                chars = [c for c in text if not c.isspace()]
-                r = sum(c == "7" for c in chars) / max(len(chars), 1)
-                out.append((r, {"extracted": None, "correct": r >= 0.5, "format": "none", "format_reward": 0.0}))  # fmt: skip
-            return out
 
     TASKS["sevens"] = Sevens
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from helpers import small_config, tiny_config, tokenizer_on
 from safetensors.torch import load_file
+from sevens import Sevens
 from torch import nn
 
 from nanoseek.model import CheckpointError, DeepSeekV3, from_pretrained
 from nanoseek.model.dense import DenseConfig, DenseTransformer
 from nanoseek.rl import GRPOTrainer, completion_logprobs, load_grpo_config
 from nanoseek.rl.micro import write_corpus
-from nanoseek.tasks import Problem, Task
 from nanoseek.tokenizer import Tokenizer, train_tokenizer
 from nanoseek.train import load_config, train
 from nanoseek.train import lora as lora_mod
@@ -362,24 +362,6 @@ def test_lora_sft_on_deepseek_v3(chat_data, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ GRPO
-
-
-class Sevens(Task):
-    """A synthetic graded task: the reward is the share of the completion's characters (spaces aside)
-    that are '7'; 'correct' when at least half are."""
-
-    name = "sevens"
-
-    def problems(self, split="test", n=None):
-        return [Problem(f"{split}-{i}", f"Write {i} sevens:", "7") for i in range(n or 16)]
-
-    def score_batch(self, problems, completions):
-        out = []
-        for text in completions:
-            chars = [c for c in text if not c.isspace()]
-            reward = sum(c == "7" for c in chars) / max(len(chars), 1)
-            out.append((reward, {"extracted": None, "correct": reward >= 0.5, "format": "none", "format_reward": 0.0}))  # fmt: skip
-        return out
 
 
 @pytest.fixture(scope="module")
