@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer train": ("nanoseek.tokenizer.train:tokenizer_train_main", "train a byte-level BPE tokenizer"),
     "tokenize": ("nanoseek.data.shards:tokenize_main", "tokenize corpora into memmap token shards"),
     "pretrain": ("nanoseek.train.cli:pretrain_main", "pretrain a DeepSeek-V3 model from a recipe"),
-    "sft": ("nanoseek.train.cli:sft_main", "supervised fine-tuning on chat JSONL"),
+    "sft": ("nanoseek.train.cli:sft_main", "supervised fine-tuning on chat data (files, folders, Hub ids)"),
     "grpo": ("nanoseek.rl.cli:grpo_main", "reinforcement learning with GRPO (R1-Zero and R1 recipes)"),
     "distill": ("nanoseek.distill.cli:distill_main", "R1-style distillation into a small dense student"),
     "eval": ("nanoseek.eval.cli:eval_main", "pass@1 / cons@k / pass@k on tasks, for a checkpoint or a URL"),
@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export gguf": (
         "nanoseek.export.llamacpp:export_gguf_main",
         "a checkpoint as a GGUF file that llama.cpp runs (f32, f16, q8_0, q4_0)",
+    ),
+    "recipe": (
+        "nanoseek.repro.cli:recipe_main",
+        "the public R1 results as one command each (list, run NAME [--dry-run])",
     ),
     "speedrun": (
         "nanoseek.speedrun.cli:speedrun_main",
@@ -51,7 +55,7 @@ FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirect
 # errors that describe the user's input, each naming its file or field: (module, class)
 USER_ERRORS = (
     ("nanoseek.errors", "CheckpointError"),  # exported as nanoseek.model.CheckpointError
-    ("nanoseek.tokenizer.documents", "DataError"),
+    ("nanoseek.records", "DataError"),  # every reader of data files raises it
     ("nanoseek.train.config", "ConfigError"),
 )
 

@@ -142,7 +142,7 @@ def text_files(tmp_path):
     "args, message",
     [
         (["--input", "empty.txt", "--vocab-size", "512"], "empty.txt: no text to train on"),
-        (["--input", "binary.txt", "--vocab-size", "300"], "binary.txt: not UTF-8 text"),
+        (["--input", "binary.txt", "--vocab-size", "300"], "binary.txt, line 2: not UTF-8 text"),
         (["--input", "missing.txt", "--vocab-size", "300"], "no such file or directory: {d}/missing.txt"),
         (["--input", "corpus.txt", "--vocab-size", "10"], "--vocab-size 10: must be at least 263"),
         (  # "hello" and " world" merge into single tokens in 4 + 5 merges, and that is all there is

@@ -4,7 +4,7 @@ The order is the issue's (tokenizer/data/model/tasks/verify -> engine -> eval/se
 distill/arena -> speedrun -> cli), refined to the finest one the code satisfies. An arrow reads "may
 import"; what a layer may import, it may import transitively:
 
-    base (nanoseek/__init__.py, errors.py, markdown.py: import nothing of nanoseek)
+    base (nanoseek/__init__.py, errors.py, markdown.py, records.py: import nothing of nanoseek)
     tokenizer -> base        model -> base        verify -> base
     data -> tokenizer        tasks -> verify
     engine -> model, tokenizer    export -> model, tokenizer
@@ -12,8 +12,8 @@ import"; what a layer may import, it may import transitively:
     train -> engine, data, tasks
     rl -> train
     distill -> train, eval   arena -> serve, tasks
-    speedrun -> distill, rl
-    cli (nanoseek/cli.py) -> speedrun, arena
+    speedrun -> distill, rl  repro -> distill, rl (the recipes run stages, as the speedrun does)
+    cli (nanoseek/cli.py) -> speedrun, repro, arena
 
 So the model knows no tokens, the engine no tasks, training no evaluation harness or server, and
 siblings (model / tokenizer, eval / serve, distill / arena / rl) never import each other. Every
@@ -47,7 +47,8 @@ DEPENDS: dict[str, set[str]] = {
     "distill": {"train", "eval"},
     "arena": {"serve", "tasks"},
     "speedrun": {"distill", "rl"},
-    "cli": {"speedrun", "arena", "export"},  # nanoseek/cli.py
+    "repro": {"distill", "rl"},  # sibling of the speedrun: neither imports the other
+    "cli": {"speedrun", "repro", "arena", "export"},  # nanoseek/cli.py
 }
 
 

@@ -137,7 +137,7 @@ def test_a_corpus_without_text_or_too_small_for_the_vocabulary(tmp_path, caplog)
         assert train_tokenizer([tmp_path / "small.txt"], 300, None, show_progress=False).vocab_size == 272
     assert "a vocabulary of 272" in caplog.text
     (tmp_path / "binary.txt").write_bytes(b"fine text\n" * 100 + bytes(range(128, 256)))
-    with pytest.raises(DataError, match="binary.txt: not UTF-8 text"):
+    with pytest.raises(DataError, match="binary.txt, line 101: not UTF-8 text"):
         train_tokenizer([tmp_path / "binary.txt"], 300, None, show_progress=False)
 
 

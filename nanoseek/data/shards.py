@@ -183,11 +183,15 @@ def tokenize_main(argv: list[str] | None = None) -> None:
         prog="nanoseek data tokenize", description="Tokenize a corpus into shards."
     )
     parser.add_argument(
-        "--input", nargs="+", required=True, help="files or directories (.txt .jsonl .parquet)"
+        "--input",
+        nargs="+",
+        required=True,
+        help="files, folders or Hub dataset ids (org/name[:config][@split]): .txt .jsonl .json .parquet "
+        ".arrow .csv .tsv, and .gz/.zst of the text ones",
     )
     parser.add_argument("--tokenizer", required=True, help="directory with tokenizer.json")
     parser.add_argument("--out", required=True, help="output directory for shards + manifest.json")
-    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--text-field", default="text", help="the field / column holding the text")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--shard-tokens", type=int, default=50_000_000)
     parser.add_argument("--val-fraction", type=float, default=0.01)

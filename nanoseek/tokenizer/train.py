@@ -156,7 +156,11 @@ def tokenizer_train_main(argv: list[str] | None = None) -> int:
         description="Train a byte-level BPE tokenizer with R1's special tokens.",
     )
     parser.add_argument(
-        "--input", nargs="+", required=True, help="files or directories (.txt .jsonl .parquet)"
+        "--input",
+        nargs="+",
+        required=True,
+        help="files, folders or Hub dataset ids (org/name[:config][@split]): .txt .jsonl .json .parquet "
+        ".arrow .csv .tsv, and .gz/.zst of the text ones",
     )
     parser.add_argument(
         "--vocab-size",
@@ -169,7 +173,7 @@ def tokenizer_train_main(argv: list[str] | None = None) -> int:
         "--out", required=True, help="output directory for tokenizer.json + tokenizer_config.json"
     )
     parser.add_argument("--force", action="store_true", help="overwrite a tokenizer already in --out")
-    parser.add_argument("--text-field", default="text", help="JSONL key / parquet column holding the text")
+    parser.add_argument("--text-field", default="text", help="the field / column holding the text")
     parser.add_argument("--max-chars", type=int, default=None, help="train on at most this many characters")
     args = parser.parse_args(argv)
     try:

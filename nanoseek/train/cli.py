@@ -4,12 +4,14 @@
     nanoseek pretrain --out runs/toy --resume                    # continues with runs/toy/config.toml
     nanoseek pretrain recipes/cpu_toy.toml --data corpus/ --out runs/mine
     nanoseek sft recipes/cpu_toy_sft.toml --init runs/toy --out runs/toy-sft
+    nanoseek sft recipes/cpu_toy_sft.toml --init runs/toy --data chat.parquet --format sharegpt --out runs/s
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain recipes/cpu_toy.toml --out runs/ddp
 
 Arguments: an optional recipe (`*.toml`), any number of `section.key=value` overrides (see
 `nanoseek.train.config`), and flags that are shortcuts for overrides: --out (run.out), --init
-(model.init), --data PATH (data.train; repeat it for more paths; it also clears data.synthetic),
---skip-bad (data.skip_bad). --resume continues from the newest complete checkpoint in --out; without
+(model.init), --data PATH (data.train; repeat it for more paths; it also clears data.synthetic; a
+file, a folder or a Hub dataset id, in any format `nanoseek.records` reads), --skip-bad (data.skip_bad),
+--format (sft: data.format, the shape of a chat record; `nanoseek.data.chat`). --resume continues from the newest complete checkpoint in --out; without
 a recipe it reuses the run's own config.toml, and a directory with neither is an error (nothing to
 resume). Errors in the recipe, the data or an --init model are reported in one line naming the key,
 file or record, with exit code 2.
@@ -24,6 +26,7 @@ import sys
 from pathlib import Path
 
 from nanoseek.data import DataError
+from nanoseek.data.chat import FORMATS
 from nanoseek.model import CheckpointError
 from nanoseek.model.run_dirs import latest_checkpoint
 from nanoseek.train.config import ConfigError, command_config, load_config, recipe_parser
@@ -34,7 +37,9 @@ from nanoseek.train.loop import train
 def _parser(kind: str) -> argparse.ArgumentParser:
     what = {
         "pretrain": "Pretrain a DeepSeek-V3 model on corpus files or token shards.",
-        "sft": "Supervised fine-tuning on chat JSONL (messages with optional reasoning_content).",
+        "sft": "Supervised fine-tuning on chat data (OpenAI messages with optional reasoning_content or "
+        "<think> in content, ShareGPT conversations, OpenR1-Math, prompt/response pairs) in JSONL, JSON, "
+        "parquet, arrow, CSV (.gz/.zst too), folders of them or a Hub dataset id.",
     }[kind]
     p = recipe_parser(f"nanoseek {kind}", what, "start from this model/checkpoint/run directory")
     p.add_argument(
@@ -42,9 +47,20 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         action="append",
         metavar="PATH",
         help="training data (data.train), repeat for more: "
-        + ("corpus files/dirs or a token-shard dir" if kind == "pretrain" else "chat JSONL files"),
+        + (
+            "corpus files/dirs/Hub ids or a token-shard dir"
+            if kind == "pretrain"
+            else "chat data files/dirs or Hub ids (org/name[:config][@split])"
+        ),
     )
     p.add_argument("--skip-bad", action="store_true", help="skip malformed chat records (data.skip_bad)")
+    if kind == "sft":
+        p.add_argument(
+            "--format",
+            choices=FORMATS,
+            help="the shape of a chat record (data.format; default auto: decided per record); "
+            "data.messages_field / prompt_field / response_field / reasoning_field name other fields",
+        )
     return p
 
 
@@ -56,6 +72,8 @@ def parse_args(kind: str, argv: list[str] | None):
         flags["data.synthetic"] = ""  # --data replaces the recipe's data, synthetic included
     if args.skip_bad:
         flags["data.skip_bad"] = True
+    if getattr(args, "format", None):
+        flags["data.format"] = args.format
     cfg = command_config(load_config, kind, args.args, args.out, args.resume, flags)
     recipe_given = any("=" not in a for a in args.args) or (Path(cfg.run.out) / "config.toml").is_file()
     if args.resume and not recipe_given and cfg.run.out and latest_checkpoint(cfg.run.out) is None:

@@ -88,9 +88,9 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    train: list[str] = field(default_factory=list)  # pretrain: corpus files/dirs or a token-shard dir;
-    # sft: chat JSONL file(s)
-    val: list[str] = field(default_factory=list)  # sft: held-out chat JSONL (default: data.val_fraction)
+    train: list[str] = field(default_factory=list)  # pretrain: corpus files/dirs/Hub ids or a token-shard
+    # dir; sft: chat data files/dirs/Hub ids (any format nanoseek.records reads)
+    val: list[str] = field(default_factory=list)  # sft: held-out chat data (default: data.val_fraction)
     synthetic: str = ""  # a nanoseek.tasks synthetic task ("arithmetic", "countdown", "linear", "sort",
     # or a comma-separated mix): generate its problems + solution traces into the run dir as data
     synthetic_examples: int = 20000  # documents (pretrain) or conversations (sft) to generate
@@ -100,7 +100,15 @@ class DataSection:
     val_fraction: float = 0.01  # held out for validation, of documents / conversations
     skip_bad: bool = False  # sft: skip malformed chat records instead of failing
     num_workers: int = 0  # tokenizing processes; 0 = all cores
+    # sft: the shape of a chat record (nanoseek.data.chat): auto (per record), messages (OpenAI), sharegpt,
+    # openr1_math (problem + verified generations) or pairs (prompt/response); "" fields: the usual names
+    format: str = "auto"
+    messages_field: str = ""  # messages / sharegpt: "" = "messages" / "conversations"
+    prompt_field: str = ""  # pairs: "" = prompt, instruction, question, query or problem
+    response_field: str = ""  # pairs: "" = response, completion, output, answer or solution
+    reasoning_field: str = ""  # pairs: "" = reasoning_content or reasoning, where present
     rules: ClassVar = {"synthetic_examples": POSITIVE, "vocab_size": POSITIVE, "val_fraction": "[0, 0.5]"}
+    rules |= {"format": ("auto", "messages", "sharegpt", "openr1_math", "pairs")}
 
 
 @dataclass

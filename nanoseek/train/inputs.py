@@ -4,7 +4,8 @@
     model = build_model(cfg, inputs.tokenizer)        # fresh (seeded) or from model.init
 
 Pretraining data (`data.train`) is either one token-shard directory (with a manifest.json, from
-`nanoseek.data.tokenize_corpus`) or corpus files/directories (.txt/.jsonl/.parquet). Corpus files are
+`nanoseek.data.tokenize_corpus`) or corpus files/directories/Hub ids in any format `nanoseek.records`
+reads (.txt, .jsonl, .json, .parquet, .arrow, .csv, compressed .gz/.zst, ...). Corpus files are
 tokenized into `run_dir/data`, with the tokenizer named by `data.tokenizer`, else the `model.init`
 checkpoint's, else one trained on the corpus into `run_dir/tokenizer` (`data.vocab_size`). Prepared
 shards and tokenizers are reused when the run is resumed. With `data.synthetic` the corpus is first
@@ -13,9 +14,11 @@ written into `run_dir/corpus`.
 `data.synthetic` names `nanoseek.tasks` synthetic tasks whose train-split problems and solution
 traces become the corpus or the chat data (`nanoseek.train.toy_data`).
 
-SFT data is chat JSONL (OpenAI messages with optional reasoning_content), rendered by THE chat format
-(`nanoseek.data.ChatLoader`); it needs a base checkpoint (`model.init` / `--init`) whose tokenizer it
-uses. Validation is `data.val`, else every round(1 / data.val_fraction)-th conversation.
+SFT data is chat data in any of those formats and in any shape `nanoseek.data.chat` reads (OpenAI
+messages with optional reasoning_content or `<think>` in content, ShareGPT, OpenR1-Math, prompt/response
+pairs: `data.format` and `data.*_field`), rendered by THE chat format (`nanoseek.data.ChatLoader`); it
+needs a base checkpoint (`model.init` / `--init`) whose tokenizer it uses. Validation is `data.val`,
+else every round(1 / data.val_fraction)-th conversation.
 
 Only the main process writes files; the others wait at a barrier and read them.
 """
@@ -31,10 +34,11 @@ from typing import Any
 import torch
 
 from nanoseek.data import (
+    ChatFields,
     ChatLoader,
     PackedLoader,
     expand_files,
-    load_chat_jsonl,
+    load_chat,
     read_manifest,
     tokenize_corpus,
 )
@@ -184,19 +188,20 @@ def prepare_sft(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs:
         )
     files = list(d.train) + _synthetic(cfg, run_dir, env, "_chat.jsonl", write_task_chat, cfg.run.seed + 1)
     if not files:
-        raise ConfigError("data.train: sft needs a chat JSONL file (or data.synthetic)")
+        raise ConfigError("data.train: sft needs chat data: files, folders or a Hub id (or data.synthetic)")
     tok_dir = _tokenizer_dir(cfg)
     tokenizer = Tokenizer.from_dir(tok_dir)
 
+    fields = ChatFields(d.format, d.messages_field, d.prompt_field, d.response_field, d.reasoning_field)
     conversations, skipped = [], 0
     for f in files:
-        loaded = load_chat_jsonl(f, skip_bad=d.skip_bad)
+        loaded = load_chat(f, skip_bad=d.skip_bad, fields=fields)
         conversations += loaded
         skipped += loaded.num_skipped
         for error in loaded.errors[:3]:
             log.warning("skipped: %s", error)
     if d.val:
-        val_conversations = [c for f in d.val for c in load_chat_jsonl(f, skip_bad=d.skip_bad)]
+        val_conversations = [c for f in d.val for c in load_chat(f, skip_bad=d.skip_bad, fields=fields)]
     elif d.val_fraction > 0:
         every = round(1 / d.val_fraction)
         val_conversations = conversations[::every]
