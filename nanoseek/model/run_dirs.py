@@ -42,7 +42,11 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """A model directory from a model dir, a checkpoint dir or a run dir (its newest checkpoint)."""
+    """A model directory from a model dir, a checkpoint dir or a run dir (its newest checkpoint); a GGUF
+    file (or a directory holding one GGUF and no config.json) is returned as the file itself, which
+    `from_pretrained` and `nanoseek.engine.model_tokenizer` read like a directory."""
+    from nanoseek.model.formats.gguf import find_gguf
+
     path = Path(path)
     if (path / "config.json").is_file():
         return path
@@ -51,4 +55,9 @@ def resolve_model_dir(path: str | Path) -> Path:
     latest = latest_checkpoint(path)
     if latest is not None:
         return latest / "model"
-    raise FileNotFoundError(f"{path}: not a model directory, checkpoint or run directory with a checkpoint")
+    gguf = find_gguf(path)
+    if gguf is not None and gguf.is_file():
+        return gguf
+    raise FileNotFoundError(
+        f"{path}: not a model directory, checkpoint, run directory with a checkpoint or GGUF file"
+    )

@@ -49,10 +49,13 @@ class PolicySection:  # GRPO's [model]
 
 @dataclass
 class TaskSection:
-    name: str = "arithmetic?digits=2&ops=+"  # a task spec: name[:path][?key=value&...] (as nanoseek eval)
+    name: str = "arithmetic?digits=2&ops=+"  # a task spec: name[:path][?key=value&...] (as nanoseek eval);
+    # files per split: "gsm8k?train=a.jsonl&test=b.jsonl", or one held out: "problems:f.jsonl?holdout=0.1"
     train_split: str = "train"  # prompts for rollouts
     train_problems: int = 0  # size of the prompt pool; 0 = the whole split
     eval_split: str = "test"  # held-out problems for pass@1
+    allow_train_on_eval: bool = False  # run even when the eval problems are (some of) the training
+    # problems: the same file, or identical prompts; refused otherwise (nanoseek.tasks.overlap)
 
 
 @dataclass

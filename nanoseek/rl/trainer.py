@@ -44,6 +44,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nanoseek.engine import Engine, Generator
+from nanoseek.engine.engine import model_tokenizer
 from nanoseek.model import from_pretrained
 from nanoseek.model.accounting import account_of
 from nanoseek.model.run_dirs import checkpoint_dir, latest_checkpoint, resolve_model_dir
@@ -51,8 +52,7 @@ from nanoseek.rl.config import GRPOConfig
 from nanoseek.rl.loss import group_advantages, policy_loss
 from nanoseek.rl.report import plot_grpo, write_grpo_report
 from nanoseek.rl.rollout import RolloutBatch, RolloutSampler, evaluate, prompt_ids
-from nanoseek.tasks import parse_task_spec
-from nanoseek.tokenizer import Tokenizer
+from nanoseek.tasks import parse_task_spec, train_eval_overlap
 from nanoseek.train import checkpointing as ckpt_io
 from nanoseek.train.config import ConfigError, to_dict, to_toml
 from nanoseek.train.cost import CostMeter, human
@@ -155,13 +155,14 @@ class GRPOTrainer:
             )
         (self.run_dir / "config.toml").write_text(to_toml(cfg))
         torch.manual_seed(cfg.run.seed)
+        self.load_problems()  # before the model: a bad task spec or file fails fast
 
         if not cfg.model.init:
             raise ConfigError(
                 "model.init: GRPO starts from a model; pass --init (a model, checkpoint or run dir)"
             )
         init_dir = resolve_model_dir(cfg.model.init)
-        self.tokenizer = Tokenizer.from_dir(init_dir)
+        self.tokenizer = model_tokenizer(init_dir)  # a GGUF brings its own
         device = self.env.device
         self.model = from_pretrained(init_dir, device=device).eval()  # its family's class; train() in updates
         self.model = add_lora(self.model, cfg.lora)  # lora.rank > 0: the adapters alone train
@@ -176,10 +177,6 @@ class GRPOTrainer:
             self.ref_model = from_pretrained(ref_dir, device=device).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.model, cfg.train, device.type)
 
-        spec = parse_task_spec(cfg.task.name)
-        self.task = spec.build()
-        self.train_problems = self.task.problems(cfg.task.train_split, cfg.task.train_problems or None)
-        self.eval_problems = self.task.problems(cfg.task.eval_split, cfg.eval.problems)
         r = cfg.rollout
         self.eval_tokens = cfg.eval.max_new_tokens or r.max_new_tokens
         slots = max(r.max_slots or r.prompts_per_step * r.group_size, r.group_size)
@@ -217,6 +214,38 @@ class GRPOTrainer:
             self.last_eval, self.first_eval = c.trainer.get("last_eval", {}), c.trainer.get("first_eval", {})
         truncate_metrics(self.run_dir / "metrics.jsonl", self.step if self.checkpoint else -1)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+
+    def load_problems(self) -> None:
+        """The task, its training prompts and its held-out problems; refuses to evaluate on problems it
+        trains on (the same source, or identical prompts) unless task.allow_train_on_eval."""
+        t = self.cfg.task
+        self.task = parse_task_spec(t.name).build()
+        self.train_problems = self.task.problems(t.train_split, t.train_problems or None)
+        self.eval_problems = self.task.problems(t.eval_split, self.cfg.eval.problems)
+        if not self.train_problems or not self.eval_problems:
+            empty = t.train_split if not self.train_problems else t.eval_split
+            raise ConfigError(f"task.name: {t.name!r} has no problems in its {empty!r} split")
+        self.overlap = train_eval_overlap(
+            self.task, t.train_split, t.eval_split, self.train_problems, self.eval_problems
+        )
+        if self.overlap and not t.allow_train_on_eval:
+            name = t.name.partition("?")[0].partition(":")[0]
+            raise ConfigError(
+                f"task.allow_train_on_eval: task {t.name!r} would train on its evaluation problems: "
+                f"{self.overlap.describe()}. Held-out pass@1 must measure problems the policy never trained "
+                f"on: give separate files ('{name}?train=TRAIN.jsonl&test=TEST.jsonl') or hold out a fraction "
+                f"('{name}:FILE.jsonl?holdout=0.1&seed=0'); to train on them anyway, say so: "
+                "task.allow_train_on_eval=true (--allow-train-on-eval)"
+            )
+        log.info(
+            "task %r: %d training prompts from %s; %d held-out problems from %s",
+            t.name, len(self.train_problems), self.overlap.train_source,
+            len(self.eval_problems), self.overlap.eval_source,
+        )  # fmt: skip
+        if self.overlap:
+            log.warning(
+                "task %r: training on evaluation problems (allowed): %s", t.name, self.overlap.describe()
+            )
 
     # ------------------------------------------------------------------------------ one step
 
@@ -451,6 +480,7 @@ class GRPOTrainer:
             "start_response_length": self.first_eval.get("response_length"),
             "final_response_length": self.last_eval.get("response_length"),
             "eval_problems": len(self.eval_problems),
+            "train_eval_overlap": self.overlap.shared,  # eval problems also trained on (allowed runs only)
             "reference_model": self.ref_model is not None,
             "random_rewards": self.cfg.reward.random,
             "examples": self.last_eval.get("examples", []),

@@ -20,9 +20,14 @@ Every `score` returns `details` with at least:
 
 A task subclass implements `problems` and, unless the defaults fit, `extract` (the answer as written,
 default `extract_answer`) and `check_batch` (default: `normalize_answer` equality with the reference).
-`synthetic.py` (generated tasks) and `files.py` (benchmark files) build on it.
+`synthetic.py` (generated tasks) and `files.py` (problem files) build on it.
+
+`prompt_key(problem)` is a problem's identity for overlap checks and held-out splits: the hash of its
+prompt with whitespace collapsed (two rows asking the same question are the same problem), and
+`task.split_source(split)` says in words where a split's problems come from.
 """
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +46,11 @@ class Problem:
     meta: dict[str, Any] = field(default_factory=dict)  # task-specific: numbers, tests, subject, ...
 
 
+def prompt_key(problem: Problem) -> str:
+    """The identity of a problem's question: sha256 of its prompt with runs of whitespace made one space."""
+    return hashlib.sha256(" ".join(problem.prompt.split()).encode()).hexdigest()
+
+
 class Task:
     """A set of problems and a scorer. Subclasses set `name` and implement `problems`."""
 
@@ -49,6 +59,10 @@ class Task:
     def problems(self, split: str = "test", n: int | None = None) -> list[Problem]:
         """The first `n` problems (all when None) of `split`."""
         raise NotImplementedError
+
+    def split_source(self, split: str) -> str:
+        """Where `split`'s problems come from, in words; two splits with equal sources share problems."""
+        return f"{self.name} ({split} split)"
 
     def extract(self, problem: Problem, answer: str) -> tuple[str | None, str]:
         """(answer or None, format) from the answer part of a completion; the answer as written."""

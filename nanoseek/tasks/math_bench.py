@@ -1,6 +1,7 @@
 """Math benchmarks from JSONL files: GSM8K, MATH-500, AIME 2024, AMC 2023.
 
-    task = get_task("gsm8k:/data/gsm8k_test.jsonl")   # or get_task("math500"), see files.py
+    task = get_task("gsm8k:/data/gsm8k_test.jsonl")   # a test file; or get_task("math500"), see files.py
+    task = get_task("gsm8k")                          # train: gsm8k_train.jsonl, test: gsm8k_test.jsonl
     problems = task.problems("test")
     results = task.score_batch(problems, completions)  # math-verify, in parallel worker processes
 
@@ -13,13 +14,18 @@ Numeric references are normalized ("1,000" -> "1000", "025" -> "25", 27.0 -> "27
 against one, units after the answer are dropped (`strip_units`: "18 apples" -> "18"). Answers are
 compared with `nanoseek.verify.verify_math` (gold first). The prompt is the question followed by R1's
 "Please reason step by step, and put your final answer within \\boxed{}."
+
+GSM8K has both splits: with no file given, its train split is `gsm8k_train.jsonl` (7,473 problems) and
+its test split `gsm8k_test.jsonl` (1,319), found as `files.py` says (../shared/data/train/ beside
+../shared/data/benchmarks/ here), else the Hub's openai/gsm8k. Every task here also takes `train=`,
+`test=`, `holdout=` and `seed=` (files.py).
 """
 
 from collections.abc import Sequence
 from typing import Any
 
 from nanoseek.tasks.base import ANSWER_INSTRUCTION, Problem
-from nanoseek.tasks.files import DataError, FileTask, get_field
+from nanoseek.tasks.files import DataError, FileTask, Where, get_field
 from nanoseek.verify import extract_answer, normalize_number, strip_units, verify_math_batch
 
 META_FIELDS = ("solution", "subject", "level", "url", "type")
@@ -31,21 +37,21 @@ class MathBenchmark(FileTask):
     question_fields: tuple[str, ...] = ("problem", "question")
     id_fields: tuple[str, ...] = ("unique_id", "id")
 
-    def __init__(self, path: str | None = None, instruction: str = ANSWER_INSTRUCTION):
-        super().__init__(path)
+    def __init__(self, path: str | None = None, instruction: str = ANSWER_INSTRUCTION, **files):
+        super().__init__(path, **files)
         self.instruction = instruction
 
-    def reference(self, row: dict[str, Any], where: str) -> str:
+    def reference(self, row: dict[str, Any], where: Where) -> str:
         answer = get_field(row, "answer", where, (str, int, float))
         if isinstance(answer, float) and answer.is_integer():
             answer = int(answer)
         answer = str(answer).strip()
         return normalize_number(answer) or answer
 
-    def parse_row(self, row: dict[str, Any], where: str) -> Problem:
+    def parse_row(self, row: dict[str, Any], where: Where) -> Problem:
         question = get_field(row, self.question_fields, where)
         reference = self.reference(row, where)
-        uid = next((str(row[f]) for f in self.id_fields if f in row), where.rsplit(":", 1)[-1])
+        uid = next((str(row[f]) for f in self.id_fields if f in row), where.record)
         meta = {k: row[k] for k in META_FIELDS if k in row}
         prompt = f"{question.strip()}\n\n{self.instruction}".strip()
         return Problem(id=f"{self.name}-{uid}", prompt=prompt, reference=reference, meta=meta)
@@ -63,18 +69,21 @@ class MathBenchmark(FileTask):
 class GSM8K(MathBenchmark):
     name = "gsm8k"
     filenames = ("gsm8k_test.jsonl", "gsm8k.jsonl")
+    train_filenames = ("gsm8k_train.jsonl",)
     hub = ("openai/gsm8k", "main")
     hub_splits = {"train": "train", "test": "test"}
     question_fields = ("question",)
 
-    def reference(self, row: dict[str, Any], where: str) -> str:
+    def reference(self, row: dict[str, Any], where: Where) -> str:
         solution = get_field(row, "answer", where)
         if "####" not in solution:
-            raise DataError(f"{where}: field 'answer' has no '#### <final answer>'")
+            raise DataError(
+                where, None, "answer", "has no '#### <final answer>' (GSM8K's worked solution ends with one)"
+            )
         final = solution.rsplit("####", 1)[1].strip()
         return normalize_number(final) or final
 
-    def parse_row(self, row: dict[str, Any], where: str) -> Problem:
+    def parse_row(self, row: dict[str, Any], where: Where) -> Problem:
         problem = super().parse_row(row, where)
         problem.meta["solution"] = row["answer"]
         return problem

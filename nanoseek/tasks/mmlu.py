@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nanoseek.tasks.base import Problem
-from nanoseek.tasks.files import DataError, FileTask, get_field
+from nanoseek.tasks.files import DataError, FileTask, Where, get_field
 from nanoseek.verify import extract_choice
 
 CHOICE_INSTRUCTION = "Please reason step by step, and put the letter of your final answer within \\boxed{}."
@@ -27,15 +27,15 @@ class MultipleChoiceTask(FileTask):
     filenames = ("mmlu.jsonl", "mmlu_stem.jsonl", "mmlu_test.jsonl")
     hub = ("cais/mmlu", "all")
 
-    def __init__(self, path: str | None = None, instruction: str = CHOICE_INSTRUCTION):
-        super().__init__(path)
+    def __init__(self, path: str | None = None, instruction: str = CHOICE_INSTRUCTION, **files):
+        super().__init__(path, **files)
         self.instruction = instruction
 
-    def parse_row(self, row: dict[str, Any], where: str) -> Problem:
+    def parse_row(self, row: dict[str, Any], where: Where) -> Problem:
         question = get_field(row, "question", where)
         choices = get_field(row, "choices", where, (list,))
         if not 2 <= len(choices) <= 26 or not all(isinstance(c, str) for c in choices):
-            raise DataError(f"{where}: field 'choices' must be a list of 2 to 26 strings")
+            raise DataError(where, None, "choices", "must be a list of 2 to 26 strings")
         letters = string.ascii_uppercase[: len(choices)]
         answer = get_field(row, "answer", where, (int, str))
         if isinstance(answer, str) and answer.strip().isdigit():
@@ -43,15 +43,15 @@ class MultipleChoiceTask(FileTask):
         if isinstance(answer, int):
             if not 0 <= answer < len(choices):
                 raise DataError(
-                    f"{where}: field 'answer' is {answer}, not an index into {len(choices)} choices"
+                    where, None, "answer", f"is {answer}, not an index into {len(choices)} choices"
                 )
             answer = letters[answer]
         elif len(answer.strip()) != 1 or answer.strip().upper() not in letters:
-            raise DataError(f"{where}: field 'answer' is {answer!r}, not one of {', '.join(letters)}")
+            raise DataError(where, None, "answer", f"is {answer!r}, not one of {', '.join(letters)}")
         listed = "\n".join(f"{letter}) {choice}" for letter, choice in zip(letters, choices))
         prompt = f"{question.strip()}\n\n{listed}\n\n{self.instruction}".strip()
         subject = row.get("subject", row.get("type"))
-        uid = f"{self.name}-{where.rsplit(':', 1)[-1]}"
+        uid = f"{self.name}-{where.record}"
         meta = {"subject": subject} if subject else {}
         return Problem(id=uid, prompt=prompt, reference=answer.strip().upper(), choices=choices, meta=meta)
 

@@ -8,6 +8,15 @@ A spec is a task name for `get_task` ("gsm8k", "gsm8k:/path/file.jsonl"), option
 `?key=value&key=value` constructor arguments (values are read as JSON when they parse, else as
 strings). The whole spec string is the task's label in samples and reports. Used by `nanoseek eval`,
 `grpo`, `distill`, `arena headless` and the speedrun.
+
+Problem files (`files.py`; a path may not contain "?" or "&"):
+    gsm8k:test.jsonl                          the test split from a file (no train split)
+    gsm8k?train=a.jsonl&test=b.jsonl          each split from its own file
+    problems:all.jsonl?holdout=0.1&seed=0     one file, a seeded 10% held out as the test split
+    gsm8k?holdout=0.05                        the default train data, 5% of it held out
+    problems?train=a.csv&test=b.csv&question_field=q&answer_field=a   your own problems (`problems.py`)
+    countdown?train=a.parquet&test=b.parquet  TinyZero's Countdown files (`countdown.py`)
+A task that is generated ("countdown") reads files through its file-backed variant (`FILE_TASKS`).
 """
 
 from __future__ import annotations
@@ -18,12 +27,13 @@ from typing import Any
 
 from nanoseek.tasks.arithmetic import ArithmeticTask
 from nanoseek.tasks.base import Task
-from nanoseek.tasks.countdown import CountdownTask
+from nanoseek.tasks.countdown import CountdownFile, CountdownTask
 from nanoseek.tasks.files import FileTask
 from nanoseek.tasks.humaneval import HumanEval
 from nanoseek.tasks.linear import LinearEquationTask
 from nanoseek.tasks.math_bench import AIME24, AMC23, GSM8K, MATH500
 from nanoseek.tasks.mmlu import MultipleChoiceTask
+from nanoseek.tasks.problems import ProblemFile
 from nanoseek.tasks.sort import SortTask
 
 TASKS: dict[str, type[Task]] = {
@@ -37,7 +47,10 @@ TASKS: dict[str, type[Task]] = {
     "amc23": AMC23,
     "mmlu": MultipleChoiceTask,
     "humaneval": HumanEval,
+    "problems": ProblemFile,
 }
+FILE_TASKS: dict[str, type[FileTask]] = {"countdown": CountdownFile}  # generated tasks read from files
+FILE_ARGUMENTS = ("train", "test")  # with a path, the arguments that make a task read files
 
 
 def get_task(name: str, **kwargs) -> Task:
@@ -45,11 +58,17 @@ def get_task(name: str, **kwargs) -> Task:
     name, _, path = name.partition(":")
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    cls = TASKS[name]
     if path:
-        if not issubclass(TASKS[name], FileTask):
-            raise ValueError(f"task {name!r} is generated, it does not read a file")
         kwargs["path"] = path
-    return TASKS[name](**kwargs)
+    if (path or any(k in kwargs for k in FILE_ARGUMENTS)) and not issubclass(cls, FileTask):
+        if name not in FILE_TASKS:
+            readers = ", ".join(n for n, c in TASKS.items() if issubclass(c, FileTask) or n in FILE_TASKS)
+            raise ValueError(
+                f"task {name!r} is generated, it does not read a file (tasks that do: {readers})"
+            )
+        cls = FILE_TASKS[name]
+    return cls(**kwargs)
 
 
 @dataclass(frozen=True)
