@@ -135,5 +135,19 @@ def test_summary_by_hand():
     m = s["tasks"]["mmlu"]
     assert (m["acc"], m["acc_norm"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
     assert s["complete"] is False and s["total"]["samples"] == 14
+    # error bars by hand: pass@1 per problem 0.5, 0.25: se = sd / sqrt(2) = 0.125; 2 problems give
+    # bootstrap means 0.25, 0.375, 0.5 (a quarter of the draws at each end): the 95% interval is the ends.
+    # From sampling alone: sqrt(0.5 * 0.5 / 3 + 0.25 * 0.75 / 3) / 2 (m (1 - m) / (n - 1) per problem)
+    bars = t["error_bars"]
+    assert bars["pass@1"]["se"] == pytest.approx(0.125) and bars["pass@1"]["ci95"] == [0.25, 0.5]
+    assert bars["pass@1"]["rerun_se"] == pytest.approx(math.sqrt(0.25 / 3 + 0.1875 / 3) / 2)
+    assert bars["cons@4"]["se"] == pytest.approx(0.5) and bars["pass@4"] == {"se": 0.0, "ci95": [1.0, 1.0]}
+    # acc per problem 1, 0, 1: a resample of all three draws the 0 with probability 1/27 > 2.5%
+    assert m["error_bars"]["acc"]["se"] == pytest.approx(math.sqrt(1 / 3) / math.sqrt(3))
+    assert m["error_bars"]["acc"]["ci95"] == [0.0, 1.0]
     table = markdown_table(s)
-    assert "| arithmetic | 2/3 | 37.5 |" in table and "| mmlu | 3/3 | 66.7 | 66.7 |" in table
+    assert (
+        "| arithmetic | 2/3 | 4 | 37.5 | ±12.5 | [25.0, 50.0] | 66.7 | 100.0 | 50.0 | [0.0, 100.0] |" in table
+    )
+    assert "| mmlu | 3/3 | 66.7 | ±33.3 | [0.0, 100.0] | 66.7 | [0.0, 100.0] |" in table
+    assert "- arithmetic: pass@1 ±19.1 from sampling alone" in table

@@ -5,6 +5,7 @@
                             api_key_env="DEEPSEEK_API_KEY", split_n=True)
     loaded = load_generator("runs/sft", backend="vllm")                  # vLLM on the checkpoint
     loaded.generator.generate(requests); loaded.scorer (likelihood scoring, native only); loaded.close()
+    loaded.tokenizer   # the checkpoint's tokenizer (not for a URL): renders R1's forced "<think>\\n" replies
 
 A path may be a model directory, a checkpoint directory or a run directory (its newest checkpoint).
 A URL is the API's base (`.../v1`); without `remote_model` the first model the server lists at
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nanoseek.engine.protocol import Generator
 from nanoseek.eval.likelihood import LikelihoodScorer
@@ -28,6 +30,7 @@ class LoadedGenerator:
     label: str  # what the report calls the model
     scorer: LikelihoodScorer | None = None  # native checkpoints only
     model_dir: Path | None = None  # native checkpoints only
+    tokenizer: Any = None  # the checkpoint's tokenizer (native and vLLM; an API renders its own prompts)
 
     def close(self) -> None:
         close = getattr(self.generator, "close", None)
@@ -96,9 +99,10 @@ def load_generator(
     if backend == "vllm":
         from nanoseek.engine.vllm import VLLMGenerator
 
-        return LoadedGenerator(VLLMGenerator(model_dir), f"{model} (vLLM)", None, model_dir)
+        generator = VLLMGenerator(model_dir)
+        return LoadedGenerator(generator, f"{model} (vLLM)", None, model_dir, generator.tokenizer)
     engine = Engine.from_pretrained(
         model_dir, int8=int8, max_slots=concurrency, token_budget=max(512, 4 * concurrency)
     )
     scorer = LikelihoodScorer(engine.model, engine.tokenizer, mc_style)
-    return LoadedGenerator(engine, str(model), scorer, model_dir)
+    return LoadedGenerator(engine, str(model), scorer, model_dir, engine.tokenizer)

@@ -8,8 +8,15 @@ The run directory:
     config.json     the protocol (`EvalConfig.identity()`) and the model; a resume must match it
     samples.jsonl   one scored sample per line, appended and fsync'd as samples complete
     timing.jsonl    seconds spent per batch, all sessions (device-hours and $ in the report)
-    summary.json    the metrics, computed from samples.jsonl alone (`nanoseek.eval.report.summarize`)
-    report.md       the same as a markdown table, with token usage and $
+    summary.json    the metrics with their error bars, computed from samples.jsonl alone
+                    (`nanoseek.eval.report.summarize`, `nanoseek.eval.stats`)
+    problems.csv    the per-problem table: samples, correct, pass rate, majority answer
+    report.md       the same as markdown tables, with token usage and $
+
+With `seeds = N > 1` the run is N runs of k samples per problem, seeds `seed`, `seed + 1`, ..., each a
+complete run directory `seed-<s>/` as above (resumable on its own, and a result `--compare` reads);
+the top directory holds the config, and the summary, problems.csv and report over all of them
+(error bars over problems x seeds).
 
 Every (task, problem, sample j) has a fixed seed: `problem_seed(...) + j` (the protocol's rule: sample
 j of a request with seed s uses s + j, in any batch). A problem with all k samples to do is one request
@@ -17,10 +24,16 @@ with n = k (prefilled once); a partly done one gets one n = 1 request per missin
 s + j, so a resumed run regenerates exactly what an uninterrupted one would have. Since the summary is
 computed from the file, sorted by sample index, a killed and resumed run ends with the same summary.
 
-Prompts are the tasks' questions as a user message, rendered by the generator with THE chat format
-(think=True opens R1's `<think>` block). The scored text is rebuilt from the completion's
-(reasoning_content, content) as `<think>\\n{reasoning}\\n</think>\\n\\n{content}`, so every generator
-that splits a completion the same way (native engine, a server in front of it) gets the same verdict.
+Prompts are the tasks' questions as a user message (with `instruction` appended to one that does not
+already hold it), rendered by the generator with THE chat format (think=True opens R1's `<think>`
+block). With a `think_prefix` (R1's protocol: "<think>\\n") the runner renders the prompt itself with
+the model's tokenizer (`forced_prompt`), appends the prefix unless the rendered prompt already ends
+with it (R1's format and R1-distill's template do), and sends token ids; the reply is then the prefix
+followed by the generated text, and that reply is what is split and scored.
+
+The scored text is rebuilt from the completion's (reasoning_content, content) as
+`<think>\\n{reasoning}\\n</think>\\n\\n{content}`, so every generator that splits a completion the same
+way (native engine, a server in front of it) gets the same verdict.
 A generator whose completions carry only `text` has it split here, by the chat format's
 `split_completion`, as the native engine would have. Under think=True text without `</think>` is thinking
 that never finished and has no answer; so if such a generator finishes a completion without any think
@@ -32,6 +45,7 @@ Multiple-choice tasks can instead be scored by likelihood (`likelihood=True`, na
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -41,13 +55,13 @@ from typing import Any
 from tqdm import tqdm
 
 from nanoseek.engine.protocol import Completion, GenerationRequest, Generator, SamplingParams
-from nanoseek.eval.config import EvalConfig
+from nanoseek.eval.config import CODE_TASKS, IDENTITY_DEFAULTS, EvalConfig
 from nanoseek.eval.likelihood import LikelihoodScorer
-from nanoseek.eval.report import summarize, write_outputs
+from nanoseek.eval.report import problem_table, summarize, write_outputs
 from nanoseek.eval.store import SampleStore
 from nanoseek.tasks import Problem, Task
 from nanoseek.tasks.spec import TaskSpec
-from nanoseek.tokenizer.chat_format import END_THINK, THINK, split_completion
+from nanoseek.tokenizer.chat_format import END_THINK, THINK, render_prompt, split_completion
 
 # one unfinished problem: (task spec, task, problem index, problem, sample indices still to do)
 Item = tuple[TaskSpec, Task, int, Problem, list[int]]
@@ -97,6 +111,25 @@ def check_text_only(completions: list[Completion], think: bool, closed_before: b
     return closed
 
 
+def user_message(spec: TaskSpec, problem: Problem, instruction: str) -> str:
+    """The question as sent: the problem's prompt, and the instruction after it unless it already holds
+    it (every math task's prompt ends with R1's \\boxed{} instruction already) or asks for code."""
+    if not instruction or instruction in problem.prompt or spec.name.partition(":")[0] in CODE_TASKS:
+        return problem.prompt
+    return f"{problem.prompt.rstrip()}\n\n{instruction}"
+
+
+def forced_prompt(tokenizer: Any, messages: list[dict[str, Any]], prefix: str) -> list[int]:
+    """Token ids of the chat prompt with the reply forced to start with `prefix`: the generation prompt
+    as the model's template (or R1's format) renders it, then `prefix` unless the prompt already ends
+    with it. The prefix is encoded with the tokenizer's control tokens (`<think>` is one token where
+    the vocabulary has it)."""
+    ids = render_prompt(tokenizer, messages, think=True)
+    if tokenizer.decode(ids).endswith(prefix):
+        return ids
+    return ids + tokenizer.encode(prefix)
+
+
 def load_problems(spec: TaskSpec, cfg: EvalConfig) -> tuple[Task, list[Problem]]:
     task = spec.build()
     problems = task.problems(cfg.split, cfg.max_problems)
@@ -113,7 +146,7 @@ def check_config(out_dir: Path, cfg: EvalConfig, model: str) -> None:
     path = out_dir / "config.json"
     mine = {"model": model, **cfg.identity()}
     if path.exists():
-        theirs = json.loads(path.read_text())
+        theirs = {**IDENTITY_DEFAULTS, **json.loads(path.read_text())}
         diff = sorted(k for k in mine if theirs.get(k) != mine[k])
         if diff:
             shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine[k]!r} now" for k in diff)
@@ -135,15 +168,24 @@ class EvalRunner:
         model: str = "",
         scorer: LikelihoodScorer | None = None,
         progress: bool = True,
+        tokenizer: Any = None,
     ):
         self.generator, self.cfg, self.model, self.scorer = generator, cfg, model, scorer
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.tokenizer = tokenizer  # renders prompts with a forced reply prefix (cfg.think_prefix)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         check_config(self.out_dir, cfg, model)
         self.store = SampleStore(self.out_dir / "samples.jsonl")
         self.tasks = [(spec, *load_problems(spec, cfg)) for spec in cfg.specs]
         self.closed_think = False  # a text-only completion has closed a think block (check_text_only)
+        if cfg.think_prefix and tokenizer is None and any(self.mode(p) == "generate" for *_, p in self.tasks):
+            raise ValueError(
+                f"forcing the reply to start with {cfg.think_prefix!r} (R1's protocol) needs the model's "
+                "tokenizer to render the prompt, and this generator (an API?) renders its own: pass "
+                "--think-prefix '' to leave the reply's start to it (DeepSeek's API and R1-distill's "
+                "template open the think block themselves)"
+            )
 
     def mode(self, problems: list[Problem]) -> str:
         """How a task is scored: by likelihood if asked and it is multiple choice, else by generation."""
@@ -155,7 +197,7 @@ class EvalRunner:
         for spec, task, problems in self.tasks:
             if self.mode(problems) != mode:
                 continue
-            k = self.cfg.k if mode == "generate" else 1
+            k = self.cfg.k_for(spec.label) if mode == "generate" else 1
             for i, p in enumerate(problems):
                 todo = [j for j in range(k) if (spec.label, p.id, j) not in done]
                 if todo:
@@ -182,12 +224,16 @@ class EvalRunner:
                 self.store.append(records)
                 self.log_batch(len(records), time.perf_counter() - start)
                 bar.update(len(records))
+        return write_summary(
+            self.out_dir, self.store.records(), self.cfg, self.model, self.task_info(), self.timing()
+        )
+
+    def task_info(self) -> tuple[list[str], dict[str, str], dict[str, int]]:
+        """The tasks' labels, scoring modes and sizes (`summarize`'s arguments)."""
         labels = [spec.label for spec, _, _ in self.tasks]
         modes = {spec.label: self.mode(problems) for spec, _, problems in self.tasks}
         sizes = {spec.label: len(problems) for spec, _, problems in self.tasks}
-        summary = summarize(self.store.records(), self.cfg, self.model, labels, modes, sizes)
-        write_outputs(self.out_dir, summary, self.cfg, self.timing())
-        return summary
+        return labels, modes, sizes
 
     def batches(self, pending: list[Item]) -> list[list[Item]]:
         """Group unfinished problems into generate() calls of about `concurrency` samples."""
@@ -207,10 +253,8 @@ class EvalRunner:
         for item in batch:
             spec, _, _, problem, todo = item
             seed = problem_seed(cfg.seed, spec.label, problem.id)
-            messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
-                {"role": "user", "content": problem.prompt}
-            ]
-            groups = [(0, cfg.k)] if len(todo) == cfg.k else [(j, 1) for j in todo]
+            k = cfg.k_for(spec.label)
+            groups = [(0, k)] if len(todo) == k else [(j, 1) for j in todo]
             for first, n in groups:
                 params = SamplingParams(
                     max_new_tokens=cfg.max_new_tokens,
@@ -219,7 +263,7 @@ class EvalRunner:
                     seed=seed + first,
                     n=n,
                 )
-                requests.append(GenerationRequest(messages=messages, params=params, think=cfg.think))
+                requests.append(self.request(spec, problem, params))
                 slots.append((item, first))
         completions = self.generator.generate(requests)
         expected = sum(r.params.n for r in requests)
@@ -227,6 +271,9 @@ class EvalRunner:
             raise RuntimeError(
                 f"the generator returned {len(completions)} completions for {expected} samples"
             )
+        for c in completions:  # the forced start is part of the reply: split and scored with it
+            if cfg.think_prefix and is_text_only(c):
+                c.text = cfg.think_prefix + c.text
         self.closed_think = check_text_only(completions, cfg.think, self.closed_think)
         by_task: dict[str, list] = {}
         for c in completions:
@@ -241,6 +288,19 @@ class EvalRunner:
                 records.append(self.sample_record(item, j, c, text, reward, details))
         return records
 
+    def messages(self, spec: TaskSpec, problem: Problem) -> list[dict[str, Any]]:
+        """The chat messages of a problem: the system prompt if one is set, then the question."""
+        system = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
+        return system + [{"role": "user", "content": user_message(spec, problem, self.cfg.instruction)}]
+
+    def request(self, spec: TaskSpec, problem: Problem, params: SamplingParams) -> GenerationRequest:
+        """A problem's request: chat messages, or with a forced reply prefix the prompt's token ids."""
+        messages = self.messages(spec, problem)
+        if self.cfg.think_prefix:
+            ids = forced_prompt(self.tokenizer, messages, self.cfg.think_prefix)
+            return GenerationRequest(prompt=ids, params=params)
+        return GenerationRequest(messages=messages, params=params, think=self.cfg.think)
+
     def sample_record(
         self, item: Item, j: int, c: Completion, text: str, reward: float, details: dict[str, Any]
     ) -> dict[str, Any]:
@@ -252,7 +312,7 @@ class EvalRunner:
             "problem_index": index,
             "sample": j,
             "seed": problem_seed(self.cfg.seed, spec.label, problem.id) + j,
-            "prompt": problem.prompt,
+            "prompt": user_message(spec, problem, self.cfg.instruction),
             "reference": problem.reference,
             "completion": c.text,
             "reasoning": reasoning,
@@ -302,19 +362,62 @@ class EvalRunner:
         return {"samples": samples, "seconds": seconds}
 
 
+def seed_runs(cfg: EvalConfig, out_dir: str | Path) -> list[tuple[EvalConfig, Path]]:
+    """The (config, directory) of each seed of a multi-seed run: seeds seed, seed + 1, ... in seed-<s>/."""
+    return [
+        (dataclasses.replace(cfg, seeds=1, seed=cfg.seed + r), Path(out_dir) / f"seed-{cfg.seed + r}")
+        for r in range(cfg.seeds)
+    ]
+
+
+def evaluate(
+    generator: Generator | None,
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    model: str = "",
+    scorer: LikelihoodScorer | None = None,
+    progress: bool = True,
+    tokenizer: Any = None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run (or resume) an eval, of one seed or of `cfg.seeds`; (its summary, its timing)."""
+    if cfg.seeds == 1:
+        runner = EvalRunner(generator, cfg, out_dir, model, scorer, progress, tokenizer)
+        return runner.run(), runner.timing()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_config(out_dir, cfg, model)
+    runners = []
+    for seed_cfg, seed_dir in seed_runs(cfg, out_dir):
+        runners.append(EvalRunner(generator, seed_cfg, seed_dir, model, scorer, progress, tokenizer))
+        runners[-1].run()
+    records = [{**r, "run": i} for i, runner in enumerate(runners) for r in runner.store.records()]
+    timings = [runner.timing() for runner in runners]
+    timing = {key: sum(t[key] for t in timings) for key in ("samples", "seconds")}
+    return write_summary(out_dir, records, cfg, model, runners[0].task_info(), timing), timing
+
+
+def write_summary(
+    out_dir: Path, records: list[dict], cfg: EvalConfig, model: str, info: tuple, timing: dict[str, float]
+) -> dict[str, Any]:
+    """Summarize the records (`info`: EvalRunner.task_info()) and write summary.json, problems.csv and
+    report.md; the summary."""
+    labels, modes, sizes = info
+    summary = summarize(records, cfg, model, labels, modes, sizes)
+    write_outputs(out_dir, summary, cfg, timing, problem_table(records, cfg, labels, modes))
+    return summary
+
+
 def run_eval(
     generator: Generator | None, cfg: EvalConfig, out_dir: str | Path, *args: Any, **kwargs: Any
 ) -> dict[str, Any]:
     """Run (or resume) an eval into `out_dir` and return its summary (also in summary.json); the other
-    arguments are EvalRunner's (`model`, `scorer`, `progress`)."""
-    return EvalRunner(generator, cfg, out_dir, *args, **kwargs).run()
+    arguments are `evaluate`'s (`model`, `scorer`, `progress`, `tokenizer`)."""
+    return evaluate(generator, cfg, out_dir, *args, **kwargs)[0]
 
 
 def run_one_task(
     generator: Generator, cfg: EvalConfig, out_dir: str | Path, model: str = "", progress: bool = True
 ) -> dict[str, Any]:
     """Run (or resume) the eval of `cfg`'s one task; its metrics, with the `seconds` of every session."""
-    runner = EvalRunner(generator, cfg, out_dir, model, progress=progress)
-    result = dict(runner.run()["tasks"][cfg.tasks[0]])
-    result["seconds"] = runner.timing()["seconds"]
-    return result
+    summary, timing = evaluate(generator, cfg, out_dir, model, progress=progress)
+    return {**summary["tasks"][cfg.tasks[0]], "seconds": timing["seconds"]}

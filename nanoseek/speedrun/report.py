@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nanoseek.eval.compare import compare_runs
 from nanoseek.eval.config import R1_CACHED_INPUT_PRICE, R1_INPUT_PRICE, R1_OUTPUT_PRICE
 from nanoseek.markdown import percent, table
 from nanoseek.speedrun.stages import LABELS, MODEL_STAGES, Context, model_record
@@ -91,6 +92,28 @@ def plots(ctx: Context, records: dict[str, Any]) -> list[Path]:
     return written
 
 
+def with_interval(result: dict[str, Any], metric: str) -> str:
+    """A held-out figure and its 95% interval over problems: "61.1% [55.0, 67.2]" (the figure alone for
+    an eval recorded before evals had error bars)."""
+    ci = (result.get("error_bars") or {}).get(metric, {}).get("ci95")
+    figure = percent(result.get(metric))
+    return figure if ci is None else f"{figure} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def grpo_gain(ctx: Context) -> str:
+    """GRPO against its SFT start on the same held-out problems, paired (`nanoseek eval --compare`)."""
+    try:
+        d = compare_runs(ctx.out / "eval" / "sft", ctx.out / "eval" / "grpo")["tasks"][ctx.cfg.task.name]
+    except (FileNotFoundError, ValueError, KeyError):
+        return ""
+    lo, hi = d["ci95"]
+    verdict = "beyond noise" if d["beyond_noise"] else "within noise"
+    return (
+        f" Paired over the same {d['problems']} problems: {100 * d['difference']:+.1f} points, 95% interval "
+        f"[{100 * lo:+.1f}, {100 * hi:+.1f}] ({verdict})."
+    )
+
+
 def stage_table(ctx: Context, records: dict[str, Any]) -> str:
     """THE table: one row per model-making stage, and the whole run."""
     k = ctx.cfg.task.k
@@ -105,11 +128,11 @@ def stage_table(ctx: Context, records: dict[str, Any]) -> str:
         ev = ev or {}
         row = [LABELS[name], f"{rec['params']:,}", f"{rec['active_params']:,}", f"{rec['tokens']:,}",
                f"{rec['seconds']:.0f} s", f"{rec['device_hours']:.4f}", f"${rec['dollars']:.5f}",
-               percent(ev.get("pass@1")), percent(ev.get(f"cons@{k}")),
+               with_interval(ev, "pass@1"), with_interval(ev, f"cons@{k}"),
                "n/a" if ev.get("mean_completion_tokens") is None else f"{ev['mean_completion_tokens']:.1f} tokens"]  # fmt: skip
         for b in benches:
             result = records["benchmarks"]["results"].get(name, {}).get(b, {})
-            row.append(percent(result.get("pass@1")))
+            row.append(with_interval(result, "pass@1"))
         rows.append(row)
     total = sum(r.get("stage_seconds", 0.0) for r in records.values())
     hours = total / 3600  # one machine
@@ -258,6 +281,7 @@ def write_report(ctx: Context, records: dict[str, Any]) -> Path:
     if ev["sft"] is not None and ev["grpo"] is not None:
         notes.append(
             f"GRPO over its SFT start: {100 * (ev['grpo'] - ev['sft']):+.1f} points of held-out pass@1."
+            + grpo_gain(ctx)
         )
     if ev["grpo"] and ev["distill"] is not None:
         notes.append(f"The student reaches {100 * ev['distill'] / ev['grpo']:.0f}% of its teacher's pass@1.")
@@ -271,8 +295,9 @@ def write_report(ctx: Context, records: dict[str, Any]) -> Path:
         f"Held-out evaluation: the first {t.eval_problems} problems of the test split of `{t.name}` "
         f"(never trained on), {t.k} samples each at temperature {t.temperature}, top-p {t.top_p}, "
         f"{t.max_new_tokens} new tokens at most: pass@1 is the mean correctness over the {t.k} samples, "
-        f"cons@{t.k} the majority vote (DeepSeek-R1's protocol). The base model has never seen the chat "
-        "format, so its row shows what pretraining alone gives under that protocol.\n",
+        f"cons@{t.k} the majority vote (DeepSeek-R1's protocol); in brackets their 95% intervals, a "
+        "bootstrap over the problems (`nanoseek eval`'s error bars, docs/eval.md). The base model has never "
+        "seen the chat format, so its row shows what pretraining alone gives under that protocol.\n",
         "## Every stage\n",
         stage_table(ctx, records),
         "tokens: trained tokens (GRPO: generated rollout tokens); time: the stage's wall time (the two bases "
