@@ -12,7 +12,8 @@ class Sevens(Task):
     name = "sevens"
 
     def problems(self, split="test", n=None):
-        return [Problem(f"{split}-{i}", f"Write {i} sevens:", "7") for i in range(n or 16)]
+        first = 0 if split == "train" else 1000  # held-out prompts are not training prompts
+        return [Problem(f"{split}-{i}", f"Write {i} sevens:", "7") for i in range(first, first + (n or 16))]
 
     def score_batch(self, problems, completions):
         out = []

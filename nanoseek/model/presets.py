@@ -13,6 +13,13 @@ residual stream per layer), with DeepSeek-V3's proportions where they make sense
 
 The `v3-671b` rung is DeepSeek-V3's published config, for `nanoseek info` (you cannot train it here).
 
+Every DeepSeek rung has a `-vllm` twin (`d2-vllm`, ..., `vllm_compatible(cfg)`) with the MLA shapes
+the other engines run: kv_lora_rank 512 + qk_rope_head_dim 64 (the latent width 576 that vLLM's MLA
+decode kernels take, the only one on its CPU backend; DeepSeek-V2/V3's own) and a low-rank query
+(q_lora_rank > 0: llama.cpp's deepseek2 loader refuses a direct q_proj unless the model has 26 or 27
+layers). The small rungs pay for it in parameters and latent-cache bytes; docs/engine.md ("vLLM
+backend") has the measured cost on the speedrun's model.
+
 `dense_config_for_depth` is the same ladder for a dense GQA decoder shaped like llama, qwen2 or qwen3
 (the families' own distinctive parts: qwen2's q/k/v bias, qwen3's q/k norm): hidden C = 64 d, heads
 H = max(2, d) of D = C / H, G = max(1, H / 2) key/value heads (GQA ratio 2), SwiGLU width 8C / 3, rope
@@ -93,6 +100,22 @@ V3_671B = ModelConfig(
     eos_token_id=1,
 )
 
+# the MLA latent width vLLM's CPU MLA backend and its GPU decode kernels take (kv_lora_rank + rope)
+VLLM_KV_LORA_RANK, VLLM_ROPE_HEAD_DIM = 512, 64
+
+
+def vllm_compatible(cfg: ModelConfig) -> ModelConfig:
+    """`cfg` with MLA shapes that vLLM (its MLA path), SGLang and llama.cpp all run: kv_lora_rank 512,
+    qk_rope_head_dim 64, and q_lora_rank 3/4 of the hidden width where the query had no low-rank
+    projection (the ladder's own q_lora_rank = 3 x kv_lora_rank = 3C/4 from d16 on); the rest
+    (widths, heads, experts, the nope and value head dims) unchanged."""
+    return cfg.replace(
+        kv_lora_rank=VLLM_KV_LORA_RANK,
+        qk_rope_head_dim=VLLM_ROPE_HEAD_DIM,
+        q_lora_rank=cfg.q_lora_rank or 3 * cfg.hidden_size // 4,
+    )
+
+
 PRESETS: dict[str, ModelConfig] = {
     "d2": config_for_depth(2),  # 0.5M + 0.2M MTP: the toy that tests and the speedrun build on
     "d4": config_for_depth(4, vocab_size=4096),  # ~5M
@@ -103,6 +126,7 @@ PRESETS: dict[str, ModelConfig] = {
     "d32": config_for_depth(32, vocab_size=129280, max_position_embeddings=4096),  # ~7.4B: an 8-GPU node
     "v3-671b": V3_671B,
 }
+PRESETS |= {f"{name}-vllm": vllm_compatible(cfg) for name, cfg in list(PRESETS.items()) if name[0] == "d"}
 
 
 def preset(name: str) -> ModelConfig:
