@@ -17,11 +17,12 @@ it). Measured, as medians over --repeats interleaved runs:
 1. decode tokens/s at batch 1 and 16: greedy, prompts of --prompt-len tokens, --new-tokens tokens
    each; decode time = time(N tokens) - time(1 token), which removes the prefill. transformers runs
    `generate` with its default cache; the engine runs fp32, int8 weights, and fp32 + MTP speculation.
-   Then the memory-bandwidth floor: the bytes of weights one batch-1 step reads (per dtype) over the
-   bandwidth measured here (the faster of a large tensor copy and a sum over it, between the batch-1
-   repeats), and each engine's batch-1 time as a multiple of it
-   (a decode step cannot beat the time to read its weights once: where transformers' fp32 step is
-   already within 3x of the floor, 3x transformers in fp32 is impossible, and the bench says so).
+   Then each batch size's floor: the larger of reading the weights one step reads once (bytes per
+   dtype over the bandwidth measured here: the faster of a large tensor copy and a sum over it,
+   between the repeats) and, in fp32, doing the step's matmuls (batch x 2 FLOPs per weight) at this
+   machine's fp32 matmul peak; each engine's step time as a multiple of it. No decode step beats its
+   floor: where transformers' fp32 step is already within 3x of it, 3x transformers in fp32 is
+   impossible on this machine, and the bench says so (at batch 1 memory binds, at 16 arithmetic).
 2. int8 perplexity change: on 8 x 128 tokens the fp32 model samples itself (temperature 1).
 3. continuous batching: --requests requests (prompt and completion lengths drawn at random) arriving
    over time; aggregate tokens/s of the engine's background loop against serving them one after another.
@@ -34,6 +35,18 @@ draft acceptance at temperature 0 overall and by position in the answer, and at 
 
     python bench/engine_bench.py --speculation --model runs/speedrun/grpo/model --batch-sizes 1 8
 
+With --vllm (run by a Python that has vLLM: /work/venv-vllm/bin/python here) vLLM's offline engine
+decodes beside them, in this process on the same threads, from the same weights in fp32 (saved with
+save_pretrained; a .gguf --model written out as safetensors first, since vLLM 0.32 reads no GGUF), fed
+the same token ids (no tokenizer: vLLM's skip_tokenizer_init): the "vllm fp32" row of each batch size,
+with its ratio to transformers, the engine's ratio to it, and its place against the floor. vLLM runs
+eager as the GRPO rollout backend runs it (`nanoseek.engine.vllm.make_llm`); --vllm-compile gives it
+torch.compile (minutes to start). Both keep their prefix caches on (their defaults). `make_llm` gives
+vLLM what a DeepSeek checkpoint needs on the CPU (plain attention where its MLA kernels lack the latent
+width); a model vLLM still refuses prints the refusal, and the bench runs without it.
+
+    /work/venv-vllm/bin/python bench/engine_bench.py --family llama --vllm --repeats 3
+
 Threads default to 1: on a shared 2-core machine a second thread makes every op wait on a busy core.
 """
 
@@ -41,11 +54,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import math
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +73,7 @@ from nanoseek.engine.naive import perplexity
 from nanoseek.engine.quant import quantize_int8, weight_bytes
 from nanoseek.model import DeepSeekV3, from_pretrained, preset
 from nanoseek.model.dense import DenseConfig, DenseTransformer
+from nanoseek.train.cost import measure_matmul_peak_flops
 
 DENSE_FAMILIES = ("llama", "qwen2", "qwen3")
 
@@ -210,36 +226,63 @@ def copy_bandwidth(mib: int = 512, repeats: int = 7) -> float:
     return max(2 * nbytes / statistics.median(copies), nbytes / statistics.median(reads))
 
 
-def print_floor(models: dict[str, nn.Module], runs: dict[str, list[float]], bandwidths: list[float]) -> dict:
-    """Each contender's batch-1 step time as a multiple of its floor (its weight bytes / the bandwidth
-    measured right after that repeat: paired, so load swings cancel; the median over repeats), and
-    whether 3x transformers is above the fp32 floor at all."""
+def step_flops(model: nn.Module) -> float:
+    """Matmul FLOPs one token costs: 2 per weight it multiplies (`step_bytes`' weights: every matrix, the
+    head, the active experts; not the embedding lookup). Attention over the context is left out, so
+    the compute floor errs low, on the side of calling a goal possible."""
+    return 2 * step_bytes(model) / 4  # fp32: 4 bytes a weight
+
+
+def print_floor(
+    models: dict[str, nn.Module],
+    runs: dict[str, list[float]],
+    bandwidths: list[float],
+    batch: int = 1,
+    peak: float = 0.0,
+) -> dict:
+    """Each contender's step time at `batch` as a multiple of its floor, and whether 3x transformers is
+    above the fp32 floor at all. The floor of a step is the larger of reading its weights once (bytes
+    / the bandwidth measured right after that repeat: paired, so load swings cancel) and, given the
+    fp32 matmul `peak` (FLOP/s), doing its matmuls at that peak (batch x `step_flops` / peak): at
+    batch 1 a step is bound by memory, at batch 16 mostly by arithmetic. int8's compute floor is not
+    claimed (its peak depends on the instructions a CPU has): its floor is its bytes only."""
     bandwidth = statistics.median(bandwidths)
     print(f"  memory-bandwidth floor: {bandwidth / 1e9:.1f} GB/s (copy or sum, median between the repeats)")
     nbytes = {name: step_bytes(model) for name, model in models.items()}
+    compute_s = batch * step_flops(models["fp32"]) / peak if peak else 0.0
+    if peak:
+        print(
+            f"  compute floor: {batch} x {step_flops(models['fp32']) / 1e9:.2f} GFLOP at the fp32 matmul peak "
+            f"{peak / 1e9:.0f} GFLOP/s = {compute_s * 1e3:.1f} ms per step"
+        )
     for name in models:
         print(
             f"  {name:<20} reads {nbytes[name] / 2**20:7.0f} MiB per step: floor {nbytes[name] / bandwidth * 1e3:6.1f} ms"
         )
+
+    def floor_s(dtype: str, bw: float) -> float:
+        return max(nbytes[dtype] / bw, compute_s if dtype == "fp32" else 0.0)
+
     out = {
         "GBps": bandwidth / 1e9,
-        "floor_ms": {k: v / bandwidth * 1e3 for k, v in nbytes.items()},
+        "compute_ms": compute_s * 1e3,
+        "floor_ms": {k: floor_s(k, bandwidth) * 1e3 for k in nbytes},
         "x_floor": {},
     }
     for name, tps in runs.items():
         dtype = "int8" if "int8" in name else "fp32"
-        times = sorted((1 / t) / (nbytes[dtype] / b) for t, b in zip(tps, bandwidths))
+        times = sorted((batch / t) / floor_s(dtype, b) for t, b in zip(tps, bandwidths))
         out["x_floor"][name] = statistics.median(times)
         print(
-            f"  {name:<20} {1e3 / statistics.median(tps):7.1f} ms per token = {statistics.median(times):5.2f}x the "
-            f"{dtype} floor (paired [{times[0]:.2f}-{times[-1]:.2f}])"
+            f"  {name:<20} {1e3 * batch / statistics.median(tps):7.1f} ms per step = {statistics.median(times):5.2f}x "
+            f"the {dtype} floor (paired [{times[0]:.2f}-{times[-1]:.2f}])"
         )
     if "transformers" in runs:
         x = out["x_floor"]["transformers"] / 3  # 3x transformers' step, in floors
         verdict = (
             "possible in fp32"
             if x >= 1
-            else "BELOW the fp32 floor: 3x in fp32 is physically impossible at this bandwidth (int8 reads fewer bytes)"
+            else "BELOW the fp32 floor: 3x in fp32 is physically impossible on this machine (int8 reads fewer bytes)"
         )
         print(f"  3x transformers = {x:.2f}x the fp32 floor: {verdict}")
         out["three_x_fp32_possible"] = x >= 1
@@ -375,6 +418,78 @@ def speculation_bench(args) -> dict:
     return results
 
 
+class OfflineVLLM:
+    """vLLM's offline `LLM` as a decode contender: `generate` takes the bench's requests (token-id
+    prompts, greedy, ignore_eos) like the Engine's, and hands vLLM the same ids."""
+
+    def __init__(self, model_dir: Path, max_len: int, max_seqs: int, compile: bool = False, keep=None):
+        from vllm import SamplingParams as VLLMParams
+
+        from nanoseek.engine.vllm import make_llm
+
+        self.keep = keep  # the temporary directory the model was written to, alive as long as this
+        self.llm = make_llm(
+            model_dir,
+            max_len,
+            dtype="float32",
+            max_num_seqs=max_seqs,
+            skip_tokenizer_init=True,
+            enforce_eager=not compile,
+        )
+        self.params = VLLMParams
+
+    def generate(self, requests: list[GenerationRequest]) -> list:
+        params = [
+            self.params(temperature=0, max_tokens=r.params.max_new_tokens, ignore_eos=True, detokenize=False)
+            for r in requests
+        ]
+        prompts = [{"prompt_token_ids": list(r.prompt)} for r in requests]
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+
+def vllm_model_dir(path: str | Path, tmp: Path) -> Path:
+    """A model directory vLLM reads: a model, checkpoint or run directory as nanoseek resolves it, or a
+    .gguf written out as safetensors (float32) with its tokenizer (vLLM 0.32 reads no GGUF)."""
+    from nanoseek.model.formats.gguf import gguf_to_hf_dir
+    from nanoseek.model.run_dirs import resolve_model_dir
+    from nanoseek.tokenizer.gguf_vocab import save_gguf_tokenizer
+
+    path = resolve_model_dir(path)
+    if path.suffix != ".gguf":
+        return path
+    out = tmp / path.stem
+    print(
+        f"{path.name}: vLLM reads no GGUF; writing it out as a safetensors model directory {out}", flush=True
+    )
+    gguf_to_hf_dir(path, out)
+    save_gguf_tokenizer(path, out)
+    return out
+
+
+def vllm_contender(args, model: nn.Module, max_len: int) -> dict[str, OfflineVLLM]:
+    """{"vllm fp32": vLLM on the bench's weights}, or {} with vLLM's refusal printed."""
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        if args.model:
+            model_dir = vllm_model_dir(args.model, Path(tmp.name))
+        else:
+            model_dir = Path(tmp.name) / "model"
+            model.save_pretrained(model_dir)
+        t0 = time.perf_counter()
+        vllm = OfflineVLLM(model_dir, max_len, max(args.batch_sizes), args.vllm_compile, keep=tmp)
+        vllm.generate([GenerationRequest(prompt=[1, 2, 3], params=greedy(2))])  # a refusal comes here
+    except Exception as err:  # noqa: BLE001 - any refusal of vLLM's is the result
+        print(f"  vLLM refused this model: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
+        return {}
+    import vllm as vllm_package
+
+    print(
+        f"  vLLM {vllm_package.__version__}: up after {time.perf_counter() - t0:.0f} s "
+        f"({'torch.compile' if args.vllm_compile else 'eager'}), torch threads {torch.get_num_threads()}"
+    )
+    return {"vllm fp32": vllm}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -397,6 +512,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--arrival-window", type=float, default=10.0, help="seconds over which requests arrive"
     )
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--vllm", action="store_true", help="also vLLM's offline engine (module docstring)")
+    parser.add_argument("--vllm-compile", action="store_true", help="vLLM with torch.compile, not eager")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument(
         "--speculation",
@@ -411,6 +528,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--temperature", type=float, default=0.6, help="--speculation: also sampled acceptance"
     )
     args = parser.parse_args(argv)
+    if args.vllm and importlib.util.find_spec("vllm") is None:
+        parser.error(
+            f"--vllm: vLLM is not importable in {sys.executable}; run the bench with a Python that has it"
+        )
     torch.set_num_threads(args.threads)
     if args.speculation:
         if not args.model:
@@ -444,19 +565,22 @@ def main(argv: list[str] | None = None) -> dict:
         engines["engine fp32 + MTP"] = Engine(
             model, max_slots=max(args.batch_sizes), token_budget=4096, speculative=True, **room
         )
+    if args.vllm:
+        engines |= vllm_contender(args, model, room["max_len"])
+    # this machine's fp32 matmul peak (the best measured so far: a busy machine only makes one low)
+    peak = measure_matmul_peak_flops("cpu", torch.float32)
     for B in args.batch_sizes:
         batch = prompts(B, args.prompt_len, cfg.vocab_size, seed=B)
         runs: dict[str, list[float]] = {
             name: [] for name in ["transformers", *engines] if name != "transformers" or hf
         }
-        bandwidths = []  # batch 1: the copy bandwidth, measured between the repeats (the same load)
+        bandwidths = []  # the copy bandwidth, measured between the repeats (the same load)
         for _ in range(args.repeats):  # interleaved, so load on the machine hits every contender alike
             if hf is not None:
                 runs["transformers"].append(hf_decode_tps(hf, batch, args.new_tokens))
             for name, engine in engines.items():
                 runs[name].append(engine_decode_tps(engine, batch, args.new_tokens))
-            if B == 1:
-                bandwidths.append(copy_bandwidth(repeats=3))
+            bandwidths.append(copy_bandwidth(repeats=3))
         med = {name: statistics.median(v) for name, v in runs.items()}
         results["decode"][B] = med
         print(f"\ndecode, batch {B}: tokens/s (median of {args.repeats}; paired: median and range of the")
@@ -472,9 +596,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"  int8 / fp32: {med['engine int8'] / med['engine fp32']:.2f}x (paired {mid:.2f}x [{lo:.2f}-{hi:.2f}])"
         )
-        if B == 1:  # the memory-bandwidth floor of batch 1
-            contenders = {k: v for k, v in runs.items() if "MTP" not in k}
-            results["floor"] = print_floor({"fp32": model, "int8": int8_model}, contenders, bandwidths)
+        if "vllm fp32" in med:
+            lo, mid, hi = paired(runs["engine fp32"], runs["vllm fp32"])
+            results["decode"][f"{B}_engine_over_vllm_paired"] = mid
+            print(
+                f"  engine fp32 / vLLM fp32: {med['engine fp32'] / med['vllm fp32']:.2f}x (paired {mid:.2f}x [{lo:.2f}-{hi:.2f}])"
+            )
+        contenders = {k: v for k, v in runs.items() if "MTP" not in k}  # the floor of this batch size
+        floor = print_floor({"fp32": model, "int8": int8_model}, contenders, bandwidths, B, peak)
+        results["floor" if B == 1 else f"floor_{B}"] = floor
     spec = engines.get("engine fp32 + MTP")
     if spec is not None and spec.stats["drafted"]:
         rate = spec.stats["accepted"] / spec.stats["drafted"]

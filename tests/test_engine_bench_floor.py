@@ -72,3 +72,20 @@ def test_the_floor_says_when_3x_in_fp32_is_impossible(capsys):
     assert not fast["three_x_fp32_possible"]  # 2x the floor: 3x would be 0.67x of it
     assert "physically impossible" in capsys.readouterr().out
     assert engine_bench.copy_bandwidth(mib=8, repeats=3) > 0
+
+
+def test_at_batch_16_the_floor_is_the_arithmetic_when_it_outweighs_the_reads(capsys):
+    models = {"fp32": dense(True), "int8": quantize_int8(dense(True))}
+    fp32_bytes = engine_bench.step_bytes(models["fp32"])
+    flops = engine_bench.step_flops(models["fp32"])
+    assert flops == 2 * fp32_bytes / 4  # two FLOPs per fp32 weight a token multiplies
+    bandwidths = [fp32_bytes / 0.010] * 2  # reading the weights: 10 ms
+    peak = 16 * flops / 0.040  # 16 tokens' matmuls at the peak: 40 ms, so the floor is 40 ms
+    hf = {"transformers": [16 / 0.100] * 2}  # 100 ms a step: 2.5x the floor
+    out = engine_bench.print_floor(models, hf, bandwidths, batch=16, peak=peak)
+    assert abs(out["floor_ms"]["fp32"] - 40.0) < 1e-6
+    assert abs(out["x_floor"]["transformers"] - 2.5) < 1e-9
+    assert not out["three_x_fp32_possible"]  # 3x would be 33 ms, under the 40 ms of arithmetic
+    assert abs(out["floor_ms"]["int8"] - 1e3 * engine_bench.step_bytes(models["int8"]) / bandwidths[0]) < 1e-6
+    # the same step against memory alone (no peak given) is 10x its floor: 3x would be possible
+    assert engine_bench.print_floor(models, hf, bandwidths, batch=16)["three_x_fp32_possible"]

@@ -12,6 +12,7 @@ The file (TOML; JSON is the same data, `{"contestants": [{...}, ...]}`):
     kind = "checkpoint"                # a model directory: config.json, model.safetensors, tokenizer.json
     path = "runs/sft/model"            # relative paths are relative to this file
     int8 = false                       # optional: int8 weights
+    backend = "native"                 # optional: "vllm" generates with vLLM in this process (nanoseek[vllm])
     think = true                       # optional: open a think block (R1's way); false answers directly
     params = { temperature = 0.6, top_p = 0.95, max_new_tokens = 512 }    # optional SamplingParams
 
@@ -25,8 +26,10 @@ The file (TOML; JSON is the same data, `{"contestants": [{...}, ...]}`):
     role = "judge"                     # optional: "contestant" (default) or "judge" (never battles)
 
 Sampling defaults are R1's recommended ones (temperature 0.6, top-p 0.95) with 512 new tokens.
-A checkpoint contestant runs on the native `Engine`, an "openai" one on `RemoteGenerator`; any other
-object that speaks the `Generator` protocol can be wrapped in a `Contestant` directly.
+A checkpoint contestant runs on the native `Engine` (or, with `backend = "vllm"`, on vLLM's offline
+engine in this process, `nanoseek.engine.vllm.VLLMGenerator`, one call at a time: the offline engine
+is not thread-safe and battles run on threads), an "openai" one on `RemoteGenerator`; any other object
+that speaks the `Generator` protocol can be wrapped in a `Contestant` directly.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import dataclasses
 import json
 import os
 import random
+import threading
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,11 +48,12 @@ from typing import Any
 from nanoseek.engine.protocol import Completion, Delta, GenerationRequest, Generator, SamplingParams
 
 KINDS = ("checkpoint", "openai")
+BACKENDS = ("native", "vllm")  # what generates from a checkpoint
 ROLES = ("contestant", "judge")
 DEFAULT_PARAMS = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
 _COMMON = {"name": str, "kind": str, "role": str, "params": dict, "think": bool}
 _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "checkpoint": {**_COMMON, "path": str, "int8": bool},
+    "checkpoint": {**_COMMON, "path": str, "int8": bool, "backend": str},
     "openai": {**_COMMON, "base_url": str, "model": str, "api_key_env": str, "timeout": (int, float)},
 }
 _REQUIRED = {"checkpoint": ("path",), "openai": ("base_url", "model")}
@@ -83,6 +88,7 @@ class ContestantSpec:
     role: str = "contestant"
     path: Path | None = None  # checkpoint
     int8: bool = False  # checkpoint
+    backend: str = "native"  # checkpoint: "native" (the Engine) or "vllm" (VLLMGenerator)
     think: bool = True  # False: answer without thinking (vLLM: chat_template_kwargs.enable_thinking)
     base_url: str | None = None  # openai
     model: str | None = None  # openai
@@ -202,6 +208,13 @@ def _spec(entry: Any, where: str, base_dir: Path) -> ContestantSpec:
     if kind == "checkpoint":
         spec.path = (base_dir / Path(entry["path"]).expanduser()).resolve()
         spec.int8 = entry.get("int8", False)
+        spec.backend = entry.get("backend", "native")
+        if spec.backend not in BACKENDS:
+            raise ContestantError(f"{where}.backend: expected one of {list(BACKENDS)}, got {spec.backend!r}")
+        if spec.backend == "vllm" and spec.int8:
+            raise ContestantError(
+                f"{where}.int8: backend 'vllm' runs the checkpoint in its own dtype, not int8"
+            )
     else:
         if not entry["base_url"].startswith(("http://", "https://")):
             raise ContestantError(f"{where}.base_url: expected an http(s):// URL, got {entry['base_url']!r}")
@@ -250,10 +263,14 @@ def open_contestant(spec: ContestantSpec) -> Contestant:
                 raise ContestantError(
                     f"{spec.where}.path: {spec.path} is not a model directory with a tokenizer (no {needed})"
                 )
-        from nanoseek.engine.engine import Engine
-
+        if spec.backend == "vllm" and not (spec.path / "config.json").is_file():
+            raise ContestantError(
+                f"{spec.where}.backend: vLLM runs a model directory (config.json), not a GGUF"
+            )
         try:
-            generator: Generator = Engine.from_pretrained(spec.path, int8=spec.int8)
+            generator = _checkpoint_generator(spec)
+        except ContestantError:
+            raise
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise ContestantError(f"{spec.where}.path: cannot load {spec.path}: {err}") from err
         return Contestant(spec.name, generator, spec.params, spec.think)
@@ -269,6 +286,48 @@ def open_contestant(spec: ContestantSpec) -> Contestant:
     assert spec.base_url is not None and spec.model is not None
     generator = RemoteGenerator(spec.base_url, spec.model, api_key=api_key, timeout=spec.timeout)
     return Contestant(spec.name, generator, spec.params, spec.think)
+
+
+def _checkpoint_generator(spec: ContestantSpec) -> Generator:
+    """The native Engine on the checkpoint, or vLLM on it (backend "vllm"), one call at a time."""
+    assert spec.path is not None
+    if spec.backend == "vllm":
+        from nanoseek.engine.vllm import VLLMGenerator, VLLMUnavailable
+
+        try:
+            return OneAtATime(VLLMGenerator(spec.path))
+        except VLLMUnavailable as err:  # the message says how to install it
+            raise ContestantError(f"{spec.where}.backend: {err}") from None
+    from nanoseek.engine.engine import Engine
+
+    return Engine.from_pretrained(spec.path, int8=spec.int8)
+
+
+class OneAtATime:
+    """A Generator whose calls run one at a time (battles generate on threads; vLLM's offline engine must
+    not be entered twice at once). `stream` generates under the lock and yields afterwards, so a slow
+    reader never holds it; the offline engine does not stream anyway."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator, self._lock = generator, threading.Lock()
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        with self._lock:
+            return self.generator.generate(requests)
+
+    def stream(self, requests: list[GenerationRequest]) -> Iterator[Delta]:
+        with self._lock:
+            deltas = list(self.generator.stream(requests))
+        yield from deltas
+
+    def sync_weights(self, model) -> None:
+        with self._lock:
+            self.generator.sync_weights(model)
+
+    def close(self) -> None:
+        close = getattr(self.generator, "close", None)
+        if callable(close):
+            close()
 
 
 def open_contestants(specs: Sequence[ContestantSpec]) -> dict[str, Contestant]:

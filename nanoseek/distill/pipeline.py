@@ -65,6 +65,7 @@ class DistillConfig:
     teacher: str  # checkpoint / run directory, or an OpenAI-compatible base URL
     task: str  # a task spec (nanoseek.tasks.parse_task_spec) whose `trace_split` the teacher solves
     out: str  # run directory
+    teacher_backend: str = "native"  # what generates from a teacher checkpoint: "native" or "vllm"
     trace_split: str = "train"  # "test" for a benchmark file of training problems (files hold one split)
     eval_task: str = ""  # the task teacher and student are evaluated on (test split); default: task
     problems: int = 500  # train problems the teacher solves
@@ -148,7 +149,14 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     eval_task = cfg.eval_task or cfg.task
     trace_cfg = cfg.eval_config(cfg.task, cfg.trace_split, cfg.problems, cfg.k, cfg.temperature)
     eval_cfg = cfg.eval_config(eval_task, "test", cfg.eval_problems, cfg.eval_k, cfg.eval_temperature)
-    teacher = load_generator(cfg.teacher, cfg.remote_model, cfg.api_key_env, cfg.concurrency, cfg.split_n)
+    teacher = load_generator(
+        cfg.teacher,
+        cfg.remote_model,
+        cfg.api_key_env,
+        cfg.concurrency,
+        cfg.split_n,
+        backend=cfg.teacher_backend,
+    )
     try:
         init, tokenizer = student_start(cfg, teacher.model_dir)
         out.mkdir(parents=True, exist_ok=True)
