@@ -3,6 +3,7 @@ context, oversized bodies (413), a full queue (429 + Retry-After), timeouts (408
 CORS only when configured; and cancelling: a client that disconnects frees its cache slots.
 """
 
+import asyncio
 import json
 import socket
 import threading
@@ -16,6 +17,7 @@ from nanoseek.engine import Engine
 from nanoseek.serve import ServerConfig, create_app
 from nanoseek.serve.auth import load_api_keys
 from nanoseek.serve.background import BackgroundServer
+from nanoseek.serve.bridge import wait_event
 from nanoseek.serve.errors import validation_param
 
 CHAT = "/v1/chat/completions"
@@ -181,6 +183,22 @@ def test_non_stream_disconnect_frees_the_slots(slow_server):
     health = wait_until_idle(http)
     assert health["busy_slots"] == 0 and health["active"] == 0
     assert disconnects(http) == before + 1
+
+
+def test_a_cancel_that_arrives_with_a_delta_still_cancels():
+    """The disconnect race behind a rare CI failure: the engine's wake-up and the client's cancel land
+    in the same loop turn. The cancel must win, or the generation runs on to its end."""
+
+    async def race() -> None:
+        event = asyncio.Event()
+        waiting = asyncio.ensure_future(wait_event(event, 5.0))
+        await asyncio.sleep(0)  # it now waits for the event
+        event.set()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(race())
 
 
 def test_full_queue_is_429_with_retry_after_and_timeouts_are_408(demo_checkpoint):

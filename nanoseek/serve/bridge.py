@@ -131,7 +131,7 @@ class Generation:
     async def updates(self) -> AsyncIterator[list[Delta]]:
         """Batches of new deltas until every sample has finished; aborts the rest when left early."""
         try:
-            while not self.done:
+            while not self.done and not self._closed:
                 with self._lock:
                     batch, self._pending = self._pending, []
                 if not batch:
@@ -166,8 +166,7 @@ class Generation:
                 f"The request took longer than the server's limit of {self.bridge.config.request_timeout:g} seconds.",
                 code="request_timeout",
             )
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._event.wait(), min(POLL_SECONDS, remaining))
+        await wait_event(self._event, min(POLL_SECONDS, remaining))
         for handle in self.handles:
             if handle.error is not None:
                 self.outcome = "error"
@@ -209,6 +208,7 @@ class Generation:
         try:
             await asyncio.wait({drain, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if not drain.done():
+                self.close()  # abort and book the disconnect now, whenever the drain sees its cancel
                 drain.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await drain
@@ -257,6 +257,15 @@ class Generation:
 def engine_work(request: GenerationRequest) -> bool:
     """Whether a request needs the engine: tokens to generate, or its prompt's logprobs to compute."""
     return request.params.max_new_tokens > 0 or request.params.prompt_logprobs is not None
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set or `seconds` pass. A cancellation always propagates: Python 3.11's
+    `asyncio.wait_for` swallows one that arrives as the event is set, and a generation whose client had
+    left then ran on to its end."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 async def wait_for_disconnect(request: Request) -> None:
