@@ -181,21 +181,30 @@ static int attention(const Layer *L, const float *x, float *h, float *kv, const 
     return mm(&L->o, o_in, h, N, 1.0f, 1);
 }
 
-/* a . b over n floats, in 16 partial sums (vectorized like kernels.c's dot products) */
-static float dot16(const float *a, const float *b, long n) {
-    float part[16] = {0}, total = 0.0f;
+/* The cache rows one row's attention walks are far apart in memory (a slot's positions, then the next
+ * slot's) and each is a few hundred floats read once: the hardware prefetcher falls behind, and the
+ * loads stall on memory. So each loop asks for the row PREFETCH_ROWS positions ahead. */
+enum { PREFETCH_ROWS = 4 };
+static inline void prefetch_row(const float *row, long n) {
+    for (long i = 0; i < n; i += 16) __builtin_prefetch(row + i);
+}
+
+/* a . b over n floats: 16 partial sums (one vector register), added pairwise (a few vector adds) */
+static inline float dot(const float *a, const float *b, long n) {
+    float part[16] = {0}, tail = 0.0f;
     long i = 0;
     for (; i + 16 <= n; i += 16)
         for (int l = 0; l < 16; l++) part[l] += a[i + l] * b[i + l];
-    for (; i < n; i++) total += a[i] * b[i];
-    for (int l = 0; l < 16; l++) total += part[l];
-    return total;
+    for (; i < n; i++) tail += a[i] * b[i];
+    for (int width = 8; width > 0; width /= 2)
+        for (int l = 0; l < width; l++) part[l] += part[l + width];
+    return part[0] + tail;
 }
 
 /* h (N, C) += GQA(x) for every row (kind 1); writes each row's [K | V] cache entry at its position. */
 static int gqa_attention(const Layer *L, const float *x, float *h, float *kv, const Rows *rows, float *work) {
     long N = rows->N, H = L->H, G = L->Hkv, D = L->D, A = L->qkv.out, W = 2 * G * D, group = H / G;
-    float *a = work, *out = a + N * A, *p = out + N * H * D; /* p: group * max_len */
+    float *a = work, *out = a + N * A, *p = out + N * H * D; /* p: H * max_len */
     float rotated[D];
     if (mm(&L->qkv, x, a, N, 1.0f, 0)) return -1;
     for (long n = 0; n < N; n++) {
@@ -212,25 +221,29 @@ static int gqa_attention(const Layer *L, const float *x, float *h, float *kv, co
         }
         memcpy(entry, an + H * D, sizeof(float) * W); /* [k | v] */
     }
-    for (long n = 0; n < N; n++) {
-        const float *cache = kv + rows->slots[n] * rows->max_len * W;
+    for (long n = 0; n < N; n++) { /* each cache row read once, front to back, for every head */
+        const float *cache = kv + rows->slots[n] * rows->max_len * W, *q = a + n * A;
         long S = rows->positions[n] + 1;
-        for (long g = 0; g < G; g++) {
-            const float *q = a + n * A + g * group * D; /* the group's query heads, contiguous */
-            float *o = out + n * H * D + g * group * D;
-            for (long t = 0; t < S; t++)
-                for (long i = 0; i < group; i++)
-                    p[i * S + t] = L->scale * dot16(q + i * D, cache + t * W + g * D, D);
-            memset(o, 0, sizeof(float) * group * D);
-            for (long i = 0; i < group; i++) {
-                float *pi = p + i * S, top = -INFINITY, total = 0.0f, *oi = o + i * D;
-                for (long t = 0; t < S; t++) top = fmaxf(top, pi[t]);
-                for (long t = 0; t < S; t++) total += pi[t] = expf(pi[t] - top);
-                for (long t = 0; t < S; t++) {
-                    const float *v = cache + t * W + G * D + g * D;
-                    float pt = pi[t] / total;
-                    for (long d = 0; d < D; d++) oi[d] += pt * v[d];
-                }
+        float *o = out + n * H * D;
+        for (long t = 0; t < S; t++) { /* p[hd, t] = scale * q[hd] . k[t] of its group */
+            if (t + PREFETCH_ROWS < S) prefetch_row(cache + (t + PREFETCH_ROWS) * W, G * D);
+            for (long hd = 0; hd < H; hd++)
+                p[hd * S + t] = L->scale * dot(q + hd * D, cache + t * W + hd / group * D, D);
+        }
+        for (long hd = 0; hd < H; hd++) { /* softmax over t */
+            float *ph = p + hd * S, top = -INFINITY, total = 0.0f;
+            for (long t = 0; t < S; t++) top = fmaxf(top, ph[t]);
+            for (long t = 0; t < S; t++) total += ph[t] = expf(ph[t] - top);
+            for (long t = 0; t < S; t++) ph[t] /= total;
+        }
+        memset(o, 0, sizeof(float) * H * D);
+        for (long t = 0; t < S; t++) { /* o[hd] = sum_t p[hd, t] v[t] of its group */
+            const float *v = cache + t * W + G * D;
+            if (t + PREFETCH_ROWS < S) prefetch_row(v + PREFETCH_ROWS * W, G * D);
+            for (long hd = 0; hd < H; hd++) {
+                float pt = p[hd * S + t], *oh = o + hd * D;
+                const float *vg = v + hd / group * D;
+                for (long d = 0; d < D; d++) oh[d] += pt * vg[d];
             }
         }
     }
@@ -346,7 +359,7 @@ static int mlp(const Layer *L, const float *x, float *h, long N, float *work) {
 /* Floats of scratch space a layer needs for N rows and caches of max_len positions. */
 long decode_step_work(const Layer *L, long N, long max_len) {
     if (L->kind == 1) {
-        long attn = N * (L->qkv.out + L->H * L->D) + (L->H / L->Hkv) * max_len;
+        long attn = N * (L->qkv.out + L->H * L->D) + L->H * max_len;
         long dense = N * (L->gate_up.out + L->gate_up.out / 2);
         return (attn > dense ? attn : dense) + N * L->C;
     }
