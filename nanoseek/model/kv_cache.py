@@ -9,11 +9,29 @@ A row holds what one token contributes to attention at that layer, so decoding r
 block per sequence: MLA's [latent | rope key] (attention.LatentCache), a dense model's [K heads | V
 heads] (dense.KVCache). The model writes a token's row at (slot, position) and a query attends over
 its slot's positions <= its own, so stale rows past a sequence's end are never read.
+
+On the CPU the tensors live in fresh anonymous memory (`lazy_zeros`), whose pages the OS maps when
+first written: a cache sized for a checkpoint's whole context (SmolLM2's 8,192 positions x 32 slots
+x 30 layers: 12 GB) costs memory only for the positions sequences reach. `torch.zeros` writes, and so
+keeps, every page.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
+
 import torch
+
+
+def lazy_zeros(shape: tuple[int, ...], device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Zeros of `shape`; on the CPU backed by an anonymous mapping (zero pages until written, memory
+    returned to the OS when the tensor is freed), elsewhere `torch.zeros`."""
+    count = math.prod(shape)
+    if torch.device(device or "cpu").type != "cpu" or count == 0:
+        return torch.zeros(shape, device=device, dtype=dtype)
+    buffer = mmap.mmap(-1, count * dtype.itemsize)  # the tensor keeps it alive
+    return torch.frombuffer(buffer, dtype=dtype, count=count).view(shape)
 
 
 class SlotCache:
@@ -22,7 +40,7 @@ class SlotCache:
     def __init__(
         self, layers: int, num_slots: int, max_len: int, width: int, device=None, dtype=torch.float32
     ):
-        self.kv = [torch.zeros(num_slots, max_len, width, device=device, dtype=dtype) for _ in range(layers)]
+        self.kv = [lazy_zeros((num_slots, max_len, width), device, dtype) for _ in range(layers)]
         self.num_slots, self.max_len = num_slots, max_len
 
     @property
