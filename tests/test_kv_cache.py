@@ -6,8 +6,10 @@ import sys
 
 import pytest
 import torch
+from helpers import random_model, tiny_config
 
 from nanoseek.model.kv_cache import SlotCache, lazy_zeros
+from nanoseek.rl import completion_logprobs
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads resident memory from /proc/self/statm")
 
@@ -38,3 +40,12 @@ def test_lazy_zeros_is_an_ordinary_tensor():
     t += 2
     assert torch.equal(t.clone(), torch.full((3, 4), 2.0, dtype=torch.bfloat16))
     assert lazy_zeros((0, 5)).shape == (0, 5)
+
+
+def test_gradients_flow_through_values_written_into_the_cache():
+    """GRPO's update forks its prompts' cache rows into the completions' cache with values that carry
+    gradients, then writes the completions' rows: the cache must take both in place."""
+    model = random_model(tiny_config())
+    logp, _, mask = completion_logprobs(model, [[1, 2, 3], [1, 2, 3], [4, 5]], [[6, 7], [8], [9, 10, 11]], 0)
+    (logp * mask).sum().backward()
+    assert all(p.grad is not None for p in model.layers[0].self_attn.parameters())

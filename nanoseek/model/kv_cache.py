@@ -30,8 +30,11 @@ def lazy_zeros(shape: tuple[int, ...], device=None, dtype: torch.dtype = torch.f
     count = math.prod(shape)
     if torch.device(device or "cpu").type != "cpu" or count == 0:
         return torch.zeros(shape, device=device, dtype=dtype)
-    buffer = mmap.mmap(-1, count * dtype.itemsize)  # the tensor keeps it alive
-    return torch.frombuffer(buffer, dtype=dtype, count=count).view(shape)
+    buffer = mmap.mmap(-1, count * dtype.itemsize)  # its storage keeps it alive
+    storage = torch.frombuffer(buffer, dtype=dtype, count=count).untyped_storage()
+    # a tensor of its own on that storage, not a view: a training forward writes values that carry
+    # gradients into the cache in place (GRPO's prompt fork), which autograd refuses on a leaf's view
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
 class SlotCache:
