@@ -122,17 +122,22 @@ static void per_head(const float *src, long ld_src, const float *W, long H, long
     }
 }
 
-/* One row's attention over its cache rows 0..S-1 (D = R + Dr each): q (H, D) -> out latent (H, R).
- * p: scratch of H * S floats. */
-static void attend(const float *q, const float *cache, long S, long H, long R, long D, float scale, float *p,
-                   float *ol) {
-    matmul_f32(q, cache, p, H, D, S, scale, 0); /* p[h, t] = scale * q[h] . cache[t], (H, S) */
-    for (long hd = 0; hd < H; hd++) { /* softmax over t */
+/* p (H, S): each row h -> softmax over its S entries, in place */
+static void softmax_rows(float *p, long H, long S) {
+    for (long hd = 0; hd < H; hd++) {
         float *ph = p + hd * S, top = -INFINITY, total = 0.0f;
         for (long t = 0; t < S; t++) top = fmaxf(top, ph[t]);
         for (long t = 0; t < S; t++) total += ph[t] = expf(ph[t] - top);
         for (long t = 0; t < S; t++) ph[t] /= total;
     }
+}
+
+/* One row's attention over its cache rows 0..S-1 (D = R + Dr each): q (H, D) -> out latent (H, R).
+ * p: scratch of H * S floats. */
+static void attend(const float *q, const float *cache, long S, long H, long R, long D, float scale, float *p,
+                   float *ol) {
+    matmul_f32(q, cache, p, H, D, S, scale, 0); /* p[h, t] = scale * q[h] . cache[t], (H, S) */
+    softmax_rows(p, H, S);
     memset(ol, 0, sizeof(float) * H * R);
     for (long t = 0; t < S; t++) /* sum_t p[h, t] cache[t][:R] */
         for (long hd = 0; hd < H; hd++) {
@@ -230,12 +235,7 @@ static int gqa_attention(const Layer *L, const float *x, float *h, float *kv, co
             for (long hd = 0; hd < H; hd++)
                 p[hd * S + t] = L->scale * dot(q + hd * D, cache + t * W + hd / group * D, D);
         }
-        for (long hd = 0; hd < H; hd++) { /* softmax over t */
-            float *ph = p + hd * S, top = -INFINITY, total = 0.0f;
-            for (long t = 0; t < S; t++) top = fmaxf(top, ph[t]);
-            for (long t = 0; t < S; t++) total += ph[t] = expf(ph[t] - top);
-            for (long t = 0; t < S; t++) ph[t] /= total;
-        }
+        softmax_rows(p, H, S);
         memset(o, 0, sizeof(float) * H * D);
         for (long t = 0; t < S; t++) { /* o[hd] = sum_t p[hd, t] v[t] of its group */
             const float *v = cache + t * W + G * D;
