@@ -194,8 +194,8 @@ def test_speculation_verifies_on_the_decode_path(matmuls, monkeypatch):
     engine = Engine(model, max_slots=3, speculative=True)
     slot_lists = []
     if matmuls == "kernel":
-        original = engine.runner.fast.hidden
-        monkeypatch.setattr(engine.runner.fast, "hidden", lambda *a: slot_lists.append(a[2]) or original(*a))
+        original = engine.runner.fast.forward
+        monkeypatch.setattr(engine.runner.fast, "forward", lambda *a: slot_lists.append(a[2]) or original(*a))
     assert run(engine, prompts, greedy(16)) == naive_generate(model, prompts, 16)
     if matmuls == "kernel":
         assert any(len(set(slots)) < len(slots) for slots in slot_lists)  # two tokens of a slot in one step
@@ -222,6 +222,50 @@ def test_mtp_module_on_the_c_step_equals_the_models(int8, c_step):
         torch.testing.assert_close(got, ref, atol=tol, rtol=tol)
         torch.testing.assert_close(c_cache.kv[L], ref_cache.kv[L], atol=tol, rtol=tol)
     torch.testing.assert_close(fast.mtp_logits(0, ref), ref_logits, atol=tol, rtol=tol)
+    # the drafts in the same C call: each row's most likely token of those logits
+    _, drafts = fast.mtp_hidden(0, h[0], ids[0].tolist(), list(range(6)), [2] * 6, c_cache, argmax=True)
+    top2 = ref_logits.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-3  # rows whose best token float noise cannot change
+    assert clear.sum() >= 4
+    assert [d for d, c in zip(drafts, clear) if c] == ref_logits.argmax(-1)[clear].tolist()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 6], ids=["one", "kernel", "packed"])
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_fast_forward_gives_the_models_hidden_states_and_logits(int8, rows, c_step):
+    """One call from token ids to logits (the embedding, the layers, the final norm and the head in
+    C where the decode kernel runs the head) gives the model's own cached forward and head."""
+    model = maybe_int8(random_model(tiny_config(vocab_size=304), seed=5), int8)
+    lengths, slots = [3, 8, 5, 2, 6, 4][:rows], [1, 0, 2, 5, 4, 3][:rows]
+    ref_cache, fast_cache = prefilled(model, lengths, slots), prefilled(model, lengths, slots)
+    tokens = [7, 250, 11, 3, 99, 301][:rows]
+    with torch.no_grad():
+        ref, _ = model.hidden_states(
+            torch.tensor(tokens)[:, None], torch.tensor(lengths)[:, None], ref_cache, torch.tensor(slots)
+        )
+        ref_logits = model.lm_head(model.norm(ref[:, 0])).float()
+    h, logits = FastDecoder(model).forward(tokens, lengths, slots, fast_cache)
+    tol, cache_tol = 2e-4, 1e-4 if int8 else 1e-5
+    torch.testing.assert_close(h, ref[:, 0], atol=tol, rtol=tol)
+    torch.testing.assert_close(logits, ref_logits, atol=tol, rtol=tol)
+    for a, b in zip(fast_cache.kv, ref_cache.kv):
+        torch.testing.assert_close(a, b, atol=cache_tol, rtol=cache_tol)
+
+
+def test_c_step_refuses_bad_ids_and_rope_tables(c_step):
+    """A token id outside the vocabulary, or rope tables that do not fit the layers, raise a clear
+    ValueError before the C code reads out of bounds."""
+    model = random_model(tiny_config(), seed=3)
+    cache = model.new_cache(2, 16)
+    fast = FastDecoder(model)
+    for bad in (-1, model.config.vocab_size):
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            fast.hidden([5, bad], [0, 0], [0, 1], cache)
+    cos2, sin2 = fast._rope(cache)
+    with pytest.raises(ValueError, match="rope tables"):
+        fast.step.run([5], [0], [0], cache.kv, (cos2[:, :-2].contiguous(), sin2[:, :-2].contiguous()))
+    with pytest.raises(ValueError, match="rope tables"):
+        fast.step.run([5], [0], [0], cache.kv, (cos2[:4].contiguous(), sin2[:4].contiguous()))
 
 
 @pytest.mark.parametrize("rows", [2, 6], ids=["kernel", "packed"])

@@ -200,14 +200,14 @@ def inject(kind: str, engine: Engine, request: GenerationRequest, poison: int) -
     elif kind == "stop":  # raises in the stop check of every token it samples
         request.params.stop_token_ids = None
     elif kind == "forward":  # its rows make the decode forward raise (a kernel refusing them, say)
-        decode = engine.runner.decode
+        decode = engine.runner.decode_logits
 
-        def failing(tokens, starts, slots):
+        def failing(ids, starts, slots):
             if request_slot(engine, request) in slots:
                 raise RuntimeError("injected: this request's rows cannot be decoded")
-            return decode(tokens, starts, slots)
+            return decode(ids, starts, slots)
 
-        engine.runner.decode = failing
+        engine.runner.decode_logits = failing
     elif kind == "prefill":  # its prompt makes the batched prefill raise
         hidden = engine.runner.hidden
 
@@ -274,14 +274,14 @@ def test_an_error_no_request_explains_still_fails_the_batch(model):
     """A batched forward that raises although every request runs alone (an out-of-memory, say)
     fails every request in flight rather than hanging them."""
     engine = Engine(model, max_slots=4, prefix_cache_mb=0)
-    decode = engine.runner.decode
+    decode = engine.runner.decode_logits
 
-    def fails_in_batches(tokens, starts, slots):
+    def fails_in_batches(ids, starts, slots):
         if len(slots) > 1:
             raise MemoryError("injected: no memory for a batch")
-        return decode(tokens, starts, slots)
+        return decode(ids, starts, slots)
 
-    engine.runner.decode = fails_in_batches
+    engine.runner.decode_logits = fails_in_batches
     handles = [engine.submit(r) for r in requests(PROMPTS[:3], greedy(6))]
     with pytest.raises(MemoryError):
         while not all(h.done for h in handles):

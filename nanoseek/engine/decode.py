@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from nanoseek.engine import kernels
-from nanoseek.engine.decode_step import CDecodeStep
+from nanoseek.engine.decode_step import CDecodeStep, StepEnds, rope_tables
 from nanoseek.engine.quant import Int8Experts, Int8Linear
 from nanoseek.model import DeepSeekV3, DenseTransformer, MoE
 from nanoseek.model.moe import RoutedExperts
@@ -356,9 +356,11 @@ class FastDecoder:
         self.model = model
         fuse = DenseLayerWeights.of if isinstance(model, DenseTransformer) else LayerWeights.of
         self.layers = [fuse(block) for block in model.layers]
-        self.step = CDecodeStep(self.layers)
         self.head = Head(model.lm_head)
-        self.mtp_steps: dict[int, tuple[CDecodeStep, Matrix]] = {}  # built on first use
+        self.embed = model.embed_tokens.weight.detach()
+        self.step = CDecodeStep(self.layers, StepEnds(self.embed, _norm(model.norm), self.head.matrix))
+        self.mtp_steps: dict[int, CDecodeStep] = {}  # built on first use
+        self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # rope_tables, grown with the cache
 
     @staticmethod
     def supports(model: nn.Module, cache=None) -> str | None:
@@ -394,22 +396,41 @@ class FastDecoder:
             return f"the cache holds {cache.kv[0].dtype} on {cache.kv[0].device}; the C step reads float32 on the CPU"
         return None
 
-    @torch.no_grad()
+    def _rope(self, cache) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rope tables over the cache's positions (the scratch row included)."""
+        length = cache.kv[0].shape[1]
+        if self.rope is None or self.rope[0].shape[0] < length:
+            self.rope = rope_tables(*self.model.rotary(torch.arange(length)))
+        return self.rope
+
     def hidden(self, tokens: list[int], positions: list[int], slots: list[int], cache) -> torch.Tensor:
         """Row i: token tokens[i] at position positions[i] of slot slots[i] (rows may share a slot at
         consecutive positions). Writes each layer's cache row; returns the final hidden states (N, C),
         before the final norm."""
-        model = self.model
-        cos, sin = model.rotary(torch.tensor(positions))  # (N, Dr/2)
-        h = model.embed_tokens(torch.tensor(tokens))  # (N, C)
-        return self.step.hidden(h, positions, slots, cache.kv, cos, sin)
+        return self.step.run(tokens, positions, slots, cache.kv, self._rope(cache))[0]
+
+    def forward(
+        self, tokens: list[int], positions: list[int], slots: list[int], cache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hidden` and the next-token logits (N, V) fp32 of its rows, the head inside the C call
+        where the decode kernel runs it (oneDNN's packed head is faster from PACKED_MIN_ROWS rows)."""
+        in_c = self.head.matrix.w is None or not packed_head(len(tokens))
+        h, logits, _ = self.step.run(tokens, positions, slots, cache.kv, self._rope(cache), logits=in_c)
+        return h, logits if in_c else self.logits(h)
 
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Next-token logits (..., V) in fp32 of final hidden states (..., C)."""
         return self.head(self.model.norm(h))
 
-    @torch.no_grad()
+    def _mtp_step(self, k: int) -> CDecodeStep:
+        if k not in self.mtp_steps:
+            module = self.model.mtp[k]
+            mix = _norm(module.enorm), _norm(module.hnorm), Matrix.of(module.eh_proj)
+            ends = StepEnds(self.embed, _norm(module.shared_head.norm), self.head.matrix, mix)
+            self.mtp_steps[k] = CDecodeStep([LayerWeights.of(module.block)], ends)
+        return self.mtp_steps[k]
+
     def mtp_hidden(
         self,
         k: int,
@@ -418,18 +439,17 @@ class FastDecoder:
         positions: list[int],
         slots: list[int],
         cache,
-    ) -> torch.Tensor:
+        argmax: bool = False,
+    ):
         """`DeepSeekV3.mtp_hidden` for one row per token: the depth-k MTP module combines h_prev (N, C),
         the main model's hidden states at `positions`, with the tokens one step ahead, and runs its
-        block as a one-layer C step on its own cache (rows may share a slot, as in `hidden`) -> (N, C)."""
-        model, module = self.model, self.model.mtp[k]
-        if k not in self.mtp_steps:
-            self.mtp_steps[k] = CDecodeStep([LayerWeights.of(module.block)]), Matrix.of(module.eh_proj)
-        step, eh_proj = self.mtp_steps[k]
-        emb = model.embed_tokens(torch.tensor(next_tokens))  # (N, C)
-        x = matmul(torch.cat([module.enorm(emb), module.hnorm(h_prev)], dim=-1), eh_proj)
-        cos, sin = model.rotary(torch.tensor(positions))
-        return step.hidden(x, positions, slots, [cache.kv[len(model.layers) + k]], cos, sin)
+        block as a one-layer C step on its own cache (rows may share a slot, as in `hidden`) -> (N, C).
+        With `argmax`, (N, C) and each row's draft: the most likely token of its logits."""
+        kv = [cache.kv[len(self.model.layers) + k]]
+        h, _, top = self._mtp_step(k).run(
+            next_tokens, positions, slots, kv, self._rope(cache), h_prev=h_prev, argmax=argmax
+        )
+        return (h, top) if argmax else h
 
     @torch.no_grad()
     def mtp_logits(self, k: int, h: torch.Tensor) -> torch.Tensor:

@@ -147,11 +147,11 @@ static void attend(const float *q, const float *cache, long S, long H, long R, l
         }
 }
 
-/* Where each row's cache rows start, and the rope factors of its position. */
+/* Where each row's cache rows start, and the rope factors of every position. */
 typedef struct {
     long N, max_len;
     const long *slots, *positions;
-    const float *cos2, *sin2; /* (N, Dr) */
+    const float *cos2, *sin2; /* (max_len, Dr): row p holds position p's factors (GQA: (max_len, D)) */
 } Rows;
 
 /* h (N, C) += MLA(x) for every row; writes each row's cache entry at its position. */
@@ -170,7 +170,8 @@ static int attention(const Layer *L, const float *x, float *h, float *kv, const 
         q_src = qb, ld = B;
     }
     for (long n = 0; n < N; n++) {
-        const float *an = a + n * A, *cos2 = rows->cos2 + n * Dr, *sin2 = rows->sin2 + n * Dr;
+        const float *an = a + n * A, *cos2 = rows->cos2 + rows->positions[n] * Dr;
+        const float *sin2 = rows->sin2 + rows->positions[n] * Dr;
         float *entry = kv + (rows->slots[n] * rows->max_len + rows->positions[n]) * D;
         rms_norm(an + A - R, L->norm_kv, L->eps_kv, entry, R);
         rope(an + A - R - Dr, cos2, sin2, entry + R, Dr);
@@ -214,7 +215,7 @@ static int gqa_attention(const Layer *L, const float *x, float *h, float *kv, co
     if (mm(&L->qkv, x, a, N, 1.0f, 0)) return -1;
     for (long n = 0; n < N; n++) {
         float *an = a + n * A, *entry = kv + (rows->slots[n] * rows->max_len + rows->positions[n]) * W;
-        const float *cos2 = rows->cos2 + n * D, *sin2 = rows->sin2 + n * D;
+        const float *cos2 = rows->cos2 + rows->positions[n] * D, *sin2 = rows->sin2 + rows->positions[n] * D;
         if (L->qkv_bias)
             for (long i = 0; i < A; i++) an[i] += L->qkv_bias[i];
         for (long hd = 0; hd < H + G; hd++) { /* q heads, then k heads: norm (Qwen3), rope in place */
@@ -377,20 +378,64 @@ long decode_step_work(const Layer *L, long N, long max_len) {
     return (most > moe ? most : moe) + N * L->C;
 }
 
-/* h (N, C) += every layer's output for row n's token at positions[n] of cache slot slots[n]. Layer l's
- * cache is kv[l], (slots, max_len, R + Dr) fp32 contiguous (GQA: 2 Hkv D); cos2 = [cos | cos],
- * sin2 = [-sin | sin] (N, Dr) (GQA: (N, D)). work: at least decode_step_work(layer, N, max_len) floats
- * for every layer. Returns 0, or -1 when a buffer could not be allocated. */
-int decode_step(const Layer *layers, long n_layers, float *h, long N, float *const *kv, const long *slots,
-                const long *positions, long max_len, const float *cos2, const float *sin2, float *work) {
-    Rows rows = {N, max_len, slots, positions, cos2, sin2};
+/* What a step starts from and ends with, around its layers. A plain step starts from the tokens'
+ * embeddings; the MTP module's starts from eh_proj [enorm(embedding) | hnorm(h_prev)], the main
+ * model's hidden state one position back beside the embedding of the token one ahead. Either ends,
+ * when the caller asks for logits, with the final norm and the output head. */
+typedef struct {
+    const float *embed; /* (V, C): token t's embedding is row t */
+    long V;
+    const float *norm_emb, *norm_prev; /* the MTP module's enorm, hnorm (C); NULL: a plain step */
+    float eps_emb, eps_prev;
+    Weight mix;             /* the MTP module's eh_proj (C, 2C) */
+    const float *norm_out;  /* the final norm (C) before the head */
+    float eps_out;
+    Weight head;            /* (V, C) */
+    const float *cos2, *sin2; /* (max_len, Dr) rope factors by position: [cos | cos], [-sin | sin] */
+} Ends;
+
+/* N tokens through every layer: row n is token tokens[n] at positions[n] of cache slot slots[n] (h_prev
+ * (N, C): the MTP step's main hidden states, else NULL). Layer l's cache is kv[l], (slots, max_len,
+ * R + Dr) fp32 contiguous (GQA: 2 Hkv D). Writes each layer's cache rows and h (N, C), the final hidden
+ * states before the final norm; with logits (N, V) also the head's logits, and with argmax (N) each
+ * row's most likely token (the lowest id among ties). work: 2 N C floats, then at least
+ * decode_step_work(layer, N, max_len) for every layer. Returns 0; -1 when a buffer could not be
+ * allocated; -2 for a token id outside [0, V). */
+int decode_tokens(const Layer *layers, long n_layers, const Ends *ends, const long *tokens, const float *h_prev,
+                  long N, float *const *kv, const long *slots, const long *positions, long max_len, float *h,
+                  float *logits, long *argmax, float *work) {
+    long C = layers[0].C, V = ends->V;
+    float *x = work, *rest = work + 2 * N * C; /* x: the MTP input (N, 2C), then the head's input (N, C) */
+    for (long n = 0; n < N; n++)
+        if (tokens[n] < 0 || tokens[n] >= V) return -2;
+    for (long n = 0; n < N; n++) {
+        const float *e = ends->embed + tokens[n] * C;
+        if (ends->norm_emb == NULL) {
+            memcpy(h + n * C, e, sizeof(float) * C);
+            continue;
+        }
+        rms_norm(e, ends->norm_emb, ends->eps_emb, x + n * 2 * C, C);
+        rms_norm(h_prev + n * C, ends->norm_prev, ends->eps_prev, x + n * 2 * C + C, C);
+    }
+    if (ends->norm_emb != NULL && mm(&ends->mix, x, h, N, 1.0f, 0)) return -1;
+    Rows rows = {N, max_len, slots, positions, ends->cos2, ends->sin2};
     for (long l = 0; l < n_layers; l++) {
         const Layer *L = layers + l;
-        float *x = work, *rest = work + N * L->C;
-        for (long n = 0; n < N; n++) rms_norm(h + n * L->C, L->norm_attn, L->eps_attn, x + n * L->C, L->C);
-        if ((L->kind == 1 ? gqa_attention : attention)(L, x, h, kv[l], &rows, rest)) return -1;
-        for (long n = 0; n < N; n++) rms_norm(h + n * L->C, L->norm_mlp, L->eps_mlp, x + n * L->C, L->C);
-        if (mlp(L, x, h, N, rest)) return -1;
+        float *y = rest, *scratch = rest + N * C;
+        for (long n = 0; n < N; n++) rms_norm(h + n * C, L->norm_attn, L->eps_attn, y + n * C, C);
+        if ((L->kind == 1 ? gqa_attention : attention)(L, y, h, kv[l], &rows, scratch)) return -1;
+        for (long n = 0; n < N; n++) rms_norm(h + n * C, L->norm_mlp, L->eps_mlp, y + n * C, C);
+        if (mlp(L, y, h, N, scratch)) return -1;
+    }
+    if (logits == NULL) return 0;
+    for (long n = 0; n < N; n++) rms_norm(h + n * C, ends->norm_out, ends->eps_out, x + n * C, C);
+    if (mm(&ends->head, x, logits, N, 1.0f, 0)) return -1;
+    for (long n = 0; n < N && argmax != NULL; n++) {
+        const float *row = logits + n * V;
+        long best = 0;
+        for (long v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v;
+        argmax[n] = best;
     }
     return 0;
 }

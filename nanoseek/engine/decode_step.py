@@ -1,20 +1,27 @@
-"""A whole decode step in one C call: N tokens through every layer (decode_step.c).
+"""A whole decode step in one C call: N token ids through every layer to hidden states, and on to
+logits (decode_step.c).
 
-    step = CDecodeStep(fast_decoder.layers)                 # the fused layers as C structs
-    h = step.hidden(h, positions, slots, cache.kv, cos, sin)   # (N, C) embedded tokens -> final hidden
+    step = CDecodeStep(fast_decoder.layers, ends)        # the fused layers as C structs
+    h, logits, top = step.run(tokens, positions, slots, cache.kv, rope, logits=True, argmax=True)
 
 `FastDecoder` runs every decode step through this, for MLA layers (`LayerWeights`) and dense GQA
-layers (`DenseLayerWeights`, the struct's `kind` 1). The C code follows `reference.py` (the decode
-step written out in torch) formula by formula, on the same fused weights and the same matmul
-kernels; its other operations (norms, rope, softmax, routing) round differently from torch's in the
-last bits, as any two float implementations do. Every row is computed alone (the matmul kernels give
-a row the same bits in any batch), so a request's tokens do not depend on what else is decoded with
-it. The structs hold raw pointers into the fused weights; `keep` holds those tensors alive.
+layers (`DenseLayerWeights`, the struct's `kind` 1), and the MTP module's drafter as a one-layer step
+(`StepEnds.mix`: its eh_proj input). The C code follows `reference.py` (the decode step written out in
+torch) formula by formula, on the same fused weights and the same matmul kernels; its other
+operations (norms, rope, softmax, routing) round differently from torch's in the last bits, as any
+two float implementations do. Every row is computed alone (the matmul kernels give a row the same
+bits in any batch), so a request's tokens do not depend on what else is decoded with it. The structs
+hold raw pointers into the fused weights; `keep` holds those tensors alive.
+
+The embedding lookup, the rope factors (a table by position, `rope_tables`), the final norm and the
+head run inside the call as well: at batch 1 on a small model each torch call around the step costs
+about what a layer does (docs/engine.md), and the speculative step makes two steps.
 """
 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -137,53 +144,157 @@ def _layer(lw: LayerWeights | DenseLayerWeights, keep: list) -> Layer:
     return L
 
 
-class CDecodeStep:
-    """Fused layers (`decode.LayerWeights`) as C structs, and the call that runs a decode step through
-    all of them. Raises ValueError when the kernels are not built or a weight is not in a form the C
-    code reads (see `FastDecoder.supports`)."""
+@dataclass
+class StepEnds:
+    """What a step starts from and ends with (decode_step.c's `Ends`): the token embeddings (V, C),
+    the final norm (weight, eps) and the output head; an MTP module's step also mixes its embedding
+    with the main model's hidden state, `mix` = (enorm, hnorm, eh_proj)."""
 
-    def __init__(self, layers: list[LayerWeights]):
+    embed: torch.Tensor
+    norm_out: tuple[torch.Tensor, float]
+    head: Matrix
+    mix: tuple[tuple[torch.Tensor, float], tuple[torch.Tensor, float], Matrix] | None = None
+
+
+class Ends(ctypes.Structure):
+    _fields_ = [
+        ("embed", P),
+        ("V", LONG),
+        ("norm_emb", P),
+        ("norm_prev", P),
+        ("eps_emb", F32),
+        ("eps_prev", F32),
+        ("mix", Weight),
+        ("norm_out", P),
+        ("eps_out", F32),
+        ("head", Weight),
+        ("cos2", P),
+        ("sin2", P),
+    ]
+
+
+def rope_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (positions, Dr/2) -> the C step's tables (positions, Dr): [cos | cos], [-sin | sin]."""
+    return torch.cat([cos, cos], dim=-1).contiguous(), torch.cat([-sin, sin], dim=-1).contiguous()
+
+
+def _ends(ends: StepEnds, keep: list) -> Ends:
+    embed, (w_out, eps_out) = ends.embed.detach().contiguous(), ends.norm_out
+    keep += [embed, w_out, ends]
+    out = Ends(embed=_pointer(embed), V=embed.shape[0], norm_out=_pointer(w_out), eps_out=eps_out)
+    out.head = _weight(ends.head)
+    if ends.mix is not None:
+        (w_emb, out.eps_emb), (w_prev, out.eps_prev), eh_proj = ends.mix
+        out.norm_emb, out.norm_prev, out.mix = _pointer(w_emb), _pointer(w_prev), _weight(eh_proj)
+    return out
+
+
+class CDecodeStep:
+    """Fused layers (`decode.LayerWeights`) and a step's ends as C structs, and the call that runs a
+    decode step through them. Raises ValueError when the kernels are not built or a weight is not in a
+    form the C code reads (see `FastDecoder.supports`)."""
+
+    def __init__(self, layers: list[LayerWeights], ends: StepEnds):
         self.lib = kernels.library()
         self.keep: list = []
         structs = [_layer(lw, self.keep) for lw in layers]
         self.layers = (Layer * len(structs))(*structs)
+        self.ends = _ends(ends, self.keep)
+        self.C, self.V = structs[0].C, self.ends.V
+        self.rope_width = structs[0].D if structs[0].kind == 1 else structs[0].Dr
+        self.mtp = ends.mix is not None
         self.work, self.work_for = torch.empty(0), (0, 0)  # scratch for (rows, cache length)
+        self.kv_for: tuple = ()  # the caches checked last, and their pointer array
+        self.rope_for: tuple = ()
 
-    def hidden(
+    def _caches(self, kv: list[torch.Tensor]):
+        ptrs = tuple(t.data_ptr() for t in kv)
+        if not self.kv_for or ptrs != self.kv_for[0]:
+            if not all(_fp32(t) for t in kv) or len({t.shape[:2] for t in kv}) != 1:
+                raise ValueError("the C decode step needs contiguous fp32 caches of one shape")
+            self.kv_for = (ptrs, (P * len(kv))(*ptrs))
+        return self.kv_for[1]
+
+    def _rope(self, rope: tuple[torch.Tensor, torch.Tensor], max_len: int) -> None:
+        cos2, sin2 = rope
+        key = (cos2.data_ptr(), sin2.data_ptr(), max_len, cos2.shape, sin2.shape)
+        if key != self.rope_for:
+            if not (
+                _fp32(cos2)
+                and _fp32(sin2)
+                and cos2.shape == sin2.shape
+                and cos2.shape[0] >= max_len
+                and cos2.shape[1] == self.rope_width
+            ):
+                raise ValueError(
+                    f"rope tables {tuple(cos2.shape)} for a cache of {max_len} positions, rope width {self.rope_width}"
+                )
+            self.ends.cos2, self.ends.sin2, self.rope_for = key[0], key[1], key
+
+    def run(
         self,
-        h: torch.Tensor,
+        tokens: list[int],
         positions: list[int],
         slots: list[int],
         kv: list[torch.Tensor],
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-    ) -> torch.Tensor:
-        """h (N, C) fp32: the embedded tokens, row i at positions[i] of cache slot slots[i]; cos, sin
-        (N, Dr/2) their rope factors (dense layers: (N, head_dim/2)). Rows may share a slot at
+        rope: tuple[torch.Tensor, torch.Tensor],
+        h_prev: torch.Tensor | None = None,
+        logits: bool = False,
+        argmax: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int] | None]:
+        """Row i: token tokens[i] at positions[i] of cache slot slots[i]. Rows may share a slot at
         consecutive positions (speculation's [pending, draft]): every row's cache entry is written
         before any row attends, and each attends up to its own position. kv: the layers' caches in
-        order (`cache.kv`; extra ones after them are not touched). Writes each layer's cache rows;
-        returns the final hidden states (N, C)."""
-        N = h.shape[0]
+        order (`cache.kv`; extra ones after them are not touched); rope: `rope_tables` over at least
+        the cache's positions; h_prev (N, C): an MTP step's main hidden states. Writes each layer's
+        cache rows; returns the final hidden states (N, C) before the final norm, and with `logits`
+        the head's logits (N, V) fp32, with `argmax` each row's most likely token."""
+        N = len(tokens)
+        pointers = self._caches(kv)
         n_slots, max_len = kv[0].shape[:2]
-        if not all(_fp32(t) for t in kv) or h.dtype != torch.float32:
-            raise ValueError("the C decode step needs fp32 hidden states and contiguous fp32 caches")
         if not (len(slots) == len(positions) == N and min(slots) >= 0 and max(slots) < n_slots):
             raise ValueError(f"slots {slots} for {N} rows and a cache of {n_slots} slots")
         if not (min(positions) >= 0 and max(positions) < max_len):
             raise ValueError(f"positions {positions} outside a cache of {max_len} positions")
+        if self.mtp != (h_prev is not None):
+            raise ValueError("an MTP step takes the main hidden states h_prev, a plain step none")
+        prev = None
+        if h_prev is not None:
+            prev = h_prev.detach().float().contiguous()
+            if prev.shape != (N, self.C):
+                raise ValueError(f"h_prev {tuple(prev.shape)} for {N} rows of width {self.C}")
+        self._rope(rope, max_len)
         if self.work_for[0] < N or self.work_for[1] != max_len:
             size = max(
                 self.lib.decode_step_work(ctypes.addressof(layer), N, max_len) for layer in self.layers
             )
-            self.work, self.work_for = torch.empty(size), (N, max_len)
-        cos2 = torch.cat([cos, cos], dim=-1).contiguous()
-        sin2 = torch.cat([-sin, sin], dim=-1).contiguous()
-        h = h.contiguous().clone()
-        pointers = (P * len(kv))(*(t.data_ptr() for t in kv))
-        slot_array, position_array = (LONG * N)(*slots), (LONG * N)(*positions)
-        args = (ctypes.addressof(self.layers), len(self.layers), h.data_ptr(), N, ctypes.addressof(pointers))
-        args += (ctypes.addressof(slot_array), ctypes.addressof(position_array), max_len)
-        if self.lib.decode_step(*args, cos2.data_ptr(), sin2.data_ptr(), self.work.data_ptr()) != 0:
-            raise MemoryError(f"decode_step: no memory for the buffers of {N} rows")
-        return h
+            self.work, self.work_for = torch.empty(size + 2 * N * self.C), (N, max_len)
+        h = torch.empty(N, self.C)
+        out = torch.empty(N, self.V) if logits or argmax else None
+        top = (LONG * N)() if argmax else None
+        ids, rows, where = (
+            (LONG * N)(*tokens),
+            (LONG * N)(*slots),
+            (LONG * N)(*positions),
+        )  # alive for the call
+        status = self.lib.decode_tokens(
+            ctypes.addressof(self.layers),
+            len(self.layers),
+            ctypes.addressof(self.ends),
+            ctypes.addressof(ids),
+            prev.data_ptr() if prev is not None else None,
+            N,
+            ctypes.addressof(pointers),
+            ctypes.addressof(rows),
+            ctypes.addressof(where),
+            max_len,
+            h.data_ptr(),
+            out.data_ptr() if out is not None else None,
+            ctypes.addressof(top) if top is not None else None,
+            self.work.data_ptr(),
+        )
+        if status == -2:
+            raise ValueError(f"token ids {tokens} outside the vocabulary of {self.V}")
+        if status != 0:
+            raise MemoryError(f"decode_tokens: no memory for the buffers of {N} rows")
+        return h, out, list(top) if top is not None else None

@@ -690,16 +690,15 @@ class Engine:
 
     def _decode(self, seqs: list[Sequence]) -> int:
         def forward(seqs: list[Sequence]) -> torch.Tensor:
-            return self.runner.decode(
-                [s.output[-1] for s in seqs], [s.num_cached for s in seqs], [s.slot for s in seqs]
-            )
+            ids = [[s.output[-1]] for s in seqs]
+            return self.runner.decode_logits(ids, [s.num_cached for s in seqs], [s.slot for s in seqs])[1]
 
-        seqs, h = self._guarded(forward, seqs, lambda seq: seq.group)
+        seqs, logits = self._guarded(forward, seqs, lambda seq: seq.group)
         if not seqs:
             return 0
         for seq in seqs:
             seq.num_cached += 1
-        self.sample_and_append(seqs, self.runner.logits(h))
+        self.sample_and_append(seqs, logits[:, 0])
         return len(seqs)
 
     def sample_and_append(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
@@ -709,12 +708,15 @@ class Engine:
         be sampled (NaN logits, parameters the sampler rejects) or appended fails its request alone
         (`_fail`); its entry is -1."""
         tokens: list[int] = [-1] * len(seqs)
-        for i in torch.isnan(logits).any(-1).nonzero()[:, 0].tolist():
-            self._fail(seqs[i].group, FloatingPointError("the model's next-token logits are NaN"))
+        if torch.isnan(logits).any():  # one check; which rows only when there are some
+            for i in torch.isnan(logits).any(-1).nonzero()[:, 0].tolist():
+                self._fail(seqs[i].group, FloatingPointError("the model's next-token logits are NaN"))
         live = [i for i, s in enumerate(seqs) if s.status is not Status.FINISHED]
         sampled = self._sample(seqs, logits, live)
         sampled = [(i, t, lp) for i, t, lp in sampled if seqs[i].status is not Status.FINISHED]
-        self.sampler.record([seqs[i].slot for i, _, _ in sampled], [t for _, t, _ in sampled])
+        counted = [(seqs[i].slot, t) for i, t, _ in sampled if seqs[i].params.penalized]
+        if counted:
+            self.sampler.record([slot for slot, _ in counted], [t for _, t in counted])
         for i, token, lp in sampled:
             tokens[i] = token
             if seqs[i].status is Status.FINISHED:  # a sibling sample's failure ended its request

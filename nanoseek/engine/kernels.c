@@ -87,8 +87,9 @@ static void dot_f32_4(const float *x, long in, const float *wj, float *y, long o
 }
 
 #if defined(F32_AVX512)
-/* From four rows on, the arithmetic is bound by the multiply-adds, not the weights: blocks of NR rows
- * x NC weight rows (up to 4 x 4) share every load. The lanes are the same 16 partial sums, each
+/* From two rows on, blocks of NR rows x NC weight rows (4 x 4, or 2 x 4 for a last pair of rows) share
+ * every load: a speculative step's [pending, draft] pair on a small model costs 1.2 one-row steps
+ * instead of 1.7 (docs/engine.md). The lanes are the same 16 partial sums, each
  * accumulated with the same fused multiply-adds in the same order, and added up by `finish`'s tree,
  * so every row gets the bits the one-row loop gives it (tested). */
 
@@ -139,6 +140,10 @@ static void blocks_f32(const float *x, const float *w, float *y, long rows, long
         for (; m + 4 <= rows; m += 4) {
             if (nc == 4) block_f32(4, 4, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
             else block_f32(4, 1, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
+        }
+        for (; m + 2 <= rows; m += 2) {
+            if (nc == 4) block_f32(2, 4, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
+            else block_f32(2, 1, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
         }
         for (; m < rows; m++) {
             if (nc == 4) block_f32(1, 4, x + m * in, wj, y + m * out + j, in, out, alpha, accumulate);
@@ -237,12 +242,8 @@ static void blocks_f32(const float *x, const float *w, float *y, long rows, long
 
 void matmul_f32(const float *x, const float *w, float *y, long rows, long in, long out, float alpha,
                 int accumulate) {
-#if defined(F32_AVX512)
-    if (rows >= 4) {
-#elif defined(F32_AVX2)
-    if (rows >= 2) { /* from two rows on the 2 x 3 blocks beat the one-row loop here (docs/engine.md) */
-#endif
 #if defined(F32_AVX512) || defined(F32_AVX2)
+    if (rows >= 2) { /* from two rows on the blocks beat the one-row loop (docs/engine.md) */
         blocks_f32(x, w, y, rows, in, out, alpha, accumulate);
         return;
     }

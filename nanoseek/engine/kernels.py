@@ -17,8 +17,8 @@ also make each int8 result independent of the batch it is computed in.
 
 From a few rows on (a batch), the arithmetic dominates: blocks of rows x weight rows share each
 load, written with intrinsics where the compiler targets them, the same numbers in the same order as
-the portable loops: AVX-512, 4 x 4 blocks from 4 rows (close to oneDNN's packed GEMM at 16 rows and
-faster at 4-8 rows); AVX2 with FMA, 2 x 3 blocks from 2 rows, walked in spans of 512 inputs (faster
+the portable loops: AVX-512, 4 x 4 blocks (2 x 4 for a last pair of rows) from 2 rows (close to
+oneDNN's packed GEMM at 16 rows and faster at 4-8 rows); AVX2 with FMA, 2 x 3 blocks from 2 rows, walked in spans of 512 inputs (faster
 than oneDNN's packed GEMM from 2 to 16 rows on this project's AVX2 machine; `f32_path()` says which).
 int8 gets 4 x 4 VNNI blocks, or 4 x 3 AVX2 vpmaddwd blocks, from 4 rows. A row's fp32 result is the
 same bits in any batch too: every path sums the same 16 lanes, with the same fused multiply-adds, in
@@ -124,8 +124,8 @@ def _load() -> ctypes.CDLL | None:
         lib.bmatmul_f32.restype = None
         lib.matmul_i8.argtypes = [p, p, p, p, n, n, n, ctypes.c_float, ctypes.c_int]
         lib.matmul_i8.restype = ctypes.c_int
-        lib.decode_step.argtypes = [p, n, p, n, p, p, p, n, p, p, p]
-        lib.decode_step.restype = ctypes.c_int
+        lib.decode_tokens.argtypes = [p, n, p, p, p, n, p, p, p, n, p, p, p, p]
+        lib.decode_tokens.restype = ctypes.c_int
         lib.matmul_f32_path.argtypes = []
         lib.matmul_f32_path.restype = ctypes.c_int
         lib.decode_step_work.argtypes = [p, n, n]

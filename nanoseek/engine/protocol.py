@@ -76,6 +76,11 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
 
+    @property
+    def penalized(self) -> bool:
+        """Whether a penalty reads the tokens generated so far (or the prompt's)."""
+        return self.repetition_penalty != 1 or bool(self.frequency_penalty) or bool(self.presence_penalty)
+
 
 @dataclass
 class GenerationRequest:

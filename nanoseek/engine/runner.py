@@ -3,6 +3,7 @@
     runner = ModelRunner(model, num_slots=16, max_len=1024, speculative=False)
     h = runner.hidden([[1, 2, 3], [4, 5]], starts=[0, 7], slots=[0, 3])   # (2, 3, C), ragged rows padded
     logits = runner.logits(h[:, -1])                                        # (2, V)
+    h, logits = runner.decode_logits([[9], [4]], starts=[3, 2], slots=[0, 3])   # a decode step: (2, 1, C|V)
     scored = runner.token_logprobs(h[0, :2], [2, 3], top=1)   # a prompt's own logprobs (TokenLogprob)
     runner.sync()                      # after a trainer changed the weights: rebuild what derives from them
 
@@ -169,20 +170,20 @@ class ModelRunner:
         positions = [min(start + k, self.max_len) for start, row in zip(starts, ids) for k in range(len(row))]
         return tokens, positions, [slot for slot, row in zip(slots, ids) for _ in row]
 
-    def decode(self, tokens: list[int], starts: list[int], slots: list[int]) -> torch.Tensor:
-        """One new token per row (row i: tokens[i] at position starts[i] of slot slots[i]); returns
-        (B, C)."""
-        return self.decode_runs([[t] for t in tokens], starts, slots)[:, 0]
-
-    def decode_runs(self, ids: list[list[int]], starts: list[int], slots: list[int]) -> torch.Tensor:
+    def decode_logits(
+        self, ids: list[list[int]], starts: list[int], slots: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A few consecutive new tokens per row (row i: ids[i] from position starts[i] of slot
-        slots[i], every row the same length T): speculation's [pending, draft]. On the fused path as
-        one row per token (a row's tokens share its slot: each attends to the cache up to its own
-        position, its run's earlier tokens included); returns (B, T, C)."""
+        slots[i], every row the same length T: one for a plain step, speculation's [pending, draft]),
+        and the logits after each: (B, T, C) final hidden states, (B, T, V) fp32. On the fused path in
+        one C call, as one row per token (a row's tokens share its slot: each attends to the cache up
+        to its own position, its run's earlier tokens included)."""
         if self.fast is None:
-            return self.hidden(ids, starts, slots)
-        h = self.fast.hidden(*self._token_rows(ids, starts, slots), self.cache)
-        return h.view(len(ids), len(ids[0]), -1)
+            h = self.hidden(ids, starts, slots)
+            return h, self.logits(h)
+        h, logits = self.fast.forward(*self._token_rows(ids, starts, slots), self.cache)
+        B, T = len(ids), len(ids[0])
+        return h.view(B, T, -1), logits.view(B, T, -1)
 
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -223,6 +224,22 @@ class ModelRunner:
         tokens, positions, slot_ids = self._batch(next_ids, starts, slots)
         with inference_mode(self.model):
             return self.model.mtp_hidden(0, h, tokens, positions, self.cache, slot_ids)
+
+    def mtp_drafts(
+        self, h: torch.Tensor, next_ids: list[list[int]], starts: list[int], slots: list[int], pick: list[int]
+    ) -> list[int]:
+        """`mtp_hidden` and the MTP module's draft for each row: the most likely token at position
+        starts[i] + pick[i] (on the fused path in one C call, the head's argmax included)."""
+        if self.fast is None:
+            mh = self.mtp_hidden(h, next_ids, starts, slots)
+            rows = mh[torch.arange(len(pick), device=mh.device), torch.tensor(pick, device=mh.device)]
+            return self.mtp_logits(rows).argmax(-1).tolist()
+        B, T = h.shape[:2]
+        tokens, positions, rows = self._token_rows(next_ids, starts, slots)
+        _, top = self.fast.mtp_hidden(
+            0, h.reshape(B * T, -1), tokens, positions, rows, self.cache, argmax=True
+        )
+        return [top[i * T + p] for i, p in enumerate(pick)]
 
     @torch.no_grad()
     def mtp_logits(self, h: torch.Tensor) -> torch.Tensor:

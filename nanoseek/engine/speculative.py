@@ -22,7 +22,7 @@ tokens other than d; sampling t ~ p and accepting when t == d gives both with th
 A rejected draft's cache entries sit past the sample's length and are overwritten by the next step
 (attention only sees positions <= its own).
 
-The pair runs through the decode path (`ModelRunner.decode_runs`) as two rows of the sample's slot:
+The pair runs through the decode path (`ModelRunner.decode_logits`) as two rows of the sample's slot:
 both cache entries are written before either attends, and each attends up to its own position. On a
 CPU a decode step costs what reading the weights costs, and two rows read them once, so a right
 draft is a nearly free token. The MTP module runs the same way (`FastDecoder.mtp_hidden`). Drafts are
@@ -76,13 +76,13 @@ def first_drafts(engine: Engine, seqs: list[Sequence], last_h: torch.Tensor) -> 
     if not live:
         return
     live_seqs = [seqs[i] for i in live]
-    mh = engine.runner.mtp_hidden(
+    drafts = engine.runner.mtp_drafts(
         last_h[live, None],
         [[s.output[-1]] for s in live_seqs],
         [s.num_cached - 1 for s in live_seqs],
         [s.slot for s in live_seqs],
-    )  # (L, 1, C)
-    drafts = engine.runner.mtp_logits(mh[:, 0]).argmax(-1).tolist()
+        [0] * len(live_seqs),
+    )
     for seq, draft in zip(live_seqs, drafts):
         seq.draft = draft
 
@@ -92,8 +92,7 @@ def speculative_decode(engine: Engine, seqs: list[Sequence]) -> int:
     runner = engine.runner
     starts = [s.num_cached for s in seqs]  # position of each pending token
     slots = [s.slot for s in seqs]
-    h = runner.decode_runs([[s.output[-1], s.draft] for s in seqs], starts, slots)  # (B, 2, C)
-    logits = runner.logits(h)  # (B, 2, V)
+    h, logits = runner.decode_logits([[s.output[-1], s.draft] for s in seqs], starts, slots)  # (B, 2, C|V)
     for seq in seqs:
         seq.num_cached += 1  # the pending token is in the cache now
     drafts = [s.draft for s in seqs]
@@ -107,16 +106,15 @@ def speculative_decode(engine: Engine, seqs: list[Sequence]) -> int:
         tokens = engine.sample_and_append([seqs[i] for i in accepted], logits[accepted, 1])
         second = dict(zip(accepted, tokens))
     live = [i for i, s in enumerate(seqs) if s.status is Status.RUNNING]
-    if live:
-        mh = runner.mtp_hidden(
-            h[live],
+    if live:  # position n predicts t_{n+2}, position n+1 (if the draft was right) t_{n+3}
+        new_drafts = runner.mtp_drafts(
+            h if len(live) == len(seqs) else h[live],
             [[first[i], second.get(i, 0)] for i in live],
             [starts[i] for i in live],
             [slots[i] for i in live],
-        )  # (L, 2, C): position n predicts t_{n+2}, position n+1 (if accepted) predicts t_{n+3}
-        pick = torch.tensor([1 if i in second else 0 for i in live], device=mh.device)
-        new_drafts = runner.mtp_logits(mh[torch.arange(len(live), device=mh.device), pick]).argmax(-1)
-        for i, draft in zip(live, new_drafts.tolist()):
+            [1 if i in second else 0 for i in live],
+        )
+        for i, draft in zip(live, new_drafts):
             seqs[i].draft = draft
     return 2 * len(seqs)
 
