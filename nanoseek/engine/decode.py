@@ -3,7 +3,7 @@
     reason = FastDecoder.supports(model, cache)           # None, or why this model takes its own forward
     decoder = FastDecoder(model)                          # fuses the weights once (again after a sync)
     h = decoder.hidden(tokens, positions, slots, cache)   # (N,) ids, positions, slots -> (N, C)
-    logits = decoder.logits(h)                            # (N, V)
+    h, logits = decoder.forward(tokens, positions, slots, cache)   # and the logits (N, V), one call
 
 `ModelRunner` decodes with it whenever `supports` says yes: every plain decode step, speculation's
 [pending, draft] pairs (two rows of one slot) and its drafter (`mtp_hidden`, the MTP module's block as
@@ -37,9 +37,11 @@ reordering). A tied head is the embedding matrix, read in place (int8: quantize_
 
 Row-wise fusion and reordering keep every output channel's weights and scale, so int8 results are the
 per-layer results. Matrices used as they are (o_proj, the dense and shared down projections, the
-MTP's eh_proj, the output head) are read in place. The output head runs outside the C step: fp32
-from PACKED_MIN_ROWS rows on oneDNN's packed copy of the weight (but on the decode kernel where it
-has AVX2 blocks: faster there), fewer on the decode kernel; int8 on the int8 kernel.
+MTP's eh_proj, the output head) are read in place. The C call starts from the token ids (the
+embedding lookup, rope factors from a table by position) and, when asked (`forward`), ends with the
+final norm and the head: fp32 from PACKED_MIN_ROWS rows the head runs after the call on oneDNN's
+packed copy of the weight (but on the decode kernel where it has AVX2 blocks: faster there), fewer
+rows and int8 heads inside it. The MTP drafter's call ends with the head's argmax, the drafts.
 
 The engine rebuilds a FastDecoder when a trainer syncs new weights (`Engine.sync_weights`), and
 refuses to step on weights changed since then, so the fused copies are never stale.

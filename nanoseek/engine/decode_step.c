@@ -1,6 +1,8 @@
-/* A whole decode step in one call: N new tokens, each at a position of a cache slot, through every
- * decoder layer. Rows may share a slot at consecutive positions (speculation's [pending, draft]):
- * every row's cache entry is written before any row attends, and each attends up to its position.
+/* A whole decode step in one call (`decode_tokens`): N new token ids, each at a position of a cache
+ * slot, looked up in the embedding table, through every decoder layer, and on through the final norm
+ * and the output head to logits (and their argmax: the MTP drafter's drafts). Rows may share a slot at
+ * consecutive positions (speculation's [pending, draft]): every row's cache entry is written before
+ * any row attends, and each attends up to its position.
  *
  * Built with kernels.c into one library and driven by decode_step.py (`CDecodeStep`), which fills the
  * Layer structs below with pointers to FastDecoder's fused weights. A decode step is the weights
