@@ -310,14 +310,20 @@ class Head:
         self.matrix = Matrix.of(layer)
         self._packed: torch.Tensor | None = None  # built on first use
 
+    def packed(self, rows: int) -> torch.Tensor | None:
+        """oneDNN's packed copy of the weight when `rows` rows run on it, else None (the decode kernel,
+        which the C step also runs the head on)."""
+        if self.matrix.w is None or not packed_head(rows):
+            return None
+        if self._packed is None:
+            self._packed = pack(self.matrix.w)
+        return self._packed
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
         flat = x.reshape(rows, -1).float()
-        if self.matrix.w is not None and packed_head(rows):
-            if self._packed is None:
-                self._packed = pack(self.matrix.w)
-            if self._packed is not None:
-                return packed_matmul(flat, self._packed).view(*x.shape[:-1], -1)
+        if (packed := self.packed(rows)) is not None:
+            return packed_matmul(flat, packed).view(*x.shape[:-1], -1)
         return matmul(flat, self.matrix).view(*x.shape[:-1], -1)
 
 
@@ -416,7 +422,7 @@ class FastDecoder:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`hidden` and the next-token logits (N, V) fp32 of its rows, the head inside the C call
         where the decode kernel runs it (oneDNN's packed head is faster from PACKED_MIN_ROWS rows)."""
-        in_c = self.head.matrix.w is None or not packed_head(len(tokens))
+        in_c = self.head.packed(len(tokens)) is None
         h, logits, _ = self.step.run(tokens, positions, slots, cache.kv, self._rope(cache), logits=in_c)
         return h, logits if in_c else self.logits(h)
 

@@ -360,7 +360,7 @@ static int mlp(const Layer *L, const float *x, float *h, long N, float *work) {
 }
 
 /* Floats of scratch space a layer needs for N rows and caches of max_len positions. */
-long decode_step_work(const Layer *L, long N, long max_len) {
+static long layer_work(const Layer *L, long N, long max_len) {
     if (L->kind == 1) {
         long attn = N * (L->qkv.out + L->H * L->D) + L->H * max_len;
         long dense = N * (L->gate_up.out + L->gate_up.out / 2);
@@ -396,13 +396,24 @@ typedef struct {
     const float *cos2, *sin2; /* (max_len, Dr) rope factors by position: [cos | cos], [-sin | sin] */
 } Ends;
 
+/* Floats of scratch space decode_tokens needs for N rows and caches of max_len positions: the MTP
+ * input (N, 2C), then the largest layer's. */
+long decode_tokens_work(const Layer *layers, long n_layers, long N, long max_len) {
+    long most = 0;
+    for (long l = 0; l < n_layers; l++) {
+        long need = layer_work(layers + l, N, max_len);
+        most = need > most ? need : most;
+    }
+    return 2 * N * layers[0].C + most;
+}
+
 /* N tokens through every layer: row n is token tokens[n] at positions[n] of cache slot slots[n] (h_prev
  * (N, C): the MTP step's main hidden states, else NULL). Layer l's cache is kv[l], (slots, max_len,
  * R + Dr) fp32 contiguous (GQA: 2 Hkv D). Writes each layer's cache rows and h (N, C), the final hidden
  * states before the final norm; with logits (N, V) also the head's logits, and with argmax (N) each
- * row's most likely token (the lowest id among ties). work: 2 N C floats, then at least
- * decode_step_work(layer, N, max_len) for every layer. Returns 0; -1 when a buffer could not be
- * allocated; -2 for a token id outside [0, V). */
+ * row's most likely token (the lowest id among ties). work: decode_tokens_work(layers, n_layers, N,
+ * max_len) floats. Returns 0; -1 when a buffer could not be allocated; -2 for a token id outside
+ * [0, V). */
 int decode_tokens(const Layer *layers, long n_layers, const Ends *ends, const long *tokens, const float *h_prev,
                   long N, float *const *kv, const long *slots, const long *positions, long max_len, float *h,
                   float *logits, long *argmax, float *work) {

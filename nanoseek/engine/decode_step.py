@@ -265,10 +265,8 @@ class CDecodeStep:
                 raise ValueError(f"h_prev {tuple(prev.shape)} for {N} rows of width {self.C}")
         self._rope(rope, max_len)
         if self.work_for[0] < N or self.work_for[1] != max_len:
-            size = max(
-                self.lib.decode_step_work(ctypes.addressof(layer), N, max_len) for layer in self.layers
-            )
-            self.work, self.work_for = torch.empty(size + 2 * N * self.C), (N, max_len)
+            size = self.lib.decode_tokens_work(ctypes.addressof(self.layers), len(self.layers), N, max_len)
+            self.work, self.work_for = torch.empty(size), (N, max_len)
         h = torch.empty(N, self.C)
         out = torch.empty(N, self.V) if logits or argmax else None
         top = (LONG * N)() if argmax else None

@@ -18,8 +18,9 @@ also make each int8 result independent of the batch it is computed in.
 From a few rows on (a batch), the arithmetic dominates: blocks of rows x weight rows share each
 load, written with intrinsics where the compiler targets them, the same numbers in the same order as
 the portable loops: AVX-512, 4 x 4 blocks (2 x 4 for a last pair of rows) from 2 rows (close to
-oneDNN's packed GEMM at 16 rows and faster at 4-8 rows); AVX2 with FMA, 2 x 3 blocks from 2 rows, walked in spans of 512 inputs (faster
-than oneDNN's packed GEMM from 2 to 16 rows on this project's AVX2 machine; `f32_path()` says which).
+oneDNN's packed GEMM at 16 rows and faster at 4-8 rows); AVX2 with FMA, 2 x 3 blocks from 2 rows,
+walked in spans of 512 inputs (faster than oneDNN's packed GEMM from 2 to 16 rows on this project's
+AVX2 machine; `f32_path()` says which).
 int8 gets 4 x 4 VNNI blocks, or 4 x 3 AVX2 vpmaddwd blocks, from 4 rows. A row's fp32 result is the
 same bits in any batch too: every path sums the same 16 lanes, with the same fused multiply-adds, in
 the same order. docs/engine.md has the measured bandwidths and rates.
@@ -128,8 +129,8 @@ def _load() -> ctypes.CDLL | None:
         lib.decode_tokens.restype = ctypes.c_int
         lib.matmul_f32_path.argtypes = []
         lib.matmul_f32_path.restype = ctypes.c_int
-        lib.decode_step_work.argtypes = [p, n, n]
-        lib.decode_step_work.restype = n
+        lib.decode_tokens_work.argtypes = [p, n, n, n]
+        lib.decode_tokens_work.restype = n
         _lib = lib
         return _lib
 
